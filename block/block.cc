@@ -1,0 +1,748 @@
+// The node graph: driver registry, opening (option handling, format
+// probing, children), permissions, limits and image creation.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "block/block_int.h"
+#include "qemu/cutils.h"
+
+namespace qemu {
+
+extern const BlockDriver& bdrv_file_driver();
+extern const BlockDriver& bdrv_host_device_driver();
+extern const BlockDriver& bdrv_raw_driver();
+extern const BlockDriver& bdrv_null_co_driver();
+extern const BlockDriver& bdrv_null_aio_driver();
+
+// --- Registry ---------------------------------------------------------------
+
+namespace {
+std::vector<const BlockDriver*>& registry()
+{
+    static std::vector<const BlockDriver*> drivers;
+    return drivers;
+}
+}  // namespace
+
+void bdrv_register(const BlockDriver* drv)
+{
+    if (!bdrv_find_driver(drv->name())) {
+        registry().push_back(drv);
+    }
+}
+
+const BlockDriver* bdrv_find_driver(std::string_view name)
+{
+    for (const BlockDriver* d : registry()) {
+        if (d->name() == name) {
+            return d;
+        }
+    }
+    return nullptr;
+}
+
+const std::vector<const BlockDriver*>& bdrv_drivers()
+{
+    return registry();
+}
+
+void bdrv_init()
+{
+    bdrv_register(&bdrv_file_driver());
+    bdrv_register(&bdrv_host_device_driver());
+    bdrv_register(&bdrv_raw_driver());
+    bdrv_register(&bdrv_null_co_driver());
+    bdrv_register(&bdrv_null_aio_driver());
+}
+
+const char* block_permission_name(uint64_t perm)
+{
+    switch (perm) {
+    case BLK_PERM_CONSISTENT_READ: return "consistent read";
+    case BLK_PERM_WRITE: return "write";
+    case BLK_PERM_WRITE_UNCHANGED: return "write unchanged";
+    case BLK_PERM_RESIZE: return "resize";
+    default: return "unknown";
+    }
+}
+
+const char* prealloc_mode_name(PreallocMode mode)
+{
+    switch (mode) {
+    case PreallocMode::Off: return "off";
+    case PreallocMode::Metadata: return "metadata";
+    case PreallocMode::Falloc: return "falloc";
+    case PreallocMode::Full: return "full";
+    }
+    return "off";
+}
+
+bool parse_prealloc_mode(const std::string& s, PreallocMode& mode)
+{
+    for (PreallocMode m : {PreallocMode::Off, PreallocMode::Metadata, PreallocMode::Falloc,
+                           PreallocMode::Full}) {
+        if (s == prealloc_mode_name(m)) {
+            mode = m;
+            return true;
+        }
+    }
+    return false;
+}
+
+void BlockLimits::inherit_zoned(const BlockLimits& child)
+{
+    zoned = child.zoned;
+    zone_size = child.zone_size;
+    zone_capacity = child.zone_capacity;
+    nr_zones = child.nr_zones;
+    max_open_zones = child.max_open_zones;
+    max_active_zones = child.max_active_zones;
+    max_append_bytes = child.max_append_bytes;
+    write_granularity = child.write_granularity;
+}
+
+// --- BlockDriver defaults ----------------------------------------------------
+
+int BlockDriver::probe(const uint8_t*, size_t, const std::string&) const
+{
+    return 0;
+}
+
+int BlockDriver::probe_device(const std::string&) const
+{
+    return 0;
+}
+
+bool BlockDriver::parse_filename(const std::string& filename, QDict& options, Error& err) const
+{
+    std::string fn = filename;
+    std::string prefix = std::string(protocol_prefix()) + ":";
+    if (!protocol_prefix().empty() && starts_with(fn, prefix)) {
+        fn = fn.substr(prefix.size());
+    }
+    if (fn.empty() && needs_filename()) {
+        err.set("The '%.*s' block driver requires a file name", int(name().size()), name().data());
+        return false;
+    }
+    if (!options.has("filename")) {
+        options.set("filename", fn);
+    }
+    return true;
+}
+
+Task<int> BlockDriver::co_create(const std::string&, QDict&, AioContext&, Error& err) const
+{
+    err.set("Driver '%.*s' does not support image creation", int(name().size()), name().data());
+    co_return -ENOTSUP;
+}
+
+// --- BlockDriverState basics -------------------------------------------------
+
+namespace {
+unsigned next_node_number = 0;
+}
+
+BlockDriverState::BlockDriverState(const BlockDriver& drv, AioContext& ctx)
+    : drv_(drv), ctx_(ctx), node_name_("#block" + std::to_string(next_node_number++))
+{
+}
+
+BlockDriverState::~BlockDriverState() = default;
+
+BdrvChild* BlockDriverState::child(std::string_view name) const
+{
+    for (const auto& c : children_) {
+        if (c->name == name) {
+            return c.get();
+        }
+    }
+    return nullptr;
+}
+
+BdrvChild* BlockDriverState::add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs)
+{
+    auto c = std::make_unique<BdrvChild>();
+    c->name = name;
+    c->bs = std::move(bs);
+    c->parent = this;
+    children_.push_back(std::move(c));
+    BdrvChild* ret = children_.back().get();
+    if (name == "file") {
+        file_ = ret;
+    }
+    return ret;
+}
+
+Task<int> BlockDriverState::drv_pwrite_zeroes(uint64_t, uint64_t, unsigned)
+{
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_pdiscard(uint64_t, uint64_t)
+{
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_flush_to_os()
+{
+    co_return 0;
+}
+
+Task<int> BlockDriverState::drv_flush_to_disk()
+{
+    co_return 0;
+}
+
+Task<int> BlockDriverState::drv_truncate(uint64_t, bool, PreallocMode, unsigned, Error& err)
+{
+    err.set("Image format driver does not support resize");
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_block_status(bool, uint64_t offset, uint64_t bytes, BlockStatus& out)
+{
+    out.pnum = bytes;
+    if (file_) {
+        // A node without a mapping of its own passes through to its file.
+        out.flags = BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
+        out.map = offset;
+        out.file = file_->bs.get();
+    } else {
+        out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+        if (drv_.is_protocol()) {
+            out.flags |= BDRV_BLOCK_OFFSET_VALID;
+            out.map = offset;
+            out.file = this;
+        }
+    }
+    co_return 0;
+}
+
+void BlockDriverState::drv_refresh_limits(BlockLimits&)
+{
+}
+
+void BlockDriverState::drv_child_perm(const BdrvChild&, uint64_t parent_perm,
+                                      uint64_t parent_shared, uint64_t& perm,
+                                      uint64_t& shared) const
+{
+    // The child holds this node's metadata and data: we read it whenever we
+    // are used, may write and grow it when writable, and cannot let anyone
+    // else write it behind our back.
+    perm = parent_perm | BLK_PERM_CONSISTENT_READ;
+    if (!read_only()) {
+        perm |= BLK_PERM_WRITE | BLK_PERM_RESIZE;
+    }
+    shared = parent_shared & ~(BLK_PERM_WRITE | BLK_PERM_RESIZE);
+    if (options_.get("force-share") && *options_.get("force-share") == "on") {
+        shared = BLK_PERM_ALL;
+    }
+}
+
+int BlockDriverState::drv_set_perm(uint64_t, uint64_t, Error&)
+{
+    return 0;
+}
+
+int BlockDriverState::drv_get_info(BlockDriverInfo&)
+{
+    return -ENOTSUP;
+}
+
+Task<int64_t> BlockDriverState::drv_get_allocated_file_size()
+{
+    if (!file_) {
+        co_return -ENOTSUP;
+    }
+    co_return co_await file_->bs->drv_get_allocated_file_size();
+}
+
+void BlockDriverState::refresh_limits()
+{
+    BlockLimits bl;
+    for (const auto& c : children_) {
+        const BlockLimits& cl = c->bs->limits();
+        if (c.get() != file_) {
+            continue;  // only the data child constrains requests
+        }
+        bl.request_alignment = std::max(bl.request_alignment, cl.request_alignment);
+        bl.max_transfer = cl.max_transfer;
+        bl.opt_transfer = cl.opt_transfer;
+        bl.pdiscard_alignment = cl.pdiscard_alignment;
+        bl.max_pdiscard = cl.max_pdiscard;
+        bl.pwrite_zeroes_alignment = cl.pwrite_zeroes_alignment;
+        bl.max_pwrite_zeroes = cl.max_pwrite_zeroes;
+        bl.min_mem_alignment = cl.min_mem_alignment;
+        bl.opt_mem_alignment = cl.opt_mem_alignment;
+        bl.max_iov = cl.max_iov;
+    }
+    drv_refresh_limits(bl);
+    if (bl.request_alignment == 0) {
+        bl.request_alignment = 1;
+    }
+    bl_ = bl;
+}
+
+int BlockDriverState::update_permissions(uint64_t perm, uint64_t shared, Error& err)
+{
+    for (const auto& c : children_) {
+        uint64_t cperm = 0, cshared = BLK_PERM_ALL;
+        drv_child_perm(*c, perm, shared, cperm, cshared);
+        int ret = c->bs->update_permissions(cperm, cshared, err);
+        if (ret < 0) {
+            return ret;
+        }
+        c->perm = cperm;
+        c->shared = cshared;
+    }
+    int ret = drv_set_perm(perm, shared, err);
+    if (ret < 0) {
+        return ret;
+    }
+    perm_ = perm;
+    shared_ = shared;
+    return 0;
+}
+
+// --- Opening ------------------------------------------------------------------
+
+namespace {
+
+// Options every node understands, whatever its driver.
+const OptionSchema& common_open_schema()
+{
+    static const OptionSchema schema = {
+        {"driver", OptionType::String, "Driver name", ""},
+        {"node-name", OptionType::String, "Node name", ""},
+        {"read-only", OptionType::Bool, "Node is opened in read-only mode", "off"},
+        {"cache.direct", OptionType::Bool, "Bypass software writeback cache on the host", "off"},
+        {"cache.no-flush", OptionType::Bool, "Ignore flush requests", "off"},
+        {"discard", OptionType::String, "discard operation (ignore/off, unmap/on)", "ignore"},
+        {"force-share", OptionType::Bool, "always accept other writers (default: off)", "off"},
+    };
+    return schema;
+}
+
+// Does the file name carry a protocol prefix a driver claims?
+const BlockDriver* find_protocol_by_prefix(const std::string& filename)
+{
+    size_t colon = filename.find(':');
+    if (colon == std::string::npos || filename.find('/') < colon) {
+        return nullptr;
+    }
+    std::string prefix = filename.substr(0, colon);
+    for (const BlockDriver* d : bdrv_drivers()) {
+        if (d->is_protocol() && d->protocol_prefix() == prefix) {
+            return d;
+        }
+    }
+    return nullptr;
+}
+
+const BlockDriver* find_protocol_for_filename(const std::string& filename)
+{
+    if (const BlockDriver* d = find_protocol_by_prefix(filename)) {
+        return d;
+    }
+    const BlockDriver* best = bdrv_find_driver("file");
+    int best_score = 0;
+    for (const BlockDriver* d : bdrv_drivers()) {
+        if (d->is_protocol()) {
+            int score = d->probe_device(filename);
+            if (score > best_score) {
+                best = d;
+                best_score = score;
+            }
+        }
+    }
+    return best;
+}
+
+constexpr size_t kProbeBytes = 2048;
+
+// Reads the start of the protocol node and picks the format scoring highest.
+Task<const BlockDriver*> probe_format(BlockDriverState* proto, const std::string& filename,
+                                      Error& err)
+{
+    BdrvChild probe_child;
+    probe_child.name = "probe";
+    probe_child.bs = std::shared_ptr<BlockDriverState>(proto, [](BlockDriverState*) {});
+    uint8_t buf[kProbeBytes] = {};
+    uint64_t len = std::min<uint64_t>(kProbeBytes, proto->total_bytes());
+    if (len > 0) {
+        AlignedBuffer bounce(kProbeBytes, 4096);
+        IOVector qiov(bounce.data(), len);
+        int ret = co_await bdrv_co_preadv(&probe_child, 0, len, qiov);
+        if (ret < 0) {
+            err.set_errno(-ret, "Could not read image for determining its format");
+            co_return nullptr;
+        }
+        memcpy(buf, bounce.data(), len);
+    }
+    const BlockDriver* best = nullptr;
+    int best_score = 0;
+    for (const BlockDriver* d : bdrv_drivers()) {
+        if (d->is_protocol()) {
+            continue;
+        }
+        int score = d->probe(buf, len, filename);
+        if (score > best_score) {
+            best = d;
+            best_score = score;
+        }
+    }
+    if (!best) {
+        err.set("Could not determine image format: No compatible format found");
+    }
+    co_return best;
+}
+
+bool uses_strong_options(const BlockDriverState& bs)
+{
+    for (const std::string& opt : bs.drv().strong_options()) {
+        if (bs.options().has(opt)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The options that define a node's data, children included: what QEMU puts
+// in a json:{...} name.
+QDict strong_description(const BlockDriverState& bs)
+{
+    QDict d;
+    d.set("driver", std::string(bs.drv().name()));
+    for (const std::string& opt : bs.drv().strong_options()) {
+        d.copy_from(bs.options(), opt);
+    }
+    if (bs.drv().is_protocol()) {
+        d.copy_from(bs.options(), "filename");
+    }
+    for (const auto& c : bs.children()) {
+        d.merge_subtree(c->name, strong_description(*c->bs));
+    }
+    return d;
+}
+
+// The plain name of a node whose data a file name alone describes, or "".
+std::string exact_filename(const BlockDriverState& bs)
+{
+    if (uses_strong_options(bs)) {
+        return "";
+    }
+    if (bs.drv().is_protocol()) {
+        if (const std::string* fn = bs.options().get("filename")) {
+            return *fn;
+        }
+        return std::string(bs.drv().protocol_prefix()) + "://";
+    }
+    if (bs.file() && bs.children().size() == 1) {
+        return exact_filename(*bs.file()->bs);
+    }
+    return "";
+}
+
+// QEMU's user-visible node name: the plain file name when it says it all,
+// else json:{...} with the options that matter.
+std::string describe_node(const BlockDriverState& bs)
+{
+    std::string exact = exact_filename(bs);
+    return exact.empty() ? "json:" + strong_description(bs).to_json() : exact;
+}
+
+}  // namespace
+
+Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& options,
+                                              bool allow_none, Error& err)
+{
+    QDict child_opts = options.take_subtree(name);
+    std::optional<std::string> child_filename;
+    if (name == "file") {
+        child_filename = std::move(file_child_filename_);
+        file_child_filename_.reset();
+    }
+    if (auto reference = options.take(name)) {
+        // file=NAME names an existing node; nodes are not shared between
+        // graphs here, so no such node can exist.
+        err.set("Cannot find device='%s' nor node-name='%s'", reference->c_str(), reference->c_str());
+        co_return nullptr;
+    }
+    if (child_opts.empty() && !child_filename) {
+        if (allow_none) {
+            co_return nullptr;
+        }
+        err.set("A block device must be specified for \"%s\"", name.c_str());
+        co_return nullptr;
+    }
+    // Children inherit the parent's caching mode unless told otherwise.
+    child_opts.set_default("cache.direct", (open_flags_ & BDRV_O_NOCACHE) ? "on" : "off");
+    child_opts.set_default("cache.no-flush", (open_flags_ & BDRV_O_NO_FLUSH) ? "on" : "off");
+    if (const std::string* fs = options_.get("force-share")) {
+        child_opts.set_default("force-share", *fs);
+    }
+    int flags = (open_flags_ & (BDRV_O_RDWR | BDRV_O_UNMAP)) | BDRV_O_PROTOCOL;
+    if (child_opts.has("driver")) {
+        flags &= ~BDRV_O_PROTOCOL;  // an explicit driver may be a format too
+    }
+    auto bs = co_await bdrv_co_open(child_filename, std::move(child_opts), flags, ctx_, err);
+    if (!bs) {
+        co_return nullptr;
+    }
+    QDict recorded = bs->options();
+    options_.merge_subtree(name, recorded);
+    co_return add_child(name, std::move(bs));
+}
+
+Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
+                                                     QDict options, int flags, AioContext& ctx,
+                                                     Error& err)
+{
+    if (filename && starts_with(*filename, "json:")) {
+        QDict from_json;
+        if (!json_parse_flat(from_json, filename->substr(5), err)) {
+            co_return nullptr;
+        }
+        options.merge_defaults(from_json);
+        filename.reset();
+    }
+
+    // Generic options.
+    if (!common_open_schema().validate(options, err)) {
+        co_return nullptr;
+    }
+    if (options.has("read-only")) {
+        if (*parse_bool_option("read-only", *options.get("read-only"), err)) {
+            flags &= ~BDRV_O_RDWR;
+        } else {
+            flags |= BDRV_O_RDWR;
+        }
+    }
+    if (options.has("cache.direct")) {
+        flags = *parse_bool_option("cache.direct", *options.get("cache.direct"), err)
+                    ? flags | BDRV_O_NOCACHE
+                    : flags & ~BDRV_O_NOCACHE;
+    }
+    if (options.has("cache.no-flush")) {
+        flags = *parse_bool_option("cache.no-flush", *options.get("cache.no-flush"), err)
+                    ? flags | BDRV_O_NO_FLUSH
+                    : flags & ~BDRV_O_NO_FLUSH;
+    }
+    if (const std::string* d = options.get("discard")) {
+        if (*d == "unmap" || *d == "on") {
+            flags |= BDRV_O_UNMAP;
+        } else if (*d == "ignore" || *d == "off") {
+            flags &= ~BDRV_O_UNMAP;
+        } else {
+            err.set("Invalid discard option");
+            co_return nullptr;
+        }
+    }
+    if (const std::string* fs = options.get("force-share");
+        fs && *parse_bool_option("force-share", *fs, err) && (flags & BDRV_O_RDWR)) {
+        err.set("force-share=on can only be used with read-only images");
+        co_return nullptr;
+    }
+
+    // Which driver?
+    const BlockDriver* drv = nullptr;
+    std::shared_ptr<BlockDriverState> probed_file;
+    bool probed_raw = false;
+    if (const std::string* name = options.get("driver")) {
+        drv = bdrv_find_driver(*name);
+        if (!drv) {
+            err.set("Unknown driver '%s'", name->c_str());
+            co_return nullptr;
+        }
+    } else if (flags & BDRV_O_PROTOCOL) {
+        // A protocol prefix counts only in a file name given as such, not
+        // in a "filename" option (which names a file, colons and all).
+        if (filename) {
+            drv = find_protocol_for_filename(*filename);
+        } else {
+            const std::string* fn = options.get("filename");
+            drv = bdrv_find_driver("file");
+            for (const BlockDriver* d : bdrv_drivers()) {
+                if (fn && d->is_protocol() && d->probe_device(*fn) > 0) {
+                    drv = d;
+                }
+            }
+        }
+    } else {
+        if (!filename && !options.has("file.filename") && !options.has("filename") &&
+            !options.has_subtree("file")) {
+            err.set("Must specify either driver or file");
+            co_return nullptr;
+        }
+        // Probe: open the protocol layer on its own, then look at its bytes.
+        QDict file_opts = options.take_subtree("file");
+        if (!filename) {
+            filename = options.take("filename");
+        }
+        for (const char* key : {"cache.direct", "cache.no-flush", "force-share"}) {
+            if (const std::string* v = options.get(key)) {
+                file_opts.set_default(key, *v);
+            }
+        }
+        int file_flags = (flags & (BDRV_O_RDWR | BDRV_O_UNMAP | BDRV_O_NOCACHE | BDRV_O_NO_FLUSH)) |
+                         BDRV_O_PROTOCOL;
+        probed_file = co_await bdrv_co_open(filename, std::move(file_opts), file_flags, ctx, err);
+        if (!probed_file) {
+            co_return nullptr;
+        }
+        drv = co_await probe_format(probed_file.get(), filename.value_or(""), err);
+        if (!drv) {
+            co_return nullptr;
+        }
+        probed_raw = drv->name() == "raw";
+        // Like QEMU, warn only where block 0 writes get restricted.
+        if (probed_raw && (flags & BDRV_O_RDWR)) {
+            fprintf(stderr,
+                    "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                    "         Automatically detecting the format is dangerous for raw images, "
+                    "write operations on block 0 will be restricted.\n"
+                    "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                    probed_file->filename().c_str());
+        }
+    }
+    options.set("driver", std::string(drv->name()));
+
+    if (drv->is_protocol()) {
+        if (filename && !drv->parse_filename(*filename, options, err)) {
+            co_return nullptr;
+        }
+        if (drv->needs_filename() && !options.has("filename")) {
+            err.set("The '%.*s' block driver requires a file name", int(drv->name().size()),
+                    drv->name().data());
+            co_return nullptr;
+        }
+    }
+
+    if (!drv->open_schema().validate(options, err)) {
+        co_return nullptr;
+    }
+
+    std::shared_ptr<BlockDriverState> bs = drv->new_node(ctx);
+    if (!drv->is_protocol() && !probed_file && filename && !options.has_subtree("file") &&
+        !options.has("file")) {
+        bs->file_child_filename_ = filename;
+    }
+    bs->open_flags_ = flags;
+    bs->probed_raw_ = probed_raw;
+    QDict remaining = options;
+    if (auto nn = remaining.take("node-name")) {
+        bs->node_name_ = *nn;
+    }
+    for (const char* key : {"driver", "read-only", "cache.direct", "cache.no-flush", "discard",
+                            "force-share"}) {
+        remaining.erase(key);
+    }
+    // Record the options without the children; open_child adds theirs.
+    bs->options_ = options;
+    for (const auto& c : {std::string("file")}) {
+        bs->options_.take_subtree(c);
+        bs->options_.erase(c);
+    }
+    if (probed_file) {
+        bs->options_.merge_subtree("file", probed_file->options());
+        bs->add_child("file", std::move(probed_file));
+    }
+
+    int ret = co_await bs->drv_open(remaining, err);
+    if (ret < 0) {
+        if (!err) {
+            err.set_errno(-ret, "Could not open image");
+        }
+        co_return nullptr;
+    }
+    if (!remaining.empty()) {
+        const std::string& key = remaining.begin()->first;
+        if (drv->is_protocol()) {
+            err.set("Block protocol '%.*s' doesn't support the option '%s'", int(drv->name().size()),
+                    drv->name().data(), key.c_str());
+        } else {
+            err.set("Block format '%.*s' does not support the option '%s'", int(drv->name().size()),
+                    drv->name().data(), key.c_str());
+        }
+        co_return nullptr;
+    }
+    bs->refresh_limits();
+    bs->filename_ = describe_node(*bs);
+    co_return bs;
+}
+
+const BlockDriver* bdrv_find_protocol(const std::string& filename, Error& err)
+{
+    // Device names come first: udev's persistent names contain colons.
+    const BlockDriver* device = nullptr;
+    int best_score = 0;
+    for (const BlockDriver* d : bdrv_drivers()) {
+        if (int score = d->is_protocol() ? d->probe_device(filename) : 0; score > best_score) {
+            device = d;
+            best_score = score;
+        }
+    }
+    if (device) {
+        return device;
+    }
+    size_t sep = filename.find_first_of(":/");
+    if (sep == std::string::npos || filename[sep] != ':') {
+        return bdrv_find_driver("file");
+    }
+    if (const BlockDriver* d = find_protocol_by_prefix(filename)) {
+        return d;
+    }
+    err.set("Unknown protocol '%s'", filename.substr(0, sep).c_str());
+    return nullptr;
+}
+
+BlockDriverState* bdrv_protocol_node(BlockDriverState* bs)
+{
+    while (bs && !bs->drv().is_protocol() && bs->file()) {
+        bs = bs->file()->bs.get();
+    }
+    return bs;
+}
+
+// --- Creating -----------------------------------------------------------------
+
+Task<int> bdrv_co_create(const BlockDriver& drv, const std::string& filename, QDict& opts,
+                         AioContext& ctx, Error& err)
+{
+    const OptionSchema* schema = drv.create_schema();
+    if (!schema) {
+        err.set("Driver '%.*s' does not support image creation", int(drv.name().size()),
+                drv.name().data());
+        co_return -ENOTSUP;
+    }
+    if (!schema->validate(opts, err)) {
+        co_return -EINVAL;
+    }
+    bool existed = access(filename.c_str(), F_OK) == 0;
+    int ret = co_await drv.co_create(filename, opts, ctx, err);
+    if (ret < 0 && !existed) {
+        unlink(filename.c_str());  // never leave a half-made image behind
+    }
+    co_return ret;
+}
+
+Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioContext& ctx, Error& err)
+{
+    const BlockDriver* proto = find_protocol_for_filename(filename);
+    if (!proto || !proto->create_schema()) {
+        err.set("Protocol driver does not support image creation");
+        co_return -ENOTSUP;
+    }
+    QDict proto_opts;
+    for (const auto& d : proto->create_schema()->descs()) {
+        if (auto v = opts.take(d.name)) {
+            proto_opts.set(d.name, *v);
+        }
+    }
+    co_return co_await proto->co_create(filename, proto_opts, ctx, err);
+}
+
+}  // namespace qemu

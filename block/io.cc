@@ -1,0 +1,508 @@
+// The generic request path between a parent and a node's driver.
+//
+// Responsibilities, in order: reject malformed ranges; pad requests that are
+// not aligned to the node's request_alignment (reads through a bounce for
+// the head and tail; writes by read-modify-write); keep such RMW writes
+// serialised against every overlapping request; split at max_transfer;
+// zero-fill reads beyond the end of the node; emulate FUA and write-zeroes
+// when the driver lacks them; skip flushes when nothing was written since
+// the last one.
+#include <algorithm>
+#include <cstring>
+
+#include "block/block_int.h"
+
+namespace qemu {
+
+// An in-flight request, visible to overlapping ones.  A serialising request
+// (an RMW write) covers its aligned range and excludes everything
+// overlapping it; ordinary requests only wait for serialising ones that
+// arrived before them.
+struct BlockDriverState::TrackedRequest {
+    uint64_t offset;
+    uint64_t bytes;
+    bool serialising;
+    uint64_t seq;
+};
+
+namespace {
+
+uint64_t next_request_seq = 0;
+
+bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+// Registers a request for its lifetime and waits for conflicting earlier
+// requests to finish.
+class RequestTracker {
+public:
+    RequestTracker(BlockDriverState* bs, uint64_t offset, uint64_t bytes, bool serialising)
+        : bs_(bs), req_{offset, bytes, serialising, next_request_seq++}
+    {
+        bs_->tracked_requests_.push_back(&req_);
+    }
+    ~RequestTracker()
+    {
+        auto& v = bs_->tracked_requests_;
+        v.erase(std::find(v.begin(), v.end(), &req_));
+        if (!bs_->serialising_waiters_.empty()) {
+            bs_->serialising_waiters_.restart_all();
+        }
+    }
+
+    Task<void> wait_for_conflicts()
+    {
+        while (has_conflict()) {
+            co_await bs_->serialising_waiters_.wait();
+        }
+    }
+
+private:
+    bool has_conflict() const
+    {
+        for (const auto* other : bs_->tracked_requests_) {
+            if (other == &req_ || other->seq > req_.seq) {
+                continue;
+            }
+            if ((req_.serialising || other->serialising) &&
+                ranges_overlap(req_.offset, req_.bytes, other->offset, other->bytes)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    BlockDriverState* bs_;
+    BlockDriverState::TrackedRequest req_;
+};
+
+uint64_t align_down(uint64_t v, uint64_t a)
+{
+    return v / a * a;
+}
+
+uint64_t align_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+bool request_is_sane(uint64_t offset, uint64_t bytes)
+{
+    constexpr uint64_t kMax = uint64_t(INT64_MAX);
+    return offset <= kMax && bytes <= kMax && offset + bytes <= kMax;
+}
+
+// Reads an aligned range, splitting at max_transfer and zero-filling what
+// lies beyond the end of the node.
+Task<int> aligned_preadv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                         size_t qiov_offset, unsigned flags)
+{
+    const BlockLimits& bl = bs->limits();
+    uint64_t total = align_up(bs->total_bytes(), bl.request_alignment);
+    uint64_t max_chunk = bl.max_transfer ? align_down(bl.max_transfer, bl.request_alignment) : 0;
+    if (max_chunk == 0) {
+        max_chunk = UINT64_MAX;
+    }
+    uint64_t done = 0;
+    while (done < bytes) {
+        uint64_t pos = offset + done;
+        if (pos >= total) {
+            qiov.memset(qiov_offset + done, 0, bytes - done);
+            break;
+        }
+        uint64_t n = std::min({bytes - done, max_chunk, total - pos});
+        int ret = co_await bs->drv_preadv(pos, n, qiov, qiov_offset + done, flags);
+        if (ret < 0) {
+            co_return ret;
+        }
+        done += n;
+    }
+    co_return 0;
+}
+
+Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                          size_t qiov_offset, unsigned flags)
+{
+    const BlockLimits& bl = bs->limits();
+    uint64_t max_chunk = bl.max_transfer ? align_down(bl.max_transfer, bl.request_alignment) : 0;
+    if (max_chunk == 0) {
+        max_chunk = UINT64_MAX;
+    }
+    bool emulate_fua = (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags() & BDRV_REQ_FUA);
+    unsigned drv_flags = flags & bs->supported_write_flags();
+    uint64_t done = 0;
+    while (done < bytes) {
+        uint64_t n = std::min(bytes - done, max_chunk);
+        int ret = co_await bs->drv_pwritev(offset + done, n, qiov, qiov_offset + done, drv_flags);
+        if (ret < 0) {
+            co_return ret;
+        }
+        done += n;
+    }
+    bs->write_gen_++;
+    if (emulate_fua) {
+        co_return co_await bdrv_co_flush(bs);
+    }
+    co_return 0;
+}
+
+// The aligned superset of an unaligned request, with bounce buffers for the
+// partial head and tail blocks.
+struct Padding {
+    uint64_t offset;  // aligned start
+    uint64_t bytes;   // aligned length
+    uint64_t head;    // bytes before the request in the first block
+    uint64_t tail;    // bytes after the request in the last block
+    AlignedBuffer buf;  // head block followed by tail block
+    IOVector qiov;
+
+    Padding(uint64_t req_offset, uint64_t req_bytes, uint32_t align, uint32_t mem_align)
+    {
+        offset = align_down(req_offset, align);
+        uint64_t end = align_up(req_offset + req_bytes, align);
+        bytes = end - offset;
+        head = req_offset - offset;
+        tail = end - (req_offset + req_bytes);
+        buf = AlignedBuffer(2 * size_t(align), std::max<uint32_t>(mem_align, 64));
+    }
+
+    bool same_block() const { return bytes == uint64_t(head_block_len()); }
+    uint64_t head_block_len() const { return buf.size() / 2; }
+    uint8_t* head_buf() const { return buf.data(); }
+    uint8_t* tail_buf() const { return buf.data() + buf.size() / 2; }
+
+    // [head bytes][caller's data][tail bytes], all over the aligned range.
+    void build(IOVector& orig, size_t orig_offset, uint64_t req_bytes)
+    {
+        uint64_t align = head_block_len();
+        qiov.clear();
+        if (same_block()) {
+            qiov.add(head_buf(), head);
+            qiov.add_slice(orig, orig_offset, req_bytes);
+            qiov.add(head_buf() + head + req_bytes, tail);
+            return;
+        }
+        qiov.add(head_buf(), head);
+        qiov.add_slice(orig, orig_offset, req_bytes);
+        qiov.add(tail_buf() + (align - tail), tail);
+    }
+};
+
+}  // namespace
+
+Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                         size_t qiov_offset, unsigned flags)
+{
+    BlockDriverState* bs = child->bs.get();
+    if (!request_is_sane(offset, bytes)) {
+        co_return -EIO;
+    }
+    if (bytes == 0) {
+        co_return 0;
+    }
+    const BlockLimits& bl = bs->limits();
+    uint32_t align = bl.request_alignment;
+    bool aligned = offset % align == 0 && bytes % align == 0;
+    RequestTracker tracker(bs, aligned ? offset : align_down(offset, align),
+                           aligned ? bytes : align_up(offset + bytes, align) - align_down(offset, align),
+                           false);
+    co_await tracker.wait_for_conflicts();
+    if (aligned) {
+        co_return co_await aligned_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    }
+    Padding pad(offset, bytes, align, bl.min_mem_alignment);
+    pad.build(qiov, qiov_offset, bytes);
+    co_return co_await aligned_preadv(bs, pad.offset, pad.bytes, pad.qiov, 0, flags);
+}
+
+Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                          size_t qiov_offset, unsigned flags)
+{
+    BlockDriverState* bs = child->bs.get();
+    if (!request_is_sane(offset, bytes)) {
+        co_return -EIO;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    if (bytes == 0) {
+        co_return 0;
+    }
+    const BlockLimits& bl = bs->limits();
+    uint32_t align = bl.request_alignment;
+    if (offset % align == 0 && bytes % align == 0) {
+        RequestTracker tracker(bs, offset, bytes, false);
+        co_await tracker.wait_for_conflicts();
+        co_return co_await aligned_pwritev(bs, offset, bytes, qiov, qiov_offset, flags);
+    }
+
+    // Read-modify-write of the partial blocks, excluding every overlapping
+    // request so that concurrent writers to the same block cannot lose
+    // each other's bytes.
+    Padding pad(offset, bytes, align, bl.min_mem_alignment);
+    RequestTracker tracker(bs, pad.offset, pad.bytes, true);
+    co_await tracker.wait_for_conflicts();
+    uint64_t block = pad.head_block_len();
+    if (pad.head > 0 || pad.same_block()) {
+        IOVector head(pad.head_buf(), block);
+        int ret = co_await aligned_preadv(bs, pad.offset, block, head, 0, 0);
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    if (pad.tail > 0 && !pad.same_block()) {
+        IOVector tail(pad.tail_buf(), block);
+        int ret = co_await aligned_preadv(bs, pad.offset + pad.bytes - block, block, tail, 0, 0);
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    pad.build(qiov, qiov_offset, bytes);
+    co_return co_await aligned_pwritev(bs, pad.offset, pad.bytes, pad.qiov, 0, flags);
+}
+
+namespace {
+
+// 1 MiB of zeroes, the source for emulated write-zeroes.
+const AlignedBuffer& zero_buffer()
+{
+    static const AlignedBuffer zeroes = [] {
+        AlignedBuffer b(1 << 20, 4096);
+        memset(b.data(), 0, b.size());
+        return b;
+    }();
+    return zeroes;
+}
+
+// Writes zeroes from the zero buffer when the driver cannot do better.
+Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    const AlignedBuffer& zeroes = zero_buffer();
+    while (bytes > 0) {
+        uint64_t n = std::min<uint64_t>(bytes, zeroes.size());
+        IOVector qiov(zeroes.data(), n);
+        int ret = co_await bdrv_co_pwritev(child, offset, n, qiov, 0, flags & BDRV_REQ_FUA);
+        if (ret < 0) {
+            co_return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    co_return 0;
+}
+
+}  // namespace
+
+Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    BlockDriverState* bs = child->bs.get();
+    if (!request_is_sane(offset, bytes)) {
+        co_return -EIO;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    if (bytes == 0) {
+        co_return 0;
+    }
+    if (!(bs->open_flags() & BDRV_O_UNMAP)) {
+        flags &= ~BDRV_REQ_MAY_UNMAP;
+    }
+    const BlockLimits& bl = bs->limits();
+    uint64_t align = std::max<uint64_t>(bl.request_alignment, bl.pwrite_zeroes_alignment);
+    uint64_t start = align_up(offset, align);
+    uint64_t end = align_down(offset + bytes, align);
+    if (start >= end) {
+        co_return co_await write_zero_buffer(child, offset, bytes, flags);
+    }
+    // Unaligned head and tail go through the normal (RMW) write path.
+    if (start > offset) {
+        int ret = co_await write_zero_buffer(child, offset, start - offset, flags);
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    {
+        RequestTracker tracker(bs, start, end - start, false);
+        co_await tracker.wait_for_conflicts();
+        uint64_t max_chunk = bl.max_pwrite_zeroes ? align_down(bl.max_pwrite_zeroes, align) : 0;
+        if (max_chunk == 0) {
+            max_chunk = end - start;
+        }
+        for (uint64_t pos = start; pos < end;) {
+            uint64_t n = std::min(end - pos, max_chunk);
+            unsigned drv_flags = flags & bs->supported_zero_flags();
+            int ret = co_await bs->drv_pwrite_zeroes(pos, n, drv_flags);
+            if (ret == -ENOTSUP && !(flags & BDRV_REQ_NO_FALLBACK)) {
+                // Fall back for this chunk; the tracker is ours, so go to
+                // the driver through the aligned path directly.
+                const AlignedBuffer& zeroes = zero_buffer();
+                for (uint64_t done = 0; done < n;) {
+                    uint64_t m = std::min<uint64_t>(n - done, zeroes.size());
+                    IOVector qiov(zeroes.data(), m);
+                    ret = co_await aligned_pwritev(bs, pos + done, m, qiov, 0, flags & BDRV_REQ_FUA);
+                    if (ret < 0) {
+                        co_return ret;
+                    }
+                    done += m;
+                }
+            } else if (ret < 0) {
+                co_return ret;
+            } else {
+                bs->write_gen_++;
+                if ((flags & BDRV_REQ_FUA) && !(bs->supported_zero_flags() & BDRV_REQ_FUA)) {
+                    ret = co_await bdrv_co_flush(bs);
+                    if (ret < 0) {
+                        co_return ret;
+                    }
+                }
+            }
+            pos += n;
+        }
+    }
+    if (end < offset + bytes) {
+        co_return co_await write_zero_buffer(child, end, offset + bytes - end, flags);
+    }
+    co_return 0;
+}
+
+Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
+{
+    BlockDriverState* bs = child->bs.get();
+    if (!request_is_sane(offset, bytes)) {
+        co_return -EIO;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    // Discard is advisory: without discard=unmap, or where the driver
+    // cannot, nothing happens and the caller is told it worked.
+    if (!(bs->open_flags() & BDRV_O_UNMAP)) {
+        co_return 0;
+    }
+    const BlockLimits& bl = bs->limits();
+    uint64_t align = std::max<uint64_t>(bl.request_alignment, bl.pdiscard_alignment);
+    uint64_t start = align_up(offset, align);
+    uint64_t end = align_down(offset + bytes, align);
+    if (offset + bytes == bs->total_bytes()) {
+        end = offset + bytes;  // the unaligned tail at the end of the node
+    }
+    if (start >= end) {
+        co_return 0;
+    }
+    RequestTracker tracker(bs, start, end - start, false);
+    co_await tracker.wait_for_conflicts();
+    uint64_t max_chunk = bl.max_pdiscard ? align_down(bl.max_pdiscard, align) : 0;
+    if (max_chunk == 0) {
+        max_chunk = end - start;
+    }
+    for (uint64_t pos = start; pos < end;) {
+        uint64_t n = std::min(end - pos, max_chunk);
+        int ret = co_await bs->drv_pdiscard(pos, n);
+        if (ret < 0 && ret != -ENOTSUP) {
+            co_return ret;
+        }
+        pos += n;
+    }
+    bs->write_gen_++;
+    co_return 0;
+}
+
+Task<int> bdrv_co_flush(BlockDriverState* bs)
+{
+    uint64_t gen = bs->write_gen_;
+    int ret = co_await bs->drv_flush_to_os();
+    if (ret < 0) {
+        co_return ret;
+    }
+    if (!(bs->open_flags() & BDRV_O_NO_FLUSH) && gen != bs->flushed_gen_) {
+        ret = co_await bs->drv_flush_to_disk();
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    bs->flushed_gen_ = std::max(bs->flushed_gen_, gen);
+    for (const auto& c : bs->children()) {
+        ret = co_await bdrv_co_flush(c->bs.get());
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    co_return 0;
+}
+
+Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, PreallocMode prealloc,
+                           unsigned flags, Error& err)
+{
+    BlockDriverState* bs = child->bs.get();
+    if (offset > BDRV_MAX_LENGTH) {
+        err.set("offset(%lld) exceeds maximum(%lld)", (long long)offset,
+                (long long)BDRV_MAX_LENGTH);
+        co_return -EFBIG;
+    }
+    if (bs->read_only()) {
+        err.set("Image is read-only");
+        co_return -EACCES;
+    }
+    // Nothing may be in flight across the boundary while the size changes.
+    RequestTracker tracker(bs, std::min(offset, bs->total_bytes()), UINT64_MAX / 2, true);
+    co_await tracker.wait_for_conflicts();
+    int ret = co_await bs->drv_truncate(offset, exact, prealloc, flags, err);
+    if (ret < 0) {
+        co_return ret;
+    }
+    bs->set_total_bytes(offset);
+    bs->write_gen_++;
+    bs->refresh_limits();
+    co_return 0;
+}
+
+Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
+                               uint64_t bytes, BlockStatus& out)
+{
+    out = BlockStatus{};
+    uint64_t total = bs->total_bytes();
+    if (offset >= total) {
+        out.flags = BDRV_BLOCK_EOF;
+        co_return 0;
+    }
+    bytes = std::min(bytes, total - offset);
+    if (bytes == 0) {
+        co_return 0;
+    }
+    int ret = co_await bs->drv_block_status(want_zero, offset, bytes, out);
+    if (ret < 0) {
+        co_return ret;
+    }
+    out.pnum = std::min(out.pnum, bytes);
+    if (out.pnum == 0) {
+        co_return -EIO;  // a driver must make progress
+    }
+    if (offset + out.pnum == total) {
+        out.flags |= BDRV_BLOCK_EOF;
+    }
+    co_return 0;
+}
+
+Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+                                     BlockStatus& out)
+{
+    int ret = co_await bdrv_co_block_status(bs, true, offset, bytes, out);
+    unsigned eof = out.flags & BDRV_BLOCK_EOF;
+    while (ret == 0 && (out.flags & BDRV_BLOCK_RAW) && out.file) {
+        BlockDriverState* next = out.file;
+        uint64_t pnum = out.pnum;
+        ret = co_await bdrv_co_block_status(next, true, out.map, pnum, out);
+        if (ret == 0 && (out.flags & BDRV_BLOCK_EOF) && out.pnum == 0) {
+            // The lower node ends first: the rest reads as zeroes.
+            out.flags = BDRV_BLOCK_ZERO;
+            out.pnum = pnum;
+        }
+        out.flags = (out.flags & ~BDRV_BLOCK_EOF) | eof;
+    }
+    co_return ret;
+}
+
+}  // namespace qemu

@@ -1,0 +1,76 @@
+// BlockBackend: the handle through which users (tools, front ends) do I/O.
+//
+// It owns the root of a node graph, holds the permissions its user needs and
+// checks every request against the device size.  Byte-granular offsets are
+// fine: the node graph takes care of alignment.  The co_* functions are for
+// coroutines; the plain ones run the same request synchronously on the
+// backend's AioContext (for tools and tests).
+#pragma once
+
+#include <cerrno>
+#include <memory>
+#include <string>
+
+#include "block/block_int.h"
+
+namespace qemu {
+
+class BlockBackend {
+public:
+    // Opens filename/options (see bdrv_co_open) with `flags` (BDRV_O_*).
+    // The backend takes CONSISTENT_READ, plus WRITE with BDRV_O_RDWR and
+    // RESIZE with BDRV_O_RESIZE; it shares everything unless BDRV_O_NO_SHARE.
+    // No filename (--image-opts) differs from an empty one ('').
+    static std::unique_ptr<BlockBackend> open(std::optional<std::string> filename, QDict options,
+                                              int flags, AioContext& ctx, Error& err);
+    explicit BlockBackend(std::shared_ptr<BlockDriverState> root);
+    ~BlockBackend();
+
+    BlockDriverState* bs() const { return root_.bs.get(); }
+    AioContext& ctx() const { return root_.bs->ctx(); }
+    BdrvChild* root() { return &root_; }
+    uint64_t getlength() const { return root_.bs->total_bytes(); }
+    bool is_read_only() const { return root_.bs->read_only(); }
+
+    // The permissions the backend holds and shares (BLK_PERM_*).
+    uint64_t perm() const { return root_.perm; }
+    uint64_t shared_perm() const { return root_.shared; }
+    // Changes them, as QEMU's blk_set_perm(): writing needs a writable
+    // node, and taking more may conflict with other users of the image
+    // (image locks); on failure err says why.
+    int set_perm(uint64_t perm, uint64_t shared, Error& err)
+    {
+        if ((perm & BLK_PERM_WRITE) && is_read_only()) {
+            err.set("Block node is read-only");
+            return -EPERM;
+        }
+        int ret = root_.bs->update_permissions(perm, shared, err);
+        if (ret < 0) {
+            return ret;
+        }
+        root_.perm = perm;
+        root_.shared = shared;
+        return 0;
+    }
+
+    // Requests outside [0, length) fail with -EIO; writes to a read-only
+    // backend with -EACCES.
+    Task<int> co_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
+    Task<int> co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
+    Task<int> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags = 0);
+    Task<int> co_pdiscard(uint64_t offset, uint64_t bytes);
+    Task<int> co_flush();
+    Task<int> co_truncate(uint64_t offset, bool exact, PreallocMode prealloc, unsigned flags,
+                          Error& err);
+
+    int pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags = 0);
+    int pwrite(uint64_t offset, uint64_t bytes, const void* buf, unsigned flags = 0);
+    int flush();
+
+private:
+    int check_request(uint64_t offset, uint64_t bytes) const;
+
+    BdrvChild root_;
+};
+
+}  // namespace qemu

@@ -1,0 +1,108 @@
+// Types shared by the block layer, its drivers and its users.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qemu {
+
+class BlockDriverState;
+
+// Flags for one request (QEMU's BdrvRequestFlags).
+enum BdrvRequestFlags : unsigned {
+    BDRV_REQ_NONE = 0,
+    // pwrite_zeroes: the range may be deallocated instead of written.
+    BDRV_REQ_MAY_UNMAP = 0x4,
+    // Data must be on stable storage when the request completes.
+    BDRV_REQ_FUA = 0x10,
+    // pwrite_zeroes: fail with -ENOTSUP rather than write a zero buffer.
+    BDRV_REQ_NO_FALLBACK = 0x100,
+};
+
+// Flags for opening a node (QEMU's BDRV_O_*).
+enum BdrvOpenFlags : int {
+    BDRV_O_RDWR = 0x0002,
+    BDRV_O_NOCACHE = 0x0020,    // cache.direct=on: bypass the host page cache
+    BDRV_O_NO_FLUSH = 0x0200,   // cache.no-flush=on: flushes are no-ops
+    BDRV_O_PROTOCOL = 0x8000,   // the filename names a protocol node, no format probing
+    BDRV_O_UNMAP = 0x4000,      // discard=unmap: discards reach the file
+    BDRV_O_NO_SHARE = 0x10000,  // take no shared permissions (qemu-img's exclusive opens)
+    BDRV_O_RESIZE = 0x20000,    // the user intends to resize (take the resize permission)
+};
+
+// Permissions a parent takes on a node and shares with others (QEMU's
+// BLK_PERM_*).  The file driver turns them into OFD byte locks compatible
+// with QEMU's, so our tools and QEMU's see each other's claims.
+enum BlockPermission : uint64_t {
+    BLK_PERM_CONSISTENT_READ = 0x01,
+    BLK_PERM_WRITE = 0x02,
+    BLK_PERM_WRITE_UNCHANGED = 0x04,
+    BLK_PERM_RESIZE = 0x08,
+    BLK_PERM_ALL = 0x0f,
+};
+const char* block_permission_name(uint64_t single_perm);
+
+// Result bits of block_status (QEMU's BDRV_BLOCK_*).
+enum BlockStatusFlags : unsigned {
+    BDRV_BLOCK_DATA = 0x01,          // reads come from the file (or a format's data)
+    BDRV_BLOCK_ZERO = 0x02,          // reads return zeroes
+    BDRV_BLOCK_OFFSET_VALID = 0x04,  // map/file are meaningful
+    BDRV_BLOCK_RAW = 0x08,           // pass-through: ask `file` at `map`
+    BDRV_BLOCK_ALLOCATED = 0x10,     // allocated in this layer
+    BDRV_BLOCK_EOF = 0x20,           // the range reaches the end of the node
+};
+
+struct BlockStatus {
+    unsigned flags = 0;
+    uint64_t pnum = 0;  // bytes from the queried offset with this status
+    uint64_t map = 0;   // offset in `file` when OFFSET_VALID
+    BlockDriverState* file = nullptr;
+};
+
+enum class PreallocMode { Off, Metadata, Falloc, Full };
+const char* prealloc_mode_name(PreallocMode mode);
+bool parse_prealloc_mode(const std::string& s, PreallocMode& mode);
+
+// Zoned block device model (QEMU's BlockZoneModel).
+enum class BlockZoneModel : uint8_t { None = 0, HostManaged = 1, HostAware = 2 };
+
+// What a tool may ask of any node (qemu-img info, qemu-io info).
+struct BlockDriverInfo {
+    uint32_t cluster_size = 0;
+    // Where saved VM state would start in the guest-visible address space
+    // (qcow2 keeps it after the disk); 0 for formats without VM state.
+    uint64_t vm_state_offset = 0;
+    bool is_dirty = false;
+};
+
+// Limits of a node, computed bottom-up: each node starts from its children's
+// limits and applies its own (BlockDriverState::refresh_limits).  Zero means
+// "no limit" or "no preference" unless noted.
+struct BlockLimits {
+    uint32_t request_alignment = 1;  // requests must be multiples of this (never 0)
+    uint64_t max_transfer = 0;       // largest single request in bytes
+    uint64_t opt_transfer = 0;       // preferred request size
+    uint32_t pdiscard_alignment = 0;
+    uint64_t max_pdiscard = 0;
+    uint32_t pwrite_zeroes_alignment = 0;
+    uint64_t max_pwrite_zeroes = 0;
+    uint32_t min_mem_alignment = 1;  // buffer alignment required (O_DIRECT)
+    uint32_t opt_mem_alignment = 1;
+    uint32_t max_iov = 1024;
+
+    // Zoned geometry and limits; meaningful when zoned != None.
+    BlockZoneModel zoned = BlockZoneModel::None;
+    uint64_t zone_size = 0;
+    uint64_t zone_capacity = 0;
+    uint32_t nr_zones = 0;
+    uint32_t max_open_zones = 0;
+    uint32_t max_active_zones = 0;
+    uint64_t max_append_bytes = 0;
+    uint32_t write_granularity = 0;
+
+    // Copies the zoned fields from another node's limits; pass-through
+    // drivers call this so a zoned child stays visible through them.
+    void inherit_zoned(const BlockLimits& child);
+};
+
+}  // namespace qemu

@@ -1,0 +1,275 @@
+// The driver interface.
+//
+// A driver is two classes:
+//   - a BlockDriver: one registered object per driver that knows its name,
+//     its option schemas, how to probe for its format, how to create an image
+//     and how to make a node;
+//   - a BlockDriverState subclass: one object per open node, implementing
+//     that node's I/O through the virtual drv_* methods below.
+//
+// Callers never invoke drv_* directly: they use the bdrv_co_* functions at the
+// end of this file (or a BlockBackend), which check bounds, enforce the
+// node's alignment (read-modify-write for unaligned writes), split requests
+// larger than max_transfer, emulate missing features (FUA, write-zeroes) and
+// serialise requests that overlap an in-flight read-modify-write.  Drivers
+// therefore only ever see requests that are in range and aligned to their
+// own request_alignment.
+//
+// All drv_* coroutines may run concurrently with each other: a driver that
+// needs mutual exclusion takes a CoMutex around its metadata, never around
+// data I/O.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "block/block-common.h"
+#include "qemu/aio.h"
+#include "qemu/coroutine-lock.h"
+#include "qemu/error.h"
+#include "qemu/iov.h"
+#include "qemu/option.h"
+
+namespace qemu {
+
+class BlockDriver;
+
+// An edge of the graph: a parent's named reference to a child node.
+struct BdrvChild {
+    std::string name;  // "file", "backing", ...
+    std::shared_ptr<BlockDriverState> bs;
+    BlockDriverState* parent = nullptr;
+    uint64_t perm = 0;    // what the parent does with the child
+    uint64_t shared = 0;  // what the parent lets others do
+};
+
+class BlockDriverState {
+public:
+    BlockDriverState(const BlockDriver& drv, AioContext& ctx);
+    virtual ~BlockDriverState();
+    BlockDriverState(const BlockDriverState&) = delete;
+    BlockDriverState& operator=(const BlockDriverState&) = delete;
+
+    const BlockDriver& drv() const { return drv_; }
+    AioContext& ctx() const { return ctx_; }
+    const std::string& node_name() const { return node_name_; }
+    // The user-visible name: the file name, or json:{...} for nodes whose
+    // options cannot be expressed as a plain file name.
+    const std::string& filename() const { return filename_; }
+    int open_flags() const { return open_flags_; }
+    bool read_only() const { return !(open_flags_ & BDRV_O_RDWR); }
+    const BlockLimits& limits() const { return bl_; }
+    // Virtual size in bytes, kept current by open and truncate.
+    uint64_t total_bytes() const { return total_bytes_; }
+    // The options this node was opened with (flattened, children included).
+    const QDict& options() const { return options_; }
+
+    BdrvChild* file() const { return file_; }
+    BdrvChild* child(std::string_view name) const;
+    const std::vector<std::unique_ptr<BdrvChild>>& children() const { return children_; }
+
+    // --- Driver interface --------------------------------------------------
+
+    // Opens the node.  The driver removes the options it consumes from
+    // `options` (already type-checked against its open schema); the caller
+    // reports whatever remains as unsupported.  Format drivers open their
+    // data child with open_child().
+    virtual Task<int> drv_open(QDict& options, Error& err) = 0;
+
+    // Reads/writes `bytes` at `offset` from/into qiov starting at
+    // qiov_offset.  Requests are aligned and within the node's size.
+    virtual Task<int> drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                 size_t qiov_offset, unsigned flags) = 0;
+    virtual Task<int> drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                  size_t qiov_offset, unsigned flags) = 0;
+    // Request flags the driver handles itself (others are emulated).
+    virtual unsigned supported_write_flags() const { return 0; }
+    virtual unsigned supported_zero_flags() const { return 0; }
+
+    // -ENOTSUP lets the generic layer fall back (zero buffer writes for
+    // write_zeroes; discard is advisory and then does nothing).
+    virtual Task<int> drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags);
+    virtual Task<int> drv_pdiscard(uint64_t offset, uint64_t bytes);
+
+    // Flushing happens in two steps, then recurses into the children:
+    // flush_to_os writes driver caches (qcow2 metadata) to the child,
+    // flush_to_disk makes the node's own storage durable (fdatasync).
+    virtual Task<int> drv_flush_to_os();
+    virtual Task<int> drv_flush_to_disk();
+
+    // Resizes to `offset` bytes; `exact` demands exactly that file size.
+    virtual Task<int> drv_truncate(uint64_t offset, bool exact, PreallocMode prealloc,
+                                   unsigned flags, Error& err);
+
+    // Allocation status of [offset, offset+bytes) as in QEMU's
+    // bdrv_co_block_status; `out.pnum` must be > 0 and <= bytes.
+    // The default reports data (and for nodes with a file child and no
+    // mapping of their own, the caller should override).
+    virtual Task<int> drv_block_status(bool want_zero, uint64_t offset, uint64_t bytes,
+                                       BlockStatus& out);
+
+    // Applies the driver's own limits on top of what the children imposed.
+    virtual void drv_refresh_limits(BlockLimits& bl);
+
+    // Permissions this node needs on a child, given what its parents need
+    // from it.  The default suits formats that store data in `file`.
+    virtual void drv_child_perm(const BdrvChild& child, uint64_t parent_perm,
+                                uint64_t parent_shared, uint64_t& perm, uint64_t& shared) const;
+    // Protocol drivers enforce permissions (the file driver's image locks).
+    virtual int drv_set_perm(uint64_t perm, uint64_t shared, Error& err);
+
+    virtual int drv_get_info(BlockDriverInfo& info);
+    // Bytes used on the host, or -errno; the default sums the children.
+    virtual Task<int64_t> drv_get_allocated_file_size();
+
+    // --- Helpers for drivers ------------------------------------------------
+
+    // Opens the child `name` from the "name." subtree of options (or from
+    // `filename` for the file child of a node opened by file name).
+    // `allow_none` permits a missing child.
+    Task<BdrvChild*> open_child(const std::string& name, QDict& options, bool allow_none,
+                                Error& err);
+
+    // Sizes are whole 512-byte sectors, as in QEMU: a 100000-byte file is
+    // a 100352-byte node whose tail reads as zeroes.
+    void set_total_bytes(uint64_t bytes) { total_bytes_ = (bytes + 511) / 512 * 512; }
+    void set_filename(std::string name) { filename_ = std::move(name); }
+
+    // Recomputes limits from the children up (call after the graph changes).
+    void refresh_limits();
+    // Propagates permissions down the graph; returns -errno on conflict.
+    int update_permissions(uint64_t perm, uint64_t shared, Error& err);
+
+    // For the generic request path (block/io.cc).
+    struct TrackedRequest;
+    std::vector<TrackedRequest*> tracked_requests_;
+    CoQueue serialising_waiters_;
+    // Set when a raw image was opened by probing: writes to block 0 that
+    // would turn it into another format are refused (QEMU's protection).
+    bool probed_raw_ = false;
+    // The file name the user gave for a format node, handed to its file
+    // child by open_child() as that child's own file name (so the protocol
+    // driver parses it, as QEMU's bdrv_open_child_bs does).
+    std::optional<std::string> file_child_filename_;
+    // Bumped by every completed write; a flush with nothing new is skipped.
+    uint64_t write_gen_ = 0;
+    uint64_t flushed_gen_ = 0;
+
+protected:
+    BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
+
+private:
+    friend Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string>, QDict,
+                                                                 int, AioContext&, Error&);
+
+    const BlockDriver& drv_;
+    AioContext& ctx_;
+    std::string node_name_;
+    std::string filename_;
+    int open_flags_ = 0;
+    uint64_t total_bytes_ = 0;
+    QDict options_;
+    BlockLimits bl_;
+    std::vector<std::unique_ptr<BdrvChild>> children_;
+    BdrvChild* file_ = nullptr;
+    uint64_t perm_ = 0;
+    uint64_t shared_ = BLK_PERM_ALL;
+};
+
+class BlockDriver {
+public:
+    virtual ~BlockDriver() = default;
+
+    // The driver= name ("qcow2", "file", "null-co").
+    virtual std::string_view name() const = 0;
+    // Protocol drivers sit at the bottom and are addressed by file names;
+    // formats interpret the bytes of their `file` child.
+    virtual bool is_protocol() const { return false; }
+    // Filename prefix that selects this protocol ("null-co" for
+    // "null-co://"), empty for none.
+    virtual std::string_view protocol_prefix() const { return {}; }
+    // Does this protocol driver need a filename option?
+    virtual bool needs_filename() const { return is_protocol(); }
+    // Turns a file name given for this protocol into options (QEMU's
+    // bdrv_parse_filename); the default stores it as "filename".
+    virtual bool parse_filename(const std::string& filename, QDict& options, Error& err) const;
+
+    virtual const OptionSchema& open_schema() const = 0;
+    // Open options that change what the guest sees (raw's offset and size):
+    // a node using any of them cannot be named by a plain file name, so its
+    // filename() becomes json:{...} with these options, as in QEMU.
+    virtual std::vector<std::string> strong_options() const { return {}; }
+    // nullptr: the driver cannot create images.
+    virtual const OptionSchema* create_schema() const { return nullptr; }
+
+    // Format probing: a score 0..100 for the image's first bytes.
+    virtual int probe(const uint8_t* buf, size_t len, const std::string& filename) const;
+    // Protocol probing by file name (host_device claims /dev/*).
+    virtual int probe_device(const std::string& filename) const;
+
+    // Creates an image.  `opts` holds the create options (type-checked); the
+    // driver removes the ones it uses.
+    virtual Task<int> co_create(const std::string& filename, QDict& opts, AioContext& ctx,
+                                Error& err) const;
+
+    // A new, unopened node of this driver.
+    virtual std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const = 0;
+};
+
+// --- The driver registry (block/block.cc) ----------------------------------
+
+void bdrv_register(const BlockDriver* drv);
+const BlockDriver* bdrv_find_driver(std::string_view name);
+const std::vector<const BlockDriver*>& bdrv_drivers();
+// Registers every built-in driver once; tools call this at startup.
+void bdrv_init();
+// The protocol driver a file name selects, as QEMU's bdrv_find_protocol():
+// a device node's driver (host_device for /dev/...), else the driver of its
+// "prefix:" (a '/' before the ':' means no prefix), else "file".  An
+// unknown prefix fails with "Unknown protocol 'prefix'".
+const BlockDriver* bdrv_find_protocol(const std::string& filename, Error& err);
+
+// --- Opening and creating (block/block.cc) ----------------------------------
+
+// Opens a node graph from a filename and/or options.  `filename` may be a
+// json:{...} pseudo-filename or carry a protocol prefix; without a "driver"
+// option the format is probed (BDRV_O_PROTOCOL skips the format layer).
+// The largest size a node can have (QEMU's BDRV_MAX_LENGTH).
+constexpr uint64_t BDRV_MAX_LENGTH = uint64_t(INT64_MAX) / (1ULL << 30) * (1ULL << 30);
+
+Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
+                                                     QDict options, int flags, AioContext& ctx,
+                                                     Error& err);
+
+// Creates an image with drv; no file is left behind on failure.
+Task<int> bdrv_co_create(const BlockDriver& drv, const std::string& filename, QDict& opts,
+                         AioContext& ctx, Error& err);
+// Creates the protocol-level file for filename (used by format drivers).
+Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioContext& ctx,
+                              Error& err);
+
+// --- The request path (block/io.cc) ---------------------------------------
+
+Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                         size_t qiov_offset = 0, unsigned flags = 0);
+Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                          size_t qiov_offset = 0, unsigned flags = 0);
+Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes,
+                                unsigned flags);
+Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes);
+Task<int> bdrv_co_flush(BlockDriverState* bs);
+Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, PreallocMode prealloc,
+                           unsigned flags, Error& err);
+Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
+                               uint64_t bytes, BlockStatus& out);
+// Like block_status, but follows BDRV_BLOCK_RAW down to the node that really
+// holds the data (what qemu-img map and qemu-io map report).
+Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+                                     BlockStatus& out);
+
+// The protocol node at the bottom of bs's file chain.
+BlockDriverState* bdrv_protocol_node(BlockDriverState* bs);
+
+}  // namespace qemu

@@ -1,0 +1,183 @@
+// AioContext: the per-thread event loop that drives block I/O.
+//
+// Everything a coroutine can wait for arrives through one io_uring ring:
+// file I/O, fsync and fallocate are io_uring operations; completions posted by
+// other threads (the thread pool, cross-thread wakeups) signal an eventfd that
+// the ring polls.  poll() is the QEMU aio_poll() equivalent used by tools and
+// by run_sync(); gsource() exposes the same loop to a GLib main loop so that a
+// GLib program (the storage daemon) can run block I/O inside g_main_loop_run().
+//
+// Submissions are batched: operations queued by coroutines are handed to the
+// kernel together when the loop next polls, so a burst of 32 requests costs
+// one io_uring_enter() system call.
+//
+// An AioContext belongs to the thread that created it; only post() and
+// notify() may be called from other threads.
+#pragma once
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <queue>
+#include <vector>
+
+#include "qemu/coroutine.h"
+
+typedef struct _GSource GSource;
+
+namespace qemu {
+
+class AioContext;
+
+// Awaitable io_uring operation: co_await yields the CQE result (bytes
+// transferred or -errno).
+class UringOp {
+public:
+    UringOp(AioContext& ctx) : ctx_(ctx) {}
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h);
+    int await_resume() const noexcept { return result_; }
+
+private:
+    friend class AioContext;
+    AioContext& ctx_;
+    std::coroutine_handle<> waiter_;
+    int result_ = 0;
+    // The prepared operation: filled by AioContext's factory functions.
+    enum class Kind { Readv, Writev, Fsync, Fallocate, Nop } kind_ = Kind::Nop;
+    int fd_ = -1;
+    const iovec* iov_ = nullptr;
+    unsigned niov_ = 0;
+    uint64_t offset_ = 0;
+    uint64_t len_ = 0;
+    int flags_ = 0;
+};
+
+// Awaitable timer: resumes the coroutine after a delay.
+class SleepOp {
+public:
+    SleepOp(AioContext& ctx, int64_t deadline_ns) : ctx_(ctx), deadline_(deadline_ns) {}
+    bool await_ready() const noexcept;
+    void await_suspend(std::coroutine_handle<> h);
+    void await_resume() const noexcept {}
+
+private:
+    AioContext& ctx_;
+    int64_t deadline_;
+};
+
+class AioContext {
+public:
+    explicit AioContext(unsigned queue_depth = 512);
+    ~AioContext();
+    AioContext(const AioContext&) = delete;
+    AioContext& operator=(const AioContext&) = delete;
+
+    // The context of the calling thread (the most recently created one).
+    static AioContext& current();
+
+    // One loop iteration: resumes scheduled coroutines, fires expired
+    // timers, submits queued operations and dispatches completions.  With
+    // blocking=true it first waits until at least one of those can happen.
+    // Returns whether any progress was made.
+    bool poll(bool blocking);
+
+    // io_uring operations for coroutines.  rw_flags takes RWF_* (RWF_DSYNC
+    // for FUA writes).  The iovec array must stay valid until completion.
+    UringOp preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset);
+    UringOp pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags = 0);
+    UringOp fdatasync(int fd);
+    UringOp fallocate(int fd, int mode, uint64_t offset, uint64_t len);
+
+    // co_await ctx.sleep_ns(n): resume after at least n nanoseconds.
+    SleepOp sleep_ns(int64_t ns);
+
+    // Resume h from the loop at its next iteration (never immediately).
+    void schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
+
+    // Thread-safe: run fn in this context's thread at the next iteration.
+    void post(std::function<void()> fn);
+    // Thread-safe: wake the loop if it is blocked.
+    void notify();
+
+    // A GSource that dispatches this context; owned by the context.
+    GSource* gsource();
+
+    static int64_t now_ns();
+
+private:
+    friend class UringOp;
+    friend class SleepOp;
+    friend struct AioGSource;
+
+    void queue_op(UringOp* op);
+    io_uring_sqe* get_sqe();
+    bool run_ready();
+    bool run_timers();
+    bool run_posted();
+    int64_t next_timeout_ns() const;  // -1: no timer
+    bool reap_completions();
+    void arm_notifier();
+    bool has_immediate_work() const;
+
+    io_uring ring_;
+    int notify_fd_ = -1;
+    uint64_t notify_buf_ = 0;
+    bool notifier_armed_ = false;
+    unsigned pending_sqes_ = 0;
+    std::deque<std::coroutine_handle<>> ready_;
+
+    struct Timer {
+        int64_t deadline;
+        uint64_t seq;
+        std::coroutine_handle<> h;
+        bool operator>(const Timer& o) const
+        {
+            return deadline != o.deadline ? deadline > o.deadline : seq > o.seq;
+        }
+    };
+    std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+    uint64_t timer_seq_ = 0;
+
+    std::mutex posted_lock_;
+    std::vector<std::function<void()>> posted_;
+    bool posted_nonempty_ = false;  // guarded by posted_lock_
+
+    GSource* gsource_ = nullptr;
+    AioContext* previous_current_ = nullptr;
+};
+
+// Runs a task to completion from ordinary (non-coroutine) code by polling
+// ctx until it finishes, as QEMU's generated *_co wrappers do.
+template <typename T>
+T run_sync(AioContext& ctx, Task<T> task)
+{
+    bool done = false;
+    if constexpr (std::is_void_v<T>) {
+        co_spawn([](Task<void> t, bool& d) -> Task<void> {
+            co_await t;
+            d = true;
+        }(std::move(task), done));
+        while (!done) {
+            ctx.poll(true);
+        }
+    } else {
+        std::optional<T> result;
+        co_spawn([](Task<T> t, std::optional<T>& r, bool& d) -> Task<void> {
+            r.emplace(co_await t);
+            d = true;
+        }(std::move(task), result, done));
+        while (!done) {
+            ctx.poll(true);
+        }
+        return std::move(*result);
+    }
+}
+
+}  // namespace qemu

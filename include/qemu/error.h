@@ -1,0 +1,36 @@
+// Error: how the block layer reports what went wrong, QEMU style.
+//
+// Functions that can fail for reasons worth a sentence (open, create, option
+// parsing) take an `Error& err` and fill it; data-path operations return a
+// negative errno instead.  A message is one line without a trailing period;
+// hints are extra lines printed after it (e.g. "Is another process using the
+// image [x]?").  Tools print it as "PROG: MESSAGE", or with a location prefix.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace qemu {
+
+struct Error {
+    std::string message;
+    std::vector<std::string> hints;
+
+    bool is_set() const { return !message.empty(); }
+    explicit operator bool() const { return is_set(); }
+
+    // printf-style; replaces any earlier message.
+    void set(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+    // Like set(), followed by ": " and strerror(errnum).
+    void set_errno(int errnum, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+    // Puts "context: " in front of the existing message.
+    void prepend(const std::string& context);
+    void add_hint(std::string hint) { hints.push_back(std::move(hint)); }
+    void clear() { message.clear(); hints.clear(); }
+    // Message and hints, each on its own line, for stderr.
+    std::string pretty() const;
+};
+
+std::string string_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+}  // namespace qemu

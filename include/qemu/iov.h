@@ -1,0 +1,67 @@
+// IOVector: a scatter/gather list describing a request's memory (QEMU's
+// QEMUIOVector).  It does not own the buffers it points to.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace qemu {
+
+class IOVector {
+public:
+    IOVector() = default;
+    IOVector(void* buf, size_t len) { add(buf, len); }
+
+    void add(void* buf, size_t len);
+    // Appends the bytes [offset, offset+len) of another vector.
+    void add_slice(const IOVector& src, size_t offset, size_t len);
+    void clear()
+    {
+        iov_.clear();
+        size_ = 0;
+    }
+
+    size_t size() const { return size_; }
+    const iovec* data() const { return iov_.data(); }
+    unsigned count() const { return unsigned(iov_.size()); }
+    const std::vector<iovec>& iovs() const { return iov_; }
+
+    // Copies between the vector (starting at offset) and a flat buffer;
+    // return the number of bytes copied.
+    size_t to_buf(size_t offset, void* buf, size_t len) const;
+    size_t from_buf(size_t offset, const void* buf, size_t len);
+    void memset(size_t offset, int c, size_t len);
+    // True if [offset, offset+len) is all zero bytes.
+    bool is_zero(size_t offset, size_t len) const;
+
+private:
+    std::vector<iovec> iov_;
+    size_t size_ = 0;
+};
+
+// An aligned heap buffer for bounce buffers and O_DIRECT.
+class AlignedBuffer {
+public:
+    AlignedBuffer() = default;
+    AlignedBuffer(size_t size, size_t alignment = 4096);
+    AlignedBuffer(AlignedBuffer&& o) noexcept;
+    AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    ~AlignedBuffer();
+
+    uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+
+private:
+    uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+// Is the buffer all zero bytes?
+bool buffer_is_zero(const void* buf, size_t len);
+
+}  // namespace qemu

@@ -1,0 +1,11 @@
+// The qemu-img commands.  Each takes the command line from the command name
+// on (argv[0] is "create", ...) and returns the exit status.
+#pragma once
+
+namespace qemu::img {
+
+int img_bench(int argc, char** argv);
+int img_create(int argc, char** argv);
+int img_info(int argc, char** argv);
+
+}  // namespace qemu::img

@@ -1,0 +1,174 @@
+// qemu-img create: a new image of a given format and size.
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "commands.h"
+#include "create-options.h"
+#include "qemu-opts.h"
+#include "tool.h"
+
+namespace qemu::img {
+
+namespace {
+
+constexpr uint64_t kNoSize = UINT64_MAX;  // QEMU's "-1": no size given
+
+// The create schema of the format, followed by that of the protocol the
+// file name selects (when one is given); nullopt and err when the drivers
+// cannot create images.
+std::optional<OptionSchema> create_schema(const std::string& fmt, const char* filename,
+                                          Error& err)
+{
+    const BlockDriver* drv = bdrv_find_driver(fmt);
+    if (!drv) {
+        err.set("Unknown file format '%s'", fmt.c_str());
+        return std::nullopt;
+    }
+    const BlockDriver* proto = nullptr;
+    if (filename) {
+        proto = bdrv_find_protocol(filename, err);
+        if (!proto) {
+            return std::nullopt;
+        }
+    }
+    if (!drv->create_schema()) {
+        err.set("Format driver '%s' does not support image creation", fmt.c_str());
+        return std::nullopt;
+    }
+    OptionSchema schema = *drv->create_schema();
+    if (proto) {
+        if (!proto->create_schema()) {
+            err.set("Protocol driver '%.*s' does not support image creation",
+                    int(proto->name().size()), proto->name().data());
+            return std::nullopt;
+        }
+        schema.append(*proto->create_schema());
+    }
+    return schema;
+}
+
+int print_create_help(const char* filename, const std::string& fmt)
+{
+    Error err;
+    auto schema = create_schema(fmt, filename, err);
+    if (!schema) {
+        report_error(err);
+        return 1;
+    }
+    if (filename) {
+        printf("Supported options:\n");
+    } else {
+        printf("Supported %s options:\n", fmt.c_str());
+    }
+    print_option_help(*schema);
+    if (!filename) {
+        printf("\n"
+               "The protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
+    }
+    return 0;
+}
+
+// QEMU's bdrv_img_create(): checks the options, announces the image and has
+// the driver create it.  On failure nothing new is left on disk.
+bool create_image(const std::string& filename, const std::string& fmt,
+                  const std::optional<std::string>& options, uint64_t img_size, bool quiet,
+                  Error& err)
+{
+    auto schema = create_schema(fmt, filename.c_str(), err);
+    if (!schema) {
+        return false;
+    }
+    CreateOptions opts(*schema);
+    if (options && !opts.parse(*options, err)) {
+        return false;
+    }
+    if (!opts.has("size")) {
+        opts.set_size(img_size);
+    } else if (img_size != kNoSize) {
+        err.set("The image size must be specified only once");
+        return false;
+    }
+    if (*opts.size() == kNoSize) {
+        err.set("Image creation needs a size parameter");
+        return false;
+    }
+    if (!quiet) {
+        printf("Formatting '%s', fmt=%s %s\n", filename.c_str(), fmt.c_str(),
+               opts.to_string().c_str());
+        fflush(stdout);
+    }
+
+    QDict dict = opts.to_qdict();
+    AioContext ctx;
+    int ret = run_sync(ctx, bdrv_co_create(*bdrv_find_driver(fmt), filename, dict, ctx, err));
+    if (ret == -EFBIG) {
+        // Better than the driver's "File too large", and a hint for formats
+        // whose metadata limits the size.
+        err.set("The image size is too large for file format '%s'%s", fmt.c_str(),
+                opts.size_or_default("cluster_size") ? " (try using a larger cluster size)" : "");
+    }
+    return ret >= 0;
+}
+
+}  // namespace
+
+int img_create(int argc, char** argv)
+{
+    static const option long_options[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {nullptr, 0, nullptr, 0},
+    };
+    std::string fmt = "raw";
+    std::optional<std::string> options;
+    bool quiet = false;
+    int c;
+    while ((c = get_option(argc, argv, ":f:ho:q", long_options)) != -1) {
+        switch (c) {
+        case 'f':
+            fmt = optarg;
+            break;
+        case 'o':
+            if (!is_valid_option_list(optarg)) {
+                error_report("Invalid option list: %s", optarg);
+                return 1;
+            }
+            options = options ? *options + "," + optarg : std::string(optarg);
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        }
+    }
+
+    const char* filename = optind < argc ? argv[optind] : nullptr;
+    if (options && has_help_option(*options)) {
+        return print_create_help(filename, fmt);
+    }
+    if (!filename) {
+        error_exit("Expecting image file name");
+    }
+    optind++;
+
+    uint64_t img_size = kNoSize;
+    if (optind < argc) {
+        int64_t size = parse_size_argument("image size", argv[optind++], 0, INT64_MAX);
+        if (size < 0) {
+            return 1;
+        }
+        img_size = uint64_t(size);
+    }
+    if (optind != argc) {
+        error_exit("Unexpected argument: %s", argv[optind]);
+    }
+
+    Error err;
+    if (!create_image(filename, fmt, options, img_size, quiet, err)) {
+        report_error(err, std::string(filename) + ": ");
+        return 1;
+    }
+    return 0;
+}
+
+}  // namespace qemu::img

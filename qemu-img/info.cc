@@ -1,0 +1,163 @@
+// qemu-img info: what an image is, in QEMU's human and JSON formats.
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "qjson.h"
+#include "qemu/cutils.h"
+#include "tool.h"
+
+namespace qemu::img {
+
+namespace {
+
+// QEMU's ImageInfo, as far as our drivers can fill it.
+struct ImageInfo {
+    std::string filename;
+    std::string format;
+    std::optional<bool> dirty_flag;      // absent when the driver has no info
+    std::optional<int64_t> actual_size;  // host bytes used, when known
+    uint64_t virtual_size = 0;
+    std::optional<uint64_t> cluster_size;
+};
+
+ImageInfo query_image_info(BlockDriverState& bs)
+{
+    ImageInfo info;
+    info.filename = bs.filename();
+    info.format = std::string(bs.drv().name());
+    info.virtual_size = bs.total_bytes();
+    int64_t allocated = run_sync(bs.ctx(), bs.drv_get_allocated_file_size());
+    if (allocated >= 0) {
+        info.actual_size = allocated;
+    }
+    BlockDriverInfo bdi;
+    if (bs.drv_get_info(bdi) >= 0) {
+        if (bdi.cluster_size != 0) {
+            info.cluster_size = bdi.cluster_size;
+        }
+        info.dirty_flag = bdi.is_dirty;
+    }
+    return info;
+}
+
+void dump_human(const ImageInfo& info)
+{
+    printf("image: %s\n"
+           "file format: %s\n"
+           "virtual size: %s (%llu bytes)\n"
+           "disk size: %s\n",
+           info.filename.c_str(), info.format.c_str(), size_to_str(info.virtual_size).c_str(),
+           (unsigned long long)info.virtual_size,
+           info.actual_size ? size_to_str(uint64_t(*info.actual_size)).c_str() : "unavailable");
+    if (info.cluster_size) {
+        printf("cluster_size: %llu\n", (unsigned long long)*info.cluster_size);
+    }
+    if (info.dirty_flag.value_or(false)) {
+        printf("cleanly shut down: no\n");
+    }
+}
+
+// The members in the order of QEMU's QAPI ImageInfo, which decides their
+// printed order (see qjson.h).
+nlohmann::ordered_json to_json(const ImageInfo& info)
+{
+    nlohmann::ordered_json obj = nlohmann::ordered_json::object();
+    obj["filename"] = info.filename;
+    obj["format"] = info.format;
+    if (info.dirty_flag) {
+        obj["dirty-flag"] = *info.dirty_flag;
+    }
+    if (info.actual_size) {
+        obj["actual-size"] = *info.actual_size;
+    }
+    obj["virtual-size"] = int64_t(info.virtual_size);
+    if (info.cluster_size) {
+        obj["cluster-size"] = int64_t(*info.cluster_size);
+    }
+    return obj;
+}
+
+enum class OutputFormat { Human, Json };
+
+}  // namespace
+
+int img_info(int argc, char** argv)
+{
+    enum { kOutput = 256, kBackingChain, kImageOpts };
+    static const option long_options[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {"format", required_argument, nullptr, 'f'},
+        {"output", required_argument, nullptr, kOutput},
+        {"backing-chain", no_argument, nullptr, kBackingChain},
+        {"image-opts", no_argument, nullptr, kImageOpts},
+        {"force-share", no_argument, nullptr, 'U'},
+        {nullptr, 0, nullptr, 0},
+    };
+    ImageSpec spec;
+    const char* output = nullptr;
+    bool chain = false;
+    int c;
+    while ((c = get_option(argc, argv, ":f:hU", long_options)) != -1) {
+        switch (c) {
+        case 'f':
+            spec.format = optarg;
+            break;
+        case 'U':
+            spec.force_share = true;
+            break;
+        case kOutput:
+            output = optarg;
+            break;
+        case kBackingChain:
+            chain = true;
+            break;
+        case kImageOpts:
+            spec.image_opts = true;
+            break;
+        }
+    }
+    if (optind != argc - 1) {
+        error_exit("Expecting one image file name");
+    }
+    spec.filename = argv[optind];
+
+    OutputFormat format = OutputFormat::Human;
+    if (output && std::string(output) == "json") {
+        format = OutputFormat::Json;
+    } else if (output && std::string(output) != "human") {
+        error_report("--output must be used with human or json as argument.");
+        return 1;
+    }
+
+    AioContext ctx;
+    auto blk = open_image(spec, 0, ctx);
+    if (!blk) {
+        return 1;
+    }
+    // The images of the backing chain, top first.  Our drivers have no
+    // backing files yet, so the chain is the image alone.
+    std::vector<ImageInfo> images = {query_image_info(*blk->bs())};
+
+    if (format == OutputFormat::Human) {
+        for (size_t i = 0; i < images.size(); i++) {
+            if (i > 0) {
+                printf("\n");
+            }
+            dump_human(images[i]);
+        }
+    } else if (chain) {
+        nlohmann::ordered_json list = nlohmann::ordered_json::array();
+        for (const ImageInfo& info : images) {
+            list.push_back(to_json(info));
+        }
+        printf("%s\n", to_qemu_json(list, true).c_str());
+    } else {
+        printf("%s\n", to_qemu_json(to_json(images.front()), true).c_str());
+    }
+    return 0;
+}
+
+}  // namespace qemu::img

@@ -1,0 +1,129 @@
+// qemu-img: the command line of QEMU's disk image utility, for the commands
+// qemu-zoned implements (create, info, bench).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "tool.h"
+
+namespace qemu::img {
+
+namespace {
+
+struct Command {
+    const char* name;
+    int (*run)(int argc, char** argv);
+    const char* syntax;
+};
+
+const Command kCommands[] = {
+    {"bench", img_bench,
+     "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] "
+     "[--image-opts] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] "
+     "[-S step_size] [-t cache] [-w] [-U] filename"},
+    {"create", img_create, "create [-q] [-f fmt] [-o options] filename [size]"},
+    {"info", img_info,
+     "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename"},
+};
+
+const char kVersion[] =
+    "qemu-img version 7.2.0 (qemu-zoned " QEMU_ZONED_VERSION ")\n"
+    "Copyright (c) the qemu-zoned developers\n";
+
+}  // namespace
+
+void help()
+{
+    printf("%s", kVersion);
+    printf("usage: qemu-img [standard options] command [command options]\n"
+           "QEMU disk image utility\n"
+           "\n"
+           "    '-h', '--help'       display this help and exit\n"
+           "    '-V', '--version'    output version information and exit\n"
+           "\n"
+           "Command syntax:\n");
+    for (const Command& cmd : kCommands) {
+        printf("  %s\n", cmd.syntax);
+    }
+    printf("\n"
+           "Command parameters:\n"
+           "  'filename' names the image file; with --image-opts it is an option\n"
+           "    string such as 'driver=raw,file.filename=disk.img'\n"
+           "  'fmt' is the image format; without -f it is detected from the image\n"
+           "  'cache' is the host cache mode: 'none', 'writeback' (the default),\n"
+           "    'writethrough', 'directsync' or 'unsafe'\n"
+           "  'aio' is the host AIO mode: 'io_uring' (the default), 'threads' or 'native'\n"
+           "  'size' is the image size in bytes; the suffixes 'k' or 'K', 'M', 'G', 'T',\n"
+           "    'P' and 'E' multiply by 1024, 1024^2, ... 1024^6 ('b' means bytes)\n"
+           "  'options' is a comma separated list of name=value format options; use\n"
+           "    '-o help' to see those of a format (and, given a filename, of its\n"
+           "    protocol)\n"
+           "  'ofmt' is the output format, 'human' (the default) or 'json'\n"
+           "  '-q' prints nothing but errors\n"
+           "  '-U' opens the image even if another process uses it (read-only only)\n"
+           "  '-h' with or without a command shows this help and lists the supported formats\n"
+           "\n"
+           "Parameters to bench subcommand:\n"
+           "  '-c' is the number of requests (75000), '-d' how many are in flight at\n"
+           "    once (64), '-s' the size of each (4k), '-o' the offset of the first\n"
+           "    and '-S' the distance between two (the request size)\n"
+           "  '-w' writes the '--pattern' byte (0) instead of reading; with\n"
+           "    '--flush-interval' a flush follows every that many requests, after\n"
+           "    the requests in flight are done unless '--no-drain' is given\n"
+           "  '-n' selects native AIO, which needs '-t none'\n");
+
+    std::vector<std::string> formats;
+    for (const BlockDriver* drv : bdrv_drivers()) {
+        formats.emplace_back(drv->name());
+    }
+    std::sort(formats.begin(), formats.end());
+    printf("\nSupported formats:");
+    for (const std::string& name : formats) {
+        printf(" %s", name.c_str());
+    }
+    printf("\n");
+    exit(EXIT_SUCCESS);
+}
+
+}  // namespace qemu::img
+
+int main(int argc, char** argv)
+{
+    using namespace qemu::img;
+    set_program_name(argv[0]);
+    qemu::bdrv_init();
+    if (argc < 2) {
+        error_exit("Not enough arguments");
+    }
+
+    static const option long_options[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, 'V'},
+        {nullptr, 0, nullptr, 0},
+    };
+    // '+': options after the command name belong to the command.
+    int c;
+    while ((c = get_option(argc, argv, "+:hV", long_options)) != -1) {
+        if (c == 'V') {
+            printf("%s", kVersion);
+            return 0;
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    if (argc < 1) {
+        return 0;
+    }
+    optind = 0;  // the command parses its arguments afresh
+
+    for (const Command& cmd : kCommands) {
+        if (strcmp(argv[0], cmd.name) == 0) {
+            return cmd.run(argc, argv);
+        }
+    }
+    error_exit("Command not found: %s", argv[0]);
+}

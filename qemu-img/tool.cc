@@ -1,0 +1,211 @@
+#include "tool.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "qemu-opts.h"
+#include "qemu/cutils.h"
+
+namespace qemu::img {
+
+namespace {
+
+std::string program_name = "qemu-img";
+
+void vreport(const char* fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", program_name.c_str());
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+}  // namespace
+
+void set_program_name(const char* argv0)
+{
+    const char* slash = strrchr(argv0, '/');
+    program_name = slash ? slash + 1 : argv0;
+}
+
+void error_report(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+}
+
+void report_error(const Error& err, const std::string& prefix)
+{
+    fprintf(stderr, "%s: %s%s\n", program_name.c_str(), prefix.c_str(), err.pretty().c_str());
+}
+
+void error_exit(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try 'qemu-img --help' for more information\n");
+    exit(EXIT_FAILURE);
+}
+
+int get_option(int argc, char** argv, const char* shortopts, const option* longopts)
+{
+    int c = getopt_long(argc, argv, shortopts, longopts, nullptr);
+    switch (c) {
+    case ':':
+        error_exit("missing argument for option '%s'", argv[optind - 1]);
+    case '?':
+        error_exit("unrecognized option '%s'", argv[optind - 1]);
+    case 'h':
+        help();
+    default:
+        return c;
+    }
+}
+
+int64_t parse_size_argument(const char* name, const char* value, int64_t min, int64_t max)
+{
+    uint64_t size;
+    int ret = qemu_strtosz(value, size);
+    if (ret < 0 && ret != -ERANGE) {
+        error_report("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name);
+        error_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        return -1;
+    }
+    if (ret == -ERANGE || size > uint64_t(max) || int64_t(size) < min) {
+        error_report("Invalid %s specified. Must be between %lld and %lld.", name,
+                     (long long)min, (long long)max);
+        return -1;
+    }
+    return int64_t(size);
+}
+
+std::optional<uint64_t> parse_ulong_argument(const char* value, uint64_t max)
+{
+    char* end = nullptr;
+    errno = 0;
+    unsigned long v = strtoul(value, &end, 0);
+    if (end == value || *end != '\0' || errno == ERANGE || v > max) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+bool parse_cache_mode(const std::string& mode, int& flags, bool& writethrough)
+{
+    flags &= ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH);
+    if (mode == "none" || mode == "off") {
+        flags |= BDRV_O_NOCACHE;
+        writethrough = false;
+    } else if (mode == "directsync") {
+        flags |= BDRV_O_NOCACHE;
+        writethrough = true;
+    } else if (mode == "writeback") {
+        writethrough = false;
+    } else if (mode == "unsafe") {
+        flags |= BDRV_O_NO_FLUSH;
+        writethrough = false;
+    } else if (mode == "writethrough") {
+        writethrough = true;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+namespace {
+
+// --image-opts: the option string, with "file" implied for a leading bare
+// name.  Flags are accepted with QEMU's deprecation warning.
+QDict parse_image_opts(const std::string& text)
+{
+    QDict options;
+    for (const OptsPair& pair : split_qemu_opts(text, "file")) {
+        if (pair.is_flag && pair.name != "help" && pair.name != "?") {
+            bool off = pair.value == "off";
+            fprintf(stderr, "%s: warning: short-form boolean option '%s%s' deprecated\n",
+                    program_name.c_str(), off ? "no" : "", pair.name.c_str());
+            fprintf(stderr, "Please use %s=%s instead\n", pair.name.c_str(), pair.value.c_str());
+        }
+        options.set(pair.name, pair.value);
+    }
+    return options;
+}
+
+bool is_posix_protocol(const std::string& driver)
+{
+    return driver == "file" || driver == "host_device";
+}
+
+// QEMU passes the AIO mode down the graph as an open flag that the file
+// driver reads; here it becomes the "aio" option of the protocol node: the
+// top node when it is one, else its file child when that is (or will be
+// probed as) a POSIX file.  Other protocols have no AIO modes and, as in
+// QEMU, ignore the request.
+void apply_aio_mode(QDict& options, const std::string& filename, const std::string& aio)
+{
+    const std::string* driver = options.get("driver");
+    if (driver) {
+        const BlockDriver* drv = bdrv_find_driver(*driver);
+        if (drv && drv->is_protocol()) {
+            if (is_posix_protocol(*driver)) {
+                options.set_default("aio", aio);
+            }
+            return;
+        }
+    } else if (filename.find(':') < filename.find('/')) {
+        return;  // a "prefix:" file name selects the protocol node itself
+    }
+    const std::string* file_driver = options.get("file.driver");
+    if (!file_driver || is_posix_protocol(*file_driver)) {
+        options.set_default("file.aio", aio);
+    }
+}
+
+}  // namespace
+
+std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioContext& ctx)
+{
+    QDict options;
+    std::optional<std::string> filename;  // none with --image-opts
+    if (spec.image_opts) {
+        if (!spec.format.empty()) {
+            error_report("--image-opts and --format are mutually exclusive");
+            return nullptr;
+        }
+        options = parse_image_opts(spec.filename);
+        if (spec.force_share) {
+            const std::string* fs = options.get("force-share");
+            if (fs && *fs != "on") {
+                error_report("--force-share/-U conflicts with image options");
+                return nullptr;
+            }
+            options.set("force-share", "on");
+        }
+    } else {
+        filename = spec.filename;
+        if (!spec.format.empty()) {
+            options.set("driver", spec.format);
+        }
+        if (spec.force_share) {
+            options.set("force-share", "on");
+        }
+    }
+    if (!spec.aio.empty()) {
+        apply_aio_mode(options, filename.value_or(""), spec.aio);
+    }
+    Error err;
+    auto blk = BlockBackend::open(filename, std::move(options), flags, ctx, err);
+    if (!blk) {
+        report_error(err, "Could not open '" + spec.filename + "': ");
+    }
+    return blk;
+}
+
+}  // namespace qemu::img

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# bench-raw.sh: "qemu-img bench" of our qemu-img against QEMU's on one raw
+# image, and a table of the times.
+#
+# Usage: scripts/bench/bench-raw.sh [OUR_QEMU_IMG]
+#
+#   OUR_QEMU_IMG       our qemu-img (default: build/qemu-img); nothing is built
+#
+# Environment:
+#   QEMU_IMG_REF       the reference (default: /usr/bin/qemu-img)
+#   BENCH_DIR          where the image lives; must not be tmpfs, or the
+#                      O_DIRECT rows measure nothing (default: /var/tmp/qemu-zoned-bench)
+#   BENCH_REPEAT       runs per cell, the fastest counts (default: 3)
+#   BENCH_SCALE        multiplies every request count (default: 1)
+#
+# The image is 1 GiB of random data, written once and kept for later runs,
+# so that reads hit real data.  Each row runs the same requests with:
+#   QEMU threads    QEMU's default AIO mode
+#   QEMU io_uring   QEMU with -i io_uring (when it supports it)
+#   ours            our default AIO mode (io_uring)
+# and "QEMU/ours" is the faster QEMU time divided by ours: above 1 means ours
+# is faster.  "writeback" rows go through the host page cache, "none" rows
+# use O_DIRECT (-t none).  Dirty data is synced before every run so runs do
+# not pay for each other's writeback.
+set -euo pipefail
+shopt -s inherit_errexit
+
+ours=${1:-build/qemu-img}
+ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
+dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
+repeat=${BENCH_REPEAT:-3}
+scale=${BENCH_SCALE:-1}
+img=$dir/bench.raw
+img_mib=1024
+
+die()
+{
+    echo "bench-raw.sh: $*" >&2
+    exit 1
+}
+
+[ -x "$ours" ] || die "our qemu-img '$ours' is not an executable (build it first)"
+[ -x "$ref" ] || die "reference qemu-img '$ref' is not an executable"
+mkdir -p "$dir"
+[ "$(stat -f -c %T "$dir")" != tmpfs ] || die "$dir is on tmpfs; set BENCH_DIR"
+
+if [ "$(stat -c %s "$img" 2>/dev/null || echo 0)" != $((img_mib << 20)) ]; then
+    echo "Writing a ${img_mib} MiB image of random data to $img ..."
+    dd if=/dev/urandom of="$img" bs=1M count=$img_mib conv=fsync status=none
+fi
+
+# Seconds of one run ("Run completed in 0.123 seconds."); fails loudly.
+run_once()
+{
+    local out
+    sync
+    out=$("$@" 2>&1) || die "failed: $* -> $out"
+    awk '/^Run completed in/ { print $4 }' <<<"$out"
+}
+
+# The fastest of $repeat runs.
+best_of()
+{
+    local best="" t i
+    for ((i = 0; i < repeat; i++)); do
+        t=$(run_once "$@")
+        if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+            best=$t
+        fi
+    done
+    echo "$best"
+}
+
+have_uring=0
+if "$ref" bench -c 1 -f raw -i io_uring "$img" >/dev/null 2>&1; then
+    have_uring=1
+fi
+
+# size  rw     depth cache      requests (sized for roughly a second each)
+rows=(
+    "4k    read  1  writeback 100000"
+    "4k    read  32 writeback 200000"
+    "4k    write 1  writeback 100000"
+    "4k    write 32 writeback 150000"
+    "1M    read  1  writeback 20000"
+    "1M    read  32 writeback 20000"
+    "1M    write 1  writeback 15000"
+    "1M    write 32 writeback 15000"
+    "4k    read  1  none      15000"
+    "4k    read  32 none      60000"
+    "4k    write 1  none      15000"
+    "4k    write 32 none      80000"
+    "1M    read  1  none      2000"
+    "1M    read  32 none      2000"
+    "1M    write 1  none      4000"
+    "1M    write 32 none      4000"
+)
+
+echo
+echo "Host:    $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
+echo "Image:   $img ($(stat -f -c %T "$dir"), ${img_mib} MiB)"
+echo "Ours:    $("$ours" --version | head -1)"
+echo "QEMU:    $("$ref" --version | head -1)"
+echo "Each cell: the fastest of $repeat runs, in seconds."
+echo
+printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \
+    size rw depth cache requests "QEMU threads" "QEMU io_uring" ours QEMU/ours
+for row in "${rows[@]}"; do
+    read -r size rw depth cache count <<<"$row"
+    count=$(awk -v c="$count" -v s="$scale" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }')
+    args=(bench -f raw -t "$cache" -d "$depth" -s "$size" -c "$count")
+    if [ "$rw" = write ]; then
+        args+=(-w)
+    fi
+    t_thr=$(best_of "$ref" "${args[@]}" -i threads "$img")
+    t_uring=-
+    if [ $have_uring = 1 ]; then
+        t_uring=$(best_of "$ref" "${args[@]}" -i io_uring "$img")
+    fi
+    t_ours=$(best_of "$ours" "${args[@]}" "$img")
+    ratio=$(awk -v a="$t_thr" -v b="$t_uring" -v o="$t_ours" \
+        'BEGIN { q = a; if (b != "-" && b + 0 < q + 0) q = b; printf "%.2f", (o > 0 ? q / o : 0) }')
+    printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \
+        "$size" "$rw" "$depth" "$cache" "$count" "$t_thr" "$t_uring" "$t_ours" "$ratio"
+done

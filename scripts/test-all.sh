@@ -1,0 +1,79 @@
+#!/bin/bash
+# Installs, builds and runs every test: the unit tests (normal build and
+# AddressSanitizer/UndefinedBehaviorSanitizer build), and qemu-iotests
+# against our binaries and, for tests whose behaviour QEMU shares, against
+# Debian's qemu-img/qemu-io.  The last line is "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+# Adds the counts from a Catch2 run's summary to the totals.
+count_catch2() {
+    local out=$1 line p f
+    line=$(grep -E "^(All tests passed|test cases:)" "$out" | tail -n 1)
+    if [[ $line =~ ^All\ tests\ passed.*in\ ([0-9]+)\ test\ case ]]; then
+        p=${BASH_REMATCH[1]}; f=0
+    elif [[ $line =~ test\ cases:\ *([0-9]+)\ \|\ *([0-9]+)\ passed\ \|\ *([0-9]+)\ failed ]]; then
+        p=${BASH_REMATCH[2]}; f=${BASH_REMATCH[3]}
+    else
+        p=0; f=1   # crashed before printing a summary
+    fi
+    passed=$((passed + p)); failed=$((failed + f))
+    echo "  $p passed, $f failed"
+}
+
+# Adds the counts from a qemu-iotests run to the totals.
+count_iotests() {
+    local out=$1 line
+    line=$(grep -E "^iotests: [0-9]+ passed, [0-9]+ failed" "$out" | tail -n 1)
+    if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+    else
+        failed=$((failed + 1))
+    fi
+}
+
+step() { echo "=== $*"; }
+
+step "build"
+if ! scripts/build.sh build; then
+    echo "build failed"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+step "unit tests"
+build/tests/unit-tests > "$log/unit" 2>&1
+tail -n 20 "$log/unit" | grep -vE "^\s*$" | tail -n 8
+count_catch2 "$log/unit"
+
+step "unit tests (ASan + UBSan)"
+if scripts/build.sh build-sanitizers -Db_sanitize=address,undefined -Db_lundef=false; then
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 build-sanitizers/tests/unit-tests > "$log/asan" 2>&1
+    tail -n 20 "$log/asan" | grep -vE "^\s*$" | tail -n 8
+    count_catch2 "$log/asan"
+else
+    echo "sanitizer build failed"; failed=$((failed + 1))
+fi
+
+if [ -x qemu-iotests/check ]; then
+    for fmt in raw; do
+        step "qemu-iotests -$fmt (our binaries)"
+        (cd qemu-iotests && QEMU_BUILD_DIR="$PWD/../build" ./check "-$fmt") > "$log/iotests-$fmt" 2>&1
+        tail -n 30 "$log/iotests-$fmt"
+        count_iotests "$log/iotests-$fmt"
+
+        step "qemu-iotests -$fmt -system (Debian's QEMU $(qemu-img --version | head -n1 | awk '{print $3}'))"
+        (cd qemu-iotests && ./check -system "-$fmt") > "$log/iotests-system-$fmt" 2>&1
+        tail -n 30 "$log/iotests-system-$fmt"
+        count_iotests "$log/iotests-system-$fmt"
+    done
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

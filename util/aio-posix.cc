@@ -1,0 +1,381 @@
+// AioContext on io_uring; see include/qemu/aio.h for the model.
+#include "qemu/aio.h"
+
+#include <glib.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace qemu {
+
+namespace {
+thread_local AioContext* current_context = nullptr;
+
+// user_data tag for the notifier poll; real operations carry UringOp pointers,
+// which are always aligned and never equal to 1.
+constexpr uint64_t kNotifierTag = 1;
+}  // namespace
+
+int64_t AioContext::now_ns()
+{
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+AioContext::AioContext(unsigned queue_depth)
+{
+    io_uring_params params{};
+    params.flags = IORING_SETUP_CQSIZE;
+    params.cq_entries = queue_depth * 4;
+    int ret = io_uring_queue_init_params(queue_depth, &ring_, &params);
+    if (ret < 0) {
+        fprintf(stderr, "io_uring_queue_init: %s\n", strerror(-ret));
+        abort();
+    }
+    notify_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (notify_fd_ < 0) {
+        perror("eventfd");
+        abort();
+    }
+    previous_current_ = current_context;
+    current_context = this;
+}
+
+AioContext::~AioContext()
+{
+    if (gsource_) {
+        g_source_destroy(gsource_);
+        g_source_unref(gsource_);
+    }
+    io_uring_queue_exit(&ring_);
+    close(notify_fd_);
+    if (current_context == this) {
+        current_context = previous_current_;
+    }
+}
+
+AioContext& AioContext::current()
+{
+    if (!current_context) {
+        fprintf(stderr, "no AioContext in this thread\n");
+        abort();
+    }
+    return *current_context;
+}
+
+io_uring_sqe* AioContext::get_sqe()
+{
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (!sqe) {
+        // Submission queue full: hand the batch to the kernel and retry.
+        int ret = io_uring_submit(&ring_);
+        if (ret >= 0) {
+            pending_sqes_ = 0;
+        } else if (ret == -EBUSY || ret == -EAGAIN) {
+            reap_completions();
+        }
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    pending_sqes_++;
+    return sqe;
+}
+
+void AioContext::queue_op(UringOp* op)
+{
+    io_uring_sqe* sqe = get_sqe();
+    switch (op->kind_) {
+    case UringOp::Kind::Readv:
+        io_uring_prep_readv(sqe, op->fd_, op->iov_, op->niov_, op->offset_);
+        break;
+    case UringOp::Kind::Writev:
+        io_uring_prep_writev(sqe, op->fd_, op->iov_, op->niov_, op->offset_);
+        sqe->rw_flags = op->flags_;
+        break;
+    case UringOp::Kind::Fsync:
+        io_uring_prep_fsync(sqe, op->fd_, IORING_FSYNC_DATASYNC);
+        break;
+    case UringOp::Kind::Fallocate:
+        io_uring_prep_fallocate(sqe, op->fd_, op->flags_, op->offset_, op->len_);
+        break;
+    case UringOp::Kind::Nop:
+        io_uring_prep_nop(sqe);
+        break;
+    }
+    io_uring_sqe_set_data(sqe, op);
+}
+
+void UringOp::await_suspend(std::coroutine_handle<> h)
+{
+    waiter_ = h;
+    ctx_.queue_op(this);
+}
+
+UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Readv;
+    op.fd_ = fd;
+    op.iov_ = iov;
+    op.niov_ = niov;
+    op.offset_ = offset;
+    return op;
+}
+
+UringOp AioContext::pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Writev;
+    op.fd_ = fd;
+    op.iov_ = iov;
+    op.niov_ = niov;
+    op.offset_ = offset;
+    op.flags_ = rw_flags;
+    return op;
+}
+
+UringOp AioContext::fdatasync(int fd)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Fsync;
+    op.fd_ = fd;
+    return op;
+}
+
+UringOp AioContext::fallocate(int fd, int mode, uint64_t offset, uint64_t len)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Fallocate;
+    op.fd_ = fd;
+    op.flags_ = mode;
+    op.offset_ = offset;
+    op.len_ = len;
+    return op;
+}
+
+bool SleepOp::await_ready() const noexcept
+{
+    return deadline_ <= AioContext::now_ns();
+}
+
+void SleepOp::await_suspend(std::coroutine_handle<> h)
+{
+    ctx_.timers_.push({deadline_, ctx_.timer_seq_++, h});
+}
+
+SleepOp AioContext::sleep_ns(int64_t ns)
+{
+    return SleepOp(*this, now_ns() + (ns > 0 ? ns : 0));
+}
+
+void AioContext::post(std::function<void()> fn)
+{
+    {
+        std::lock_guard<std::mutex> guard(posted_lock_);
+        posted_.push_back(std::move(fn));
+        posted_nonempty_ = true;
+    }
+    notify();
+}
+
+void AioContext::notify()
+{
+    uint64_t one = 1;
+    ssize_t ret = write(notify_fd_, &one, sizeof(one));
+    (void)ret;  // EAGAIN means a wakeup is already pending: fine
+}
+
+void AioContext::arm_notifier()
+{
+    if (notifier_armed_) {
+        return;
+    }
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_poll_add(sqe, notify_fd_, POLLIN);
+    io_uring_sqe_set_data64(sqe, kNotifierTag);
+    notifier_armed_ = true;
+}
+
+bool AioContext::run_ready()
+{
+    if (ready_.empty()) {
+        return false;
+    }
+    // Only run what was scheduled before this point; coroutines scheduled
+    // while running wait for the next iteration so submissions get batched.
+    size_t n = ready_.size();
+    while (n-- > 0) {
+        auto h = ready_.front();
+        ready_.pop_front();
+        h.resume();
+    }
+    return true;
+}
+
+bool AioContext::run_timers()
+{
+    if (timers_.empty()) {
+        return false;
+    }
+    int64_t now = now_ns();
+    bool progress = false;
+    while (!timers_.empty() && timers_.top().deadline <= now) {
+        auto h = timers_.top().h;
+        timers_.pop();
+        h.resume();
+        progress = true;
+    }
+    return progress;
+}
+
+bool AioContext::run_posted()
+{
+    std::vector<std::function<void()>> work;
+    {
+        std::lock_guard<std::mutex> guard(posted_lock_);
+        if (!posted_nonempty_) {
+            return false;
+        }
+        work.swap(posted_);
+        posted_nonempty_ = false;
+    }
+    for (auto& fn : work) {
+        fn();
+    }
+    return true;
+}
+
+int64_t AioContext::next_timeout_ns() const
+{
+    if (timers_.empty()) {
+        return -1;
+    }
+    int64_t delta = timers_.top().deadline - now_ns();
+    return delta > 0 ? delta : 0;
+}
+
+bool AioContext::reap_completions()
+{
+    bool progress = false;
+    io_uring_cqe* cqe;
+    // Resume waiters only after the CQ slot is released: a resumed coroutine
+    // may queue more operations and we want the ring to have room.
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+        if (tag == LIBURING_UDATA_TIMEOUT) {
+            continue;
+        }
+        progress = true;
+        if (tag == kNotifierTag) {
+            uint64_t buf;
+            while (read(notify_fd_, &buf, sizeof(buf)) > 0) {
+            }
+            notifier_armed_ = false;
+            continue;
+        }
+        auto* op = reinterpret_cast<UringOp*>(tag);
+        op->result_ = res;
+        op->waiter_.resume();
+    }
+    return progress;
+}
+
+bool AioContext::has_immediate_work() const
+{
+    return !ready_.empty() || (!timers_.empty() && next_timeout_ns() == 0);
+}
+
+bool AioContext::poll(bool blocking)
+{
+    bool progress = run_ready();
+    progress |= run_timers();
+    progress |= run_posted();
+    arm_notifier();
+
+    if (blocking && !progress && !has_immediate_work() && io_uring_cq_ready(&ring_) == 0) {
+        int64_t timeout = next_timeout_ns();
+        io_uring_cqe* cqe = nullptr;
+        int ret;
+        if (timeout >= 0) {
+            __kernel_timespec ts{};
+            ts.tv_sec = timeout / 1000000000;
+            ts.tv_nsec = timeout % 1000000000;
+            ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+        } else {
+            ret = io_uring_submit_and_wait(&ring_, 1);
+        }
+        if (ret >= 0 || ret == -ETIME || ret == -EINTR) {
+            pending_sqes_ = 0;
+        }
+    } else if (pending_sqes_ > 0) {
+        if (io_uring_submit(&ring_) >= 0) {
+            pending_sqes_ = 0;
+        }
+    }
+    progress |= reap_completions();
+    progress |= run_timers();
+    return progress;
+}
+
+// GLib integration: the ring fd becomes readable when completions are
+// waiting, which is all a GLib main loop needs to know.
+struct AioGSource {
+    GSource source;
+    AioContext* ctx;
+
+    static AioContext* context(GSource* source) { return reinterpret_cast<AioGSource*>(source)->ctx; }
+
+    static gboolean prepare(GSource* source, gint* timeout)
+    {
+        AioContext* ctx = context(source);
+        ctx->arm_notifier();
+        if (ctx->pending_sqes_ > 0 && io_uring_submit(&ctx->ring_) >= 0) {
+            ctx->pending_sqes_ = 0;
+        }
+        if (ctx->has_immediate_work() || io_uring_cq_ready(&ctx->ring_) > 0) {
+            *timeout = 0;
+            return TRUE;
+        }
+        int64_t ns = ctx->next_timeout_ns();
+        *timeout = ns < 0 ? -1 : int((ns + 999999) / 1000000);
+        return FALSE;
+    }
+
+    static gboolean check(GSource* source)
+    {
+        AioContext* ctx = context(source);
+        return ctx->has_immediate_work() || io_uring_cq_ready(&ctx->ring_) > 0 ||
+               ctx->next_timeout_ns() == 0;
+    }
+
+    static gboolean dispatch(GSource* source, GSourceFunc, gpointer)
+    {
+        context(source)->poll(false);
+        return G_SOURCE_CONTINUE;
+    }
+};
+
+namespace {
+GSourceFuncs aio_source_funcs = {AioGSource::prepare, AioGSource::check, AioGSource::dispatch,
+                                 nullptr, nullptr, nullptr};
+}  // namespace
+
+GSource* AioContext::gsource()
+{
+    if (!gsource_) {
+        gsource_ = g_source_new(&aio_source_funcs, sizeof(AioGSource));
+        reinterpret_cast<AioGSource*>(gsource_)->ctx = this;
+        g_source_add_unix_fd(gsource_, ring_.ring_fd, G_IO_IN);
+        g_source_set_name(gsource_, "aio-context");
+    }
+    return gsource_;
+}
+
+}  // namespace qemu

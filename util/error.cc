@@ -1,0 +1,64 @@
+#include "qemu/error.h"
+
+#include <cstdarg>
+#include <cstring>
+
+namespace qemu {
+
+namespace {
+std::string vformat(const char* fmt, va_list ap)
+{
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(nullptr, 0, fmt, copy);
+    va_end(copy);
+    std::string out(n > 0 ? size_t(n) : 0, '\0');
+    if (n > 0) {
+        vsnprintf(out.data(), out.size() + 1, fmt, ap);
+    }
+    return out;
+}
+}  // namespace
+
+std::string string_printf(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    std::string s = vformat(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void Error::set(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message = vformat(fmt, ap);
+    va_end(ap);
+    hints.clear();
+}
+
+void Error::set_errno(int errnum, const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message = vformat(fmt, ap) + ": " + strerror(errnum < 0 ? -errnum : errnum);
+    va_end(ap);
+    hints.clear();
+}
+
+void Error::prepend(const std::string& context)
+{
+    message = context + message;
+}
+
+std::string Error::pretty() const
+{
+    std::string out = message;
+    for (const auto& h : hints) {
+        out += "\n" + h;
+    }
+    return out;
+}
+
+}  // namespace qemu

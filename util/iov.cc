@@ -1,0 +1,175 @@
+#include "qemu/iov.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace qemu {
+
+void IOVector::add(void* buf, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    // Merge with the previous element when contiguous: fewer iovecs for the
+    // kernel and for IOV_MAX.
+    if (!iov_.empty()) {
+        iovec& last = iov_.back();
+        if (static_cast<uint8_t*>(last.iov_base) + last.iov_len == buf) {
+            last.iov_len += len;
+            size_ += len;
+            return;
+        }
+    }
+    iov_.push_back({buf, len});
+    size_ += len;
+}
+
+void IOVector::add_slice(const IOVector& src, size_t offset, size_t len)
+{
+    for (const iovec& v : src.iov_) {
+        if (len == 0) {
+            break;
+        }
+        if (offset >= v.iov_len) {
+            offset -= v.iov_len;
+            continue;
+        }
+        size_t n = std::min(v.iov_len - offset, len);
+        add(static_cast<uint8_t*>(v.iov_base) + offset, n);
+        offset = 0;
+        len -= n;
+    }
+}
+
+size_t IOVector::to_buf(size_t offset, void* buf, size_t len) const
+{
+    size_t done = 0;
+    for (const iovec& v : iov_) {
+        if (done == len) {
+            break;
+        }
+        if (offset >= v.iov_len) {
+            offset -= v.iov_len;
+            continue;
+        }
+        size_t n = std::min(v.iov_len - offset, len - done);
+        memcpy(static_cast<uint8_t*>(buf) + done, static_cast<uint8_t*>(v.iov_base) + offset, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
+size_t IOVector::from_buf(size_t offset, const void* buf, size_t len)
+{
+    size_t done = 0;
+    for (const iovec& v : iov_) {
+        if (done == len) {
+            break;
+        }
+        if (offset >= v.iov_len) {
+            offset -= v.iov_len;
+            continue;
+        }
+        size_t n = std::min(v.iov_len - offset, len - done);
+        memcpy(static_cast<uint8_t*>(v.iov_base) + offset, static_cast<const uint8_t*>(buf) + done, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
+void IOVector::memset(size_t offset, int c, size_t len)
+{
+    for (const iovec& v : iov_) {
+        if (len == 0) {
+            break;
+        }
+        if (offset >= v.iov_len) {
+            offset -= v.iov_len;
+            continue;
+        }
+        size_t n = std::min(v.iov_len - offset, len);
+        ::memset(static_cast<uint8_t*>(v.iov_base) + offset, c, n);
+        len -= n;
+        offset = 0;
+    }
+}
+
+bool IOVector::is_zero(size_t offset, size_t len) const
+{
+    for (const iovec& v : iov_) {
+        if (len == 0) {
+            break;
+        }
+        if (offset >= v.iov_len) {
+            offset -= v.iov_len;
+            continue;
+        }
+        size_t n = std::min(v.iov_len - offset, len);
+        if (!buffer_is_zero(static_cast<uint8_t*>(v.iov_base) + offset, n)) {
+            return false;
+        }
+        len -= n;
+        offset = 0;
+    }
+    return true;
+}
+
+bool buffer_is_zero(const void* buf, size_t len)
+{
+    const uint8_t* p = static_cast<const uint8_t*>(buf);
+    // Check the head byte-wise, then compare the buffer with itself shifted
+    // by 16 bytes: all-zero iff the first 16 are zero and every byte equals
+    // the one 16 before it.  memcmp is vectorised by libc.
+    if (len < 64) {
+        for (size_t i = 0; i < len; i++) {
+            if (p[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+    for (size_t i = 0; i < 16; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return memcmp(p, p + 16, len - 16) == 0;
+}
+
+AlignedBuffer::AlignedBuffer(size_t size, size_t alignment) : size_(size)
+{
+    size_t alloc = (size + alignment - 1) / alignment * alignment;
+    if (alloc == 0) {
+        alloc = alignment;
+    }
+    data_ = static_cast<uint8_t*>(aligned_alloc(alignment, alloc));
+    if (!data_) {
+        throw std::bad_alloc();
+    }
+}
+
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0))
+{
+}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& o) noexcept
+{
+    if (this != &o) {
+        free(data_);
+        data_ = std::exchange(o.data_, nullptr);
+        size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+}
+
+AlignedBuffer::~AlignedBuffer()
+{
+    free(data_);
+}
+
+}  // namespace qemu
