@@ -48,8 +48,8 @@ BlockBackend::~BlockBackend()
 {
     // Whatever the driver still caches must reach the disk before the node
     // goes away, as QEMU's bdrv_close() flushes.
-    if (root_.bs && !root_.bs->read_only()) {
-        run_sync(ctx(), bdrv_co_flush(root_.bs.get()));
+    if (root_.bs && root_.bs.use_count() == 1) {
+        run_sync(ctx(), bdrv_co_close(root_.bs.get()));
     }
 }
 

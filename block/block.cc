@@ -16,6 +16,7 @@ extern const BlockDriver& bdrv_host_device_driver();
 extern const BlockDriver& bdrv_raw_driver();
 extern const BlockDriver& bdrv_null_co_driver();
 extern const BlockDriver& bdrv_null_aio_driver();
+extern const BlockDriver& bdrv_qcow2_driver();
 
 // --- Registry ---------------------------------------------------------------
 
@@ -56,6 +57,7 @@ void bdrv_init()
     bdrv_register(&bdrv_raw_driver());
     bdrv_register(&bdrv_null_co_driver());
     bdrv_register(&bdrv_null_aio_driver());
+    bdrv_register(&bdrv_qcow2_driver());
 }
 
 const char* block_permission_name(uint64_t perm)
@@ -250,6 +252,37 @@ int BlockDriverState::drv_set_perm(uint64_t, uint64_t, Error&)
 int BlockDriverState::drv_get_info(BlockDriverInfo&)
 {
     return -ENOTSUP;
+}
+
+void BlockDriverState::drv_get_specific_info(nlohmann::ordered_json&) const
+{
+}
+
+Task<int> BlockDriverState::drv_check(BdrvCheckResult&, unsigned)
+{
+    co_return -ENOTSUP;
+}
+
+Task<void> BlockDriverState::drv_close()
+{
+    co_return;
+}
+
+Task<void> bdrv_co_close(BlockDriverState* bs)
+{
+    if (bs->closed_) {
+        co_return;
+    }
+    bs->closed_ = true;
+    if (!bs->read_only()) {
+        co_await bdrv_co_flush(bs);
+    }
+    co_await bs->drv_close();
+    for (const auto& c : bs->children()) {
+        if (c->bs.use_count() == 1) {  // not shared with another parent
+            co_await bdrv_co_close(c->bs.get());
+        }
+    }
 }
 
 Task<int64_t> BlockDriverState::drv_get_allocated_file_size()

@@ -142,6 +142,10 @@ Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
         done += n;
     }
     bs->write_gen_++;
+    // A write past the end grows the node (formats extend their file).
+    if (offset + bytes > bs->total_bytes()) {
+        bs->set_total_bytes(offset + bytes);
+    }
     if (emulate_fua) {
         co_return co_await bdrv_co_flush(bs);
     }
@@ -226,6 +230,9 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
     }
     if (bs->read_only()) {
         co_return -EPERM;
+    }
+    if ((flags & BDRV_REQ_WRITE_COMPRESSED) && !(bs->supported_write_flags() & BDRV_REQ_WRITE_COMPRESSED)) {
+        co_return -ENOTSUP;
     }
     if (bytes == 0) {
         co_return 0;

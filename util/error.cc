@@ -1,6 +1,7 @@
 #include "qemu/error.h"
 
 #include <cstdarg>
+#include <cstdio>
 #include <cstring>
 
 namespace qemu {
@@ -27,6 +28,31 @@ std::string string_printf(const char* fmt, ...)
     std::string s = vformat(fmt, ap);
     va_end(ap);
     return s;
+}
+
+namespace {
+std::string program = "qemu-zoned";
+}
+
+void set_program_name(const char* argv0)
+{
+    const char* slash = strrchr(argv0, '/');
+    program = slash ? slash + 1 : argv0;
+}
+
+const char* program_name()
+{
+    return program.c_str();
+}
+
+void error_report(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    std::string msg = vformat(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "%s: %s\n", program.c_str(), msg.c_str());
 }
 
 void Error::set(const char* fmt, ...)

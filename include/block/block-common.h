@@ -15,6 +15,9 @@ enum BdrvRequestFlags : unsigned {
     BDRV_REQ_MAY_UNMAP = 0x4,
     // Data must be on stable storage when the request completes.
     BDRV_REQ_FUA = 0x10,
+    // Store the (whole-cluster) data compressed; formats without
+    // compression fail the write with -ENOTSUP.
+    BDRV_REQ_WRITE_COMPRESSED = 0x20,
     // pwrite_zeroes: fail with -ENOTSUP rather than write a zero buffer.
     BDRV_REQ_NO_FALLBACK = 0x100,
 };
@@ -65,6 +68,25 @@ bool parse_prealloc_mode(const std::string& s, PreallocMode& mode);
 
 // Zoned block device model (QEMU's BlockZoneModel).
 enum class BlockZoneModel : uint8_t { None = 0, HostManaged = 1, HostAware = 2 };
+
+// What `qemu-img check` finds and repairs (QEMU's BdrvCheckResult).
+struct BdrvCheckResult {
+    int corruptions = 0;
+    int leaks = 0;
+    int check_errors = 0;
+    int corruptions_fixed = 0;
+    int leaks_fixed = 0;
+    uint64_t image_end_offset = 0;
+    // Fragmentation statistics, printed when allocated_clusters > 0.
+    uint64_t total_clusters = 0;
+    uint64_t allocated_clusters = 0;
+    uint64_t fragmented_clusters = 0;
+    uint64_t compressed_clusters = 0;
+};
+enum BdrvCheckMode : unsigned {
+    BDRV_FIX_LEAKS = 1,
+    BDRV_FIX_ERRORS = 2,
+};
 
 // What a tool may ask of any node (qemu-img info, qemu-io info).
 struct BlockDriverInfo {

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -121,6 +123,16 @@ public:
     virtual int drv_set_perm(uint64_t perm, uint64_t shared, Error& err);
 
     virtual int drv_get_info(BlockDriverInfo& info);
+    // The format-specific section of qemu-img info: {"type": ..., "data":
+    // {...}} as in QEMU's ImageInfoSpecific; left empty when there is none.
+    virtual void drv_get_specific_info(nlohmann::ordered_json& info) const;
+    // Checks (and with BDRV_FIX_* repairs) the image's consistency;
+    // -ENOTSUP for formats without checks.
+    virtual Task<int> drv_check(BdrvCheckResult& result, unsigned fix);
+    // Called once before the node goes away, after a final flush: the place
+    // to leave the image clean (clear a dirty bit).  Children are closed
+    // after their parents.
+    virtual Task<void> drv_close();
     // Bytes used on the host, or -errno; the default sums the children.
     virtual Task<int64_t> drv_get_allocated_file_size();
 
@@ -156,6 +168,7 @@ public:
     // Bumped by every completed write; a flush with nothing new is skipped.
     uint64_t write_gen_ = 0;
     uint64_t flushed_gen_ = 0;
+    bool closed_ = false;
 
 protected:
     BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
@@ -268,6 +281,9 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
 // holds the data (what qemu-img map and qemu-io map report).
 Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out);
+
+// Flushes and closes bs and then its children (see drv_close).
+Task<void> bdrv_co_close(BlockDriverState* bs);
 
 // The protocol node at the bottom of bs's file chain.
 BlockDriverState* bdrv_protocol_node(BlockDriverState* bs);

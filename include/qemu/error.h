@@ -33,4 +33,13 @@ struct Error {
 
 std::string string_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// The program name that error_report() puts in front of messages
+// ("qemu-img"); tools set it from argv[0] at startup.
+void set_program_name(const char* argv0);
+const char* program_name();
+// Prints "PROGRAM: MESSAGE" on stderr, as QEMU's error_report(); for
+// events deep in the block layer that no caller's Error can carry (a qcow2
+// image being marked corrupt).
+void error_report(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
 }  // namespace qemu

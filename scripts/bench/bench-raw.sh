@@ -12,7 +12,7 @@
 #   QEMU_IMG_REF       the reference (default: /usr/bin/qemu-img)
 #   BENCH_DIR          where the image lives; must not be tmpfs, or the
 #                      O_DIRECT rows measure nothing (default: /var/tmp/qemu-zoned-bench)
-#   BENCH_REPEAT       runs per cell, the fastest counts (default: 3)
+#   BENCH_REPEAT       runs per cell, the fastest counts (default: 5)
 #   BENCH_SCALE        multiplies every request count (default: 1)
 #
 # The image is 1 GiB of random data, written once and kept for later runs,
@@ -30,7 +30,7 @@ shopt -s inherit_errexit
 ours=${1:-build/qemu-img}
 ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
-repeat=${BENCH_REPEAT:-3}
+repeat=${BENCH_REPEAT:-5}
 scale=${BENCH_SCALE:-1}
 img=$dir/bench.raw
 img_mib=1024
@@ -60,17 +60,14 @@ run_once()
     awk '/^Run completed in/ { print $4 }' <<<"$out"
 }
 
-# The fastest of $repeat runs.
-best_of()
+# min A B: the smaller of two times, "" counting as infinite.
+min_time()
 {
-    local best="" t i
-    for ((i = 0; i < repeat; i++)); do
-        t=$(run_once "$@")
-        if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then
-            best=$t
-        fi
-    done
-    echo "$best"
+    if [ -z "$2" ] || awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; then
+        echo "$1"
+    else
+        echo "$2"
+    fi
 }
 
 have_uring=0
@@ -114,12 +111,20 @@ for row in "${rows[@]}"; do
     if [ "$rw" = write ]; then
         args+=(-w)
     fi
-    t_thr=$(best_of "$ref" "${args[@]}" -i threads "$img")
-    t_uring=-
-    if [ $have_uring = 1 ]; then
-        t_uring=$(best_of "$ref" "${args[@]}" -i io_uring "$img")
-    fi
-    t_ours=$(best_of "$ours" "${args[@]}" "$img")
+    # Rounds of one run per program, so that drift on the host (other
+    # guests, the host page cache) hits all of them alike.
+    t_thr="" t_uring="" t_ours=""
+    for ((i = 0; i < repeat; i++)); do
+        t=$(run_once "$ref" "${args[@]}" -i threads "$img")
+        t_thr=$(min_time "$t" "$t_thr")
+        if [ $have_uring = 1 ]; then
+            t=$(run_once "$ref" "${args[@]}" -i io_uring "$img")
+            t_uring=$(min_time "$t" "$t_uring")
+        fi
+        t=$(run_once "$ours" "${args[@]}" "$img")
+        t_ours=$(min_time "$t" "$t_ours")
+    done
+    t_uring=${t_uring:--}
     ratio=$(awk -v a="$t_thr" -v b="$t_uring" -v o="$t_ours" \
         'BEGIN { q = a; if (b != "-" && b + 0 < q + 0) q = b; printf "%.2f", (o > 0 ? q / o : 0) }')
     printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \

@@ -1,0 +1,985 @@
+// qcow2: the node (open, I/O paths, flush, resize, status, info) and the
+// driver (probe, create).  See block/qcow2.h for the design.
+#include "block/qcow2.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstring>
+
+#include "qemu/bswap.h"
+#include "qemu/cutils.h"
+
+namespace qemu::qcow2 {
+
+namespace {
+
+constexpr uint64_t kDefaultL2CacheMax = 32 * MiB;
+constexpr uint64_t kDefaultCacheCleanInterval = 600;
+// Deferred frees are applied at flushes; this many pending ranges force an
+// early metadata flush so that memory and leaked space stay bounded.
+constexpr size_t kMaxPendingFrees = 4096;
+
+}  // namespace
+
+DataIoGuard::DataIoGuard(Qcow2State& s, uint64_t h, uint64_t l) : host(h), len(l), s_(s)
+{
+    s_.data_io_.push_back(this);
+}
+
+DataIoGuard::~DataIoGuard()
+{
+    auto& v = s_.data_io_;
+    v.erase(std::find(v.begin(), v.end(), this));
+}
+
+Qcow2State::~Qcow2State() = default;
+
+// --- Corruption, header updates, dirty bit ----------------------------------
+
+int Qcow2State::signal_corruption(bool fatal, const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    bool first = !corrupt_;
+    if (fatal && !read_only()) {
+        if (first) {
+            error_report("qcow2: Marking image as corrupt: %s; further corruption events will be "
+                         "suppressed", msg);
+        }
+        corrupt_ = true;
+        if (!(header_.incompatible_features & INCOMPAT_CORRUPT)) {
+            header_.incompatible_features |= INCOMPAT_CORRUPT;
+            co_spawn([](Qcow2State* s) -> Task<void> { co_await s->write_header_fields(); }(this));
+        }
+    } else if (first) {
+        error_report("qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
+                     "suppressed", msg);
+        corrupt_ = true;
+    }
+    return -EIO;
+}
+
+Task<int> Qcow2State::write_header_fields()
+{
+    std::vector<uint8_t> buf;
+    Error err;
+    if (!header_.serialize(buf, err)) {
+        co_return -EINVAL;
+    }
+    // Only the fixed fields: extensions after them stay untouched.
+    uint64_t len = header_.version == 2 ? kV2HeaderLength : kV3MinHeaderLength;
+    IOVector qiov(buf.data(), len);
+    co_return co_await bdrv_co_pwritev(file(), 0, len, qiov);
+}
+
+Task<int> Qcow2State::rewrite_header(Error& err)
+{
+    std::vector<uint8_t> buf;
+    if (!header_.serialize(buf, err)) {
+        co_return -EINVAL;
+    }
+    IOVector qiov(buf.data(), buf.size());
+    int ret = co_await bdrv_co_pwritev(file(), 0, buf.size(), qiov);
+    if (ret < 0) {
+        err.set_errno(-ret, "Could not write qcow2 header");
+    }
+    co_return ret;
+}
+
+Task<int> Qcow2State::mark_dirty()
+{
+    if (dirty_marked_) {
+        co_return 0;
+    }
+    header_.incompatible_features |= INCOMPAT_DIRTY;
+    int ret = co_await write_header_fields();
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (ret >= 0) {
+        dirty_marked_ = true;
+    }
+    co_return ret;
+}
+
+Task<int> Qcow2State::mark_clean()
+{
+    if (!(header_.incompatible_features & INCOMPAT_DIRTY)) {
+        co_return 0;
+    }
+    header_.incompatible_features &= ~INCOMPAT_DIRTY;
+    int ret = co_await write_header_fields();
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+    }
+    dirty_marked_ = false;
+    co_return ret;
+}
+
+Task<int> Qcow2State::flush_metadata()
+{
+    // Caller holds lock_.
+    bool l2_dirty = l2_cache_->has_dirty() || !dirty_l1_.empty();
+    int ret;
+    if (lazy_refcounts_) {
+        // Refcounts may lag behind; the dirty bit makes the next open
+        // repair them, so it must be on disk before any mapping is.
+        if (l2_dirty) {
+            ret = co_await mark_dirty();
+            if (ret < 0) {
+                co_return ret;
+            }
+        }
+    } else {
+        ret = co_await refblock_cache_->write_back();
+        if (ret >= 0 && !dirty_reftable_.empty()) {
+            ret = co_await bdrv_co_flush(file()->bs.get());
+            if (ret >= 0) {
+                ret = co_await write_reftable_entries();
+            }
+        }
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    if (l2_dirty) {
+        // Data and refcounts first, then the L2 tables that point at them,
+        // then the L1 entries that point at those tables.
+        ret = co_await bdrv_co_flush(file()->bs.get());
+        if (ret >= 0) {
+            ret = co_await l2_cache_->write_back();
+        }
+        if (ret >= 0 && !dirty_l1_.empty()) {
+            ret = co_await bdrv_co_flush(file()->bs.get());
+            if (ret >= 0) {
+                ret = co_await write_l1_entries();
+            }
+        }
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    if (!pending_frees_.empty()) {
+        // Nothing on disk may reference a cluster whose refcount drops.
+        ret = co_await bdrv_co_flush(file()->bs.get());
+        if (ret >= 0) {
+            ret = co_await apply_pending_frees();
+        }
+        if (ret >= 0 && !lazy_refcounts_) {
+            ret = co_await refblock_cache_->write_back();
+        }
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    co_return 0;
+}
+
+// --- Open and close ----------------------------------------------------------
+
+Task<int> Qcow2State::drv_open(QDict& options, Error& err)
+{
+    Error opt_err;
+    auto l2_cache_opt = options.take("l2-cache-size");
+    auto refcount_cache_opt = options.take("refcount-cache-size");
+    auto cache_opt = options.take("cache-size");
+    auto clean_interval = take_number(options, "cache-clean-interval", kDefaultCacheCleanInterval, opt_err);
+    auto lazy_opt = options.take("lazy-refcounts");
+    auto pass_request = options.take("pass-discard-request");
+    auto pass_snapshot = take_bool(options, "pass-discard-snapshot", true, opt_err);
+    auto pass_other = take_bool(options, "pass-discard-other", false, opt_err);
+    std::string overlap = take_string(options, "overlap-check", "cached");
+    if (opt_err || !clean_interval || !pass_snapshot || !pass_other) {
+        err = opt_err;
+        co_return -EINVAL;
+    }
+    if (overlap != "none" && overlap != "constant" && overlap != "cached" && overlap != "all") {
+        err.set("Unsupported value '%s' for qcow2 option 'overlap-check'. Allowed are any of the "
+                "following: none, constant, cached, all", overlap.c_str());
+        co_return -EINVAL;
+    }
+    if (!file()) {
+        if (!co_await open_child("file", options, false, err)) {
+            co_return -EINVAL;
+        }
+    }
+
+    // The header cluster (its size is known only once cluster_bits is).
+    uint64_t file_size = file()->bs->total_bytes();
+    uint64_t head_len = std::min<uint64_t>(file_size, 1ULL << kMaxClusterBits);
+    AlignedBuffer head(std::max<uint64_t>(head_len, 512), 4096);
+    memset(head.data(), 0, head.size());
+    if (head_len) {
+        IOVector qiov(head.data(), head_len);
+        int ret = co_await bdrv_co_preadv(file(), 0, head_len, qiov);
+        if (ret < 0) {
+            err.set_errno(-ret, "Could not read qcow2 header");
+            co_return ret;
+        }
+    }
+    if (!header_.parse(head.data(), head_len, file_size, err)) {
+        co_return -EINVAL;
+    }
+    if (!header_.backing_file.empty()) {
+        err.set("Backing files are not supported yet (image has backing file '%s')",
+                header_.backing_file.c_str());
+        co_return -ENOTSUP;
+    }
+    if ((header_.incompatible_features & INCOMPAT_CORRUPT) && !read_only()) {
+        err.set("qcow2: Image is corrupt; cannot be opened read/write");
+        co_return -EACCES;
+    }
+    corrupt_ = header_.incompatible_features & INCOMPAT_CORRUPT;
+
+    cluster_bits_ = header_.cluster_bits;
+    cluster_size_ = 1ULL << cluster_bits_;
+    l2_bits_ = cluster_bits_ - 3;
+    l2_entries_ = 1ULL << l2_bits_;
+    refcount_bits_ = header_.refcount_bits();
+    refcount_block_bits_ = cluster_bits_ + 3 - header_.refcount_order;
+    refcount_block_entries_ = 1ULL << refcount_block_bits_;
+    refcount_max_ = refcount_bits_ == 64 ? UINT64_MAX : (1ULL << refcount_bits_) - 1;
+
+    bool lazy = header_.compatible_features & COMPAT_LAZY_REFCOUNTS;
+    if (lazy_opt) {
+        auto v = parse_bool_option("lazy-refcounts", *lazy_opt, err);
+        if (!v) {
+            co_return -EINVAL;
+        }
+        lazy = *v;
+    }
+    if (lazy && header_.version < 3) {
+        err.set("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level");
+        co_return -EINVAL;
+    }
+    lazy_refcounts_ = lazy;
+    bool pass_req = open_flags() & BDRV_O_UNMAP;
+    if (pass_request) {
+        auto v = parse_bool_option("pass-discard-request", *pass_request, err);
+        if (!v) {
+            co_return -EINVAL;
+        }
+        pass_req = *v;
+    }
+    discard_passthrough_ = pass_req;
+
+    // Cache sizes: by default the L2 cache covers the whole disk, up to
+    // 32 MiB; the refcount cache is a quarter of it, at least 4 clusters.
+    uint64_t l2_tables_needed = std::max<uint64_t>(l1_size_for(header_.size, cluster_bits_), 1);
+    uint64_t l2_bytes = std::min(l2_tables_needed * cluster_size_, std::max(kDefaultL2CacheMax, 2 * cluster_size_));
+    uint64_t rc_bytes = std::max(l2_bytes / 4, 4 * cluster_size_);
+    auto parse_cache = [&](const std::optional<std::string>& v, const char* name, uint64_t& out) {
+        if (!v) {
+            return true;
+        }
+        auto n = parse_size_option(name, *v, err);
+        if (!n) {
+            return false;
+        }
+        out = *n;
+        return true;
+    };
+    uint64_t total = 0;
+    if (!parse_cache(l2_cache_opt, "l2-cache-size", l2_bytes) ||
+        !parse_cache(refcount_cache_opt, "refcount-cache-size", rc_bytes) ||
+        !parse_cache(cache_opt, "cache-size", total)) {
+        co_return -EINVAL;
+    }
+    if (cache_opt) {
+        if (l2_cache_opt && refcount_cache_opt) {
+            if (l2_bytes + rc_bytes > total) {
+                err.set("l2-cache-size (%llu) + refcount-cache-size (%llu) may not exceed "
+                        "cache-size (%llu)", (unsigned long long)l2_bytes,
+                        (unsigned long long)rc_bytes, (unsigned long long)total);
+                co_return -EINVAL;
+            }
+        } else if (l2_cache_opt) {
+            rc_bytes = total > l2_bytes ? total - l2_bytes : 0;
+        } else if (refcount_cache_opt) {
+            l2_bytes = total > rc_bytes ? total - rc_bytes : 0;
+        } else {
+            rc_bytes = std::max(total / 5, 4 * cluster_size_);
+            l2_bytes = total > rc_bytes ? total - rc_bytes : 0;
+        }
+    }
+    l2_cache_ = std::make_unique<Qcow2Cache>(file(), cluster_size_, std::max<uint64_t>(l2_bytes / cluster_size_, 2), META_L2);
+    refblock_cache_ = std::make_unique<Qcow2Cache>(file(), cluster_size_, std::max<uint64_t>(rc_bytes / cluster_size_, 4),
+                                                   META_REFCOUNT_BLOCK);
+    l2_cache_->before_write_back = [this]() { return flush_metadata(); };
+    refblock_cache_->before_write_back = nullptr;  // refcount blocks may be written any time
+    if (overlap != "none") {
+        l2_cache_->overlap_check = [this](uint64_t off, size_t len) { return check_overlap(off, len, META_L2); };
+        refblock_cache_->overlap_check = [this](uint64_t off, size_t len) {
+            return check_overlap(off, len, META_REFCOUNT_BLOCK);
+        };
+    }
+
+    // The active L1 table.
+    l1_.assign(header_.l1_size, 0);
+    if (header_.l1_size) {
+        uint64_t bytes = uint64_t(header_.l1_size) * 8;
+        AlignedBuffer buf(bytes, 4096);
+        IOVector qiov(buf.data(), bytes);
+        int ret = co_await bdrv_co_preadv(file(), header_.l1_table_offset, bytes, qiov);
+        if (ret < 0) {
+            err.set_errno(-ret, "Could not read L1 table");
+            co_return ret;
+        }
+        for (size_t i = 0; i < l1_.size(); i++) {
+            l1_[i] = load_be64(buf.data() + i * 8);
+        }
+    }
+    int ret = co_await load_refcount_table(err);
+    if (ret < 0) {
+        co_return ret;
+    }
+
+    // Internal snapshots: read (and validated) so that our writes keep
+    // their clusters intact; managing them is qemu-img snapshot's job.
+    if (header_.nb_snapshots) {
+        uint64_t pos = header_.snapshots_offset;
+        std::vector<uint8_t> table;
+        for (uint32_t i = 0; i < header_.nb_snapshots; i++) {
+            uint8_t fixed[40];
+            IOVector q(fixed, sizeof(fixed));
+            if (pos + sizeof(fixed) > file_size || co_await bdrv_co_preadv(file(), pos, sizeof(fixed), q) < 0) {
+                err.set("Could not read snapshot table");
+                co_return -EIO;
+            }
+            uint64_t entry_len = 40 + uint64_t(load_be32(fixed + 36)) + load_be16(fixed + 12) + load_be16(fixed + 14);
+            entry_len = (entry_len + 7) & ~7ULL;
+            if (entry_len > 40 + 1024 + 2 * 65535 + 7 || pos + entry_len > file_size ||
+                table.size() + entry_len > 64 * MiB) {
+                err.set("Snapshot table is corrupt");
+                co_return -EINVAL;
+            }
+            size_t at = table.size();
+            table.resize(at + entry_len);
+            IOVector qe(table.data() + at, entry_len);
+            if (co_await bdrv_co_preadv(file(), pos, entry_len, qe) < 0) {
+                err.set("Could not read snapshot table");
+                co_return -EIO;
+            }
+            pos += entry_len;
+        }
+        if (!parse_snapshot_table(table.data(), table.size(), header_.nb_snapshots, file_size,
+                                  cluster_bits_, snapshots_, err)) {
+            co_return -EINVAL;
+        }
+    }
+
+    rebuild_metadata_map();
+    fresh_from_ = (file_size + cluster_size_ - 1) >> cluster_bits_;
+    set_total_bytes(header_.size);
+
+    if (!read_only()) {
+        if (header_.incompatible_features & INCOMPAT_DIRTY) {
+            // Refcounts may be stale after a crash with lazy refcounts.
+            BdrvCheckResult result;
+            ret = co_await drv_check(result, BDRV_FIX_ERRORS | BDRV_FIX_LEAKS);
+            if (ret < 0 || result.corruptions || result.check_errors) {
+                err.set("Could not repair dirty image");
+                co_return ret < 0 ? ret : -EIO;
+            }
+            ret = co_await mark_clean();
+            if (ret < 0) {
+                err.set_errno(-ret, "Could not clear the dirty bit");
+                co_return ret;
+            }
+        }
+        // Autoclear features we do not maintain become invalid as soon as
+        // we write, so clear them now as the specification requires.
+        if (header_.autoclear_features & ~kSupportedAutoclear) {
+            header_.autoclear_features &= kSupportedAutoclear;
+            ret = co_await write_header_fields();
+            if (ret >= 0) {
+                ret = co_await bdrv_co_flush(file()->bs.get());
+            }
+            if (ret < 0) {
+                err.set_errno(-ret, "Could not update qcow2 header");
+                co_return ret;
+            }
+        }
+    }
+    co_return 0;
+}
+
+Task<void> Qcow2State::drv_close()
+{
+    if (read_only() || !l2_cache_) {
+        co_return;
+    }
+    co_await lock_.lock();
+    int ret = co_await flush_metadata();
+    if (ret >= 0 && dirty_marked_) {
+        ret = co_await refblock_cache_->write_back();
+        if (ret >= 0) {
+            ret = co_await write_reftable_entries();
+        }
+        if (ret >= 0) {
+            ret = co_await bdrv_co_flush(file()->bs.get());
+        }
+        if (ret >= 0) {
+            co_await mark_clean();
+        }
+    }
+    lock_.unlock();
+}
+
+// --- I/O -----------------------------------------------------------------------
+
+Task<int> Qcow2State::drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                 size_t qiov_offset, unsigned)
+{
+    while (bytes > 0) {
+        co_await lock_.lock();
+        Mapping m;
+        int ret = co_await get_mapping(offset, bytes, m);
+        if (ret < 0) {
+            lock_.unlock();
+            co_return ret;
+        }
+        switch (m.type) {
+        case ClusterType::Unallocated:
+        case ClusterType::ZeroPlain:
+        case ClusterType::ZeroAlloc:
+            lock_.unlock();
+            qiov.memset(qiov_offset, 0, m.bytes);
+            break;
+        case ClusterType::Normal: {
+            DataIoGuard guard(*this, m.host_offset, m.bytes);
+            lock_.unlock();
+            ret = co_await bdrv_co_preadv(file(), m.host_offset, m.bytes, qiov, qiov_offset);
+            break;
+        }
+        case ClusterType::Compressed:
+            lock_.unlock();
+            ret = co_await read_compressed(m.l2_entry, offset_into_cluster(offset), m.bytes, qiov,
+                                           qiov_offset);
+            break;
+        }
+        if (ret < 0) {
+            co_return ret;
+        }
+        offset += m.bytes;
+        bytes -= m.bytes;
+        qiov_offset += m.bytes;
+    }
+    co_return 0;
+}
+
+Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                  size_t qiov_offset, unsigned flags)
+{
+    if (corrupt_) {
+        co_return -EIO;
+    }
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+        co_return co_await write_compressed(offset, bytes, qiov, qiov_offset);
+    }
+    while (bytes > 0) {
+        co_await lock_.lock();
+        uint64_t cur = bytes;
+        while (co_await wait_for_dependencies(offset, cur)) {
+            cur = bytes;
+        }
+        Mapping m;
+        int ret = co_await get_mapping(offset, cur, m);
+        if (ret < 0) {
+            lock_.unlock();
+            co_return ret;
+        }
+        uint64_t done;
+        if (m.type == ClusterType::Normal && (m.l2_entry & kCopied)) {
+            // Overwrite in place: no metadata changes.
+            ret = check_overlap(m.host_offset, m.bytes, MetadataKind(0));
+            if (ret < 0) {
+                lock_.unlock();
+                co_return ret;
+            }
+            DataIoGuard guard(*this, m.host_offset, m.bytes);
+            lock_.unlock();
+            ret = co_await bdrv_co_pwritev(file(), m.host_offset, m.bytes, qiov, qiov_offset);
+            if (ret < 0) {
+                co_return ret;
+            }
+            done = m.bytes;
+        } else {
+            ret = co_await write_allocating(offset, cur, qiov, qiov_offset);
+            if (ret < 0) {
+                co_return ret;
+            }
+            done = uint64_t(ret);
+            if (pending_frees_.size() > kMaxPendingFrees) {
+                co_await lock_.lock();
+                ret = co_await flush_metadata();
+                lock_.unlock();
+                if (ret < 0) {
+                    co_return ret;
+                }
+            }
+        }
+        offset += done;
+        bytes -= done;
+        qiov_offset += done;
+    }
+    co_return 0;
+}
+
+Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    if (corrupt_) {
+        co_return -EIO;
+    }
+    bool whole = !offset_into_cluster(offset) &&
+                 (!offset_into_cluster(bytes) || offset + bytes == total_bytes());
+    if (!whole || header_.version < 3) {
+        co_return -ENOTSUP;  // the generic layer writes zeroes instead
+    }
+    co_await lock_.lock();
+    int ret = co_await zero_clusters(offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_pdiscard(uint64_t offset, uint64_t bytes)
+{
+    if (corrupt_) {
+        co_return -EIO;
+    }
+    if (offset_into_cluster(offset) || (offset_into_cluster(bytes) && offset + bytes != total_bytes())) {
+        co_return -ENOTSUP;
+    }
+    co_await lock_.lock();
+    int ret = co_await discard_clusters(offset, bytes, false);
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_flush_to_os()
+{
+    if (read_only()) {
+        co_return 0;
+    }
+    co_await lock_.lock();
+    int ret = co_await flush_metadata();
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc, unsigned,
+                                   Error& err)
+{
+    if (!snapshots_.empty()) {
+        err.set("Can't resize an image which has snapshots");
+        co_return -ENOTSUP;
+    }
+    if (offset % 512) {
+        err.set("The new size must be a multiple of 512");
+        co_return -EINVAL;
+    }
+    co_await lock_.lock();
+    uint64_t old_size = header_.size;
+    int ret = 0;
+    if (offset < old_size) {
+        if (prealloc != PreallocMode::Off) {
+            lock_.unlock();
+            err.set("Preallocation can't be used for shrinking an image");
+            co_return -EINVAL;
+        }
+        uint64_t from = (offset + cluster_size_ - 1) & ~(cluster_size_ - 1);
+        if (from < old_size) {
+            ret = co_await discard_clusters(from, old_size - from, true);
+        }
+        if (ret < 0) {
+            lock_.unlock();
+            err.set_errno(-ret, "Failed to discard cropped clusters");
+            co_return ret;
+        }
+    } else if (offset > old_size) {
+        ret = co_await grow_l1_table(l1_size_for(offset, cluster_bits_), err);
+        if (ret < 0) {
+            lock_.unlock();
+            co_return ret;
+        }
+        if (prealloc != PreallocMode::Off) {
+            ret = co_await preallocate(old_size, offset, prealloc, err);
+            if (ret < 0) {
+                lock_.unlock();
+                co_return ret;
+            }
+        }
+    }
+    ret = co_await flush_metadata();
+    if (ret >= 0) {
+        header_.size = offset;
+        ret = co_await write_header_fields();
+    }
+    lock_.unlock();
+    if (ret < 0) {
+        err.set_errno(-ret, "Failed to update the image size");
+        co_return ret;
+    }
+    if (offset > old_size && offset_into_cluster(old_size)) {
+        // What lies past the old end in its last cluster must read as
+        // zeroes now that it is part of the disk.
+        uint64_t end = std::min(offset, (old_size + cluster_size_ - 1) & ~(cluster_size_ - 1));
+        set_total_bytes(offset);
+        std::vector<uint8_t> zeroes(end - old_size, 0);
+        IOVector q(zeroes.data(), zeroes.size());
+        Mapping m;
+        co_await lock_.lock();
+        ret = co_await get_mapping(old_size, end - old_size, m);
+        lock_.unlock();
+        if (ret >= 0 && (m.type == ClusterType::Normal || m.type == ClusterType::Compressed)) {
+            ret = co_await drv_pwritev(old_size, end - old_size, q, 0, 0);
+        }
+        if (ret < 0) {
+            err.set_errno(-ret, "Failed to zero the tail of the old last cluster");
+            co_return ret;
+        }
+    }
+    co_return 0;
+}
+
+Task<int> Qcow2State::drv_block_status(bool, uint64_t offset, uint64_t bytes, BlockStatus& out)
+{
+    co_await lock_.lock();
+    Mapping m;
+    int ret = co_await get_mapping(offset, bytes, m);
+    lock_.unlock();
+    if (ret < 0) {
+        co_return ret;
+    }
+    out.pnum = m.bytes;
+    switch (m.type) {
+    case ClusterType::Unallocated:
+        out.flags = BDRV_BLOCK_ZERO;  // no backing file: unallocated reads as zeroes
+        break;
+    case ClusterType::ZeroPlain:
+        out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+        break;
+    case ClusterType::ZeroAlloc:
+        out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+        out.map = m.host_offset;
+        out.file = file()->bs.get();
+        break;
+    case ClusterType::Normal:
+        out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+        out.map = m.host_offset;
+        out.file = file()->bs.get();
+        break;
+    case ClusterType::Compressed:
+        out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+        break;
+    }
+    co_return 0;
+}
+
+void Qcow2State::drv_refresh_limits(BlockLimits& bl)
+{
+    // Any byte range works: partial clusters are handled here, and the
+    // file layer pads what it must for its own alignment.
+    bl.request_alignment = 1;
+    bl.max_transfer = 0;
+    bl.pdiscard_alignment = uint32_t(cluster_size_);
+    bl.pwrite_zeroes_alignment = uint32_t(cluster_size_);
+    bl.max_pdiscard = 0;
+    bl.max_pwrite_zeroes = 0;
+}
+
+int Qcow2State::drv_get_info(BlockDriverInfo& info)
+{
+    info.cluster_size = uint32_t(cluster_size_);
+    info.is_dirty = header_.incompatible_features & INCOMPAT_DIRTY;
+    return 0;
+}
+
+void Qcow2State::drv_get_specific_info(nlohmann::ordered_json& info) const
+{
+    nlohmann::ordered_json data;
+    if (header_.version == 2) {
+        data["compat"] = "0.10";
+        data["compression-type"] = header_.compression_type == CompressionType::Zstd ? "zstd" : "zlib";
+        data["refcount-bits"] = refcount_bits_;
+    } else {
+        data["compat"] = "1.1";
+        data["compression-type"] = header_.compression_type == CompressionType::Zstd ? "zstd" : "zlib";
+        data["lazy-refcounts"] = bool(header_.compatible_features & COMPAT_LAZY_REFCOUNTS);
+        data["refcount-bits"] = refcount_bits_;
+        data["corrupt"] = bool(header_.incompatible_features & INCOMPAT_CORRUPT);
+        data["extended-l2"] = bool(header_.incompatible_features & INCOMPAT_EXTL2);
+    }
+    info["type"] = "qcow2";
+    info["data"] = data;
+}
+
+// --- The driver ------------------------------------------------------------------
+
+namespace {
+
+struct CreateParams {
+    uint64_t size = 0;
+    uint32_t version = 3;
+    uint32_t cluster_bits = kDefaultClusterBits;
+    uint32_t refcount_order = 4;
+    bool lazy_refcounts = false;
+    CompressionType compression = CompressionType::Zlib;
+    PreallocMode prealloc = PreallocMode::Off;
+};
+
+bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
+{
+    auto size = take_size(opts, "size", 0, err);
+    if (!size) {
+        return false;
+    }
+    p.size = *size;
+    std::string compat = take_string(opts, "compat", "1.1");
+    if (compat == "0.10" || compat == "v2") {
+        p.version = 2;
+    } else if (compat == "1.1" || compat == "v3") {
+        p.version = 3;
+    } else {
+        err.set("Parameter 'version' does not accept value '%s'", compat.c_str());
+        return false;
+    }
+    if (opts.has("backing_fmt") && !opts.has("backing_file")) {
+        err.set("Backing format cannot be used without backing file");
+        return false;
+    }
+    for (const char* unsupported : {"backing_file", "data_file", "encrypt.format", "encryption"}) {
+        if (opts.has(unsupported) && !(std::string(unsupported) == "encryption" &&
+                                       *opts.get(unsupported) == "off")) {
+            err.set("Option '%s' is not supported by this qcow2 driver yet", unsupported);
+            return false;
+        }
+    }
+    opts.erase("encryption");
+    if (auto raw = take_bool(opts, "data_file_raw", false, err); !raw) {
+        return false;
+    } else if (*raw) {
+        err.set("data-file-raw requires data-file");
+        return false;
+    }
+    auto cluster_size = take_size(opts, "cluster_size", 1ULL << kDefaultClusterBits, err);
+    if (!cluster_size) {
+        return false;
+    }
+    if (*cluster_size < 512 || *cluster_size > 2 * MiB || (*cluster_size & (*cluster_size - 1))) {
+        err.set("Cluster size must be a power of two between 512 and 2048k");
+        return false;
+    }
+    p.cluster_bits = uint32_t(__builtin_ctzll(*cluster_size));
+    auto extended_l2 = take_bool(opts, "extended_l2", false, err);
+    if (!extended_l2) {
+        return false;
+    }
+    if (*extended_l2) {
+        if (*cluster_size < 16384) {
+            err.set("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+        } else {
+            err.set("Extended L2 entries are not supported by this qcow2 driver yet");
+        }
+        return false;
+    }
+    std::string prealloc = take_string(opts, "preallocation", "off");
+    if (!parse_prealloc_mode(prealloc, p.prealloc)) {
+        err.set("Parameter 'preallocation' does not accept value '%s'", prealloc.c_str());
+        return false;
+    }
+    auto lazy = take_bool(opts, "lazy_refcounts", false, err);
+    if (!lazy) {
+        return false;
+    }
+    p.lazy_refcounts = *lazy;
+    auto refcount_bits = take_number(opts, "refcount_bits", 16, err);
+    if (!refcount_bits) {
+        return false;
+    }
+    if (*refcount_bits == 0 || *refcount_bits > 64 || (*refcount_bits & (*refcount_bits - 1))) {
+        err.set("Refcount width must be a power of two and may not exceed 64 bits");
+        return false;
+    }
+    p.refcount_order = uint32_t(__builtin_ctzll(*refcount_bits));
+    std::string ct = take_string(opts, "compression_type", "zlib");
+    if (ct == "zstd") {
+        p.compression = CompressionType::Zstd;
+    } else if (ct != "zlib") {
+        err.set("Parameter 'compression-type' does not accept value '%s'", ct.c_str());
+        return false;
+    }
+    if (p.version == 2) {
+        if (p.lazy_refcounts) {
+            err.set("Lazy refcounts only supported with compatibility level 1.1 and above (use "
+                    "version=v3 or greater)");
+            return false;
+        }
+        if (p.refcount_order != 4) {
+            err.set("Different refcount widths than 16 bits require compatibility level 1.1 or "
+                    "above (use version=v3 or greater)");
+            return false;
+        }
+        if (p.compression != CompressionType::Zlib) {
+            err.set("Non-zlib compression type is only supported with compatibility level 1.1 "
+                    "and above (use version=v3 or greater)");
+            return false;
+        }
+    }
+    return true;
+}
+
+class Qcow2Driver : public BlockDriver {
+public:
+    std::string_view name() const override { return "qcow2"; }
+
+    const OptionSchema& open_schema() const override
+    {
+        static const OptionSchema schema = {
+            {"l2-cache-size", OptionType::Size, "Maximum L2 table cache size", ""},
+            {"refcount-cache-size", OptionType::Size, "Maximum refcount block cache size", ""},
+            {"cache-size", OptionType::Size, "Maximum combined metadata cache size", ""},
+            {"cache-clean-interval", OptionType::Number, "Clean unused cache entries after this time (in seconds)", ""},
+            {"lazy-refcounts", OptionType::Bool, "Postpone refcount updates", ""},
+            {"pass-discard-request", OptionType::Bool, "Pass guest discard requests to the layer below", ""},
+            {"pass-discard-snapshot", OptionType::Bool, "Generate discard requests when snapshot related space is freed", ""},
+            {"pass-discard-other", OptionType::Bool, "Generate discard requests when other clusters are freed", ""},
+            {"overlap-check", OptionType::String, "Selects which overlap checks to perform from a range of templates (none, constant, cached, all)", ""},
+        };
+        return schema;
+    }
+
+    // Ordered as QEMU prints the "Formatting" line; `-o help` sorts by name.
+    const OptionSchema* create_schema() const override
+    {
+        static const OptionSchema schema = {
+            {"encryption", OptionType::Bool, "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", ""},
+            {"encrypt.format", OptionType::String, "Encrypt the image, format choices: 'aes', 'luks'", ""},
+            {"cluster_size", OptionType::Size, "qcow2 cluster size", "65536"},
+            {"extended_l2", OptionType::Bool, "Extended L2 tables", "off"},
+            {"preallocation", OptionType::String, "Preallocation mode (allowed values: off, metadata, falloc, full)", ""},
+            {"compression_type", OptionType::String, "Compression method used for image cluster compression", "zlib"},
+            {"size", OptionType::Size, "Virtual disk size", ""},
+            {"compat", OptionType::String, "Compatibility level (v2 [0.10] or v3 [1.1])", ""},
+            {"backing_file", OptionType::String, "File name of a base image", ""},
+            {"backing_fmt", OptionType::String, "Image format of the base image", ""},
+            {"data_file", OptionType::String, "File name of an external data file", ""},
+            {"data_file_raw", OptionType::Bool, "The external data file must stay valid as a raw image", ""},
+            {"lazy_refcounts", OptionType::Bool, "Postpone refcount updates", "off"},
+            {"refcount_bits", OptionType::Number, "Width of a reference count entry in bits", "16"},
+        };
+        return &schema;
+    }
+
+    int probe(const uint8_t* buf, size_t len, const std::string&) const override
+    {
+        if (len >= 8 && load_be32(buf) == kMagic && load_be32(buf + 4) >= 2) {
+            return 100;
+        }
+        return 0;
+    }
+
+    Task<int> co_create(const std::string& filename, QDict& opts, AioContext& ctx,
+                        Error& err) const override;
+
+    std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const override
+    {
+        return std::make_shared<Qcow2State>(*this, ctx);
+    }
+};
+
+Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioContext& ctx,
+                                 Error& err) const
+{
+    CreateParams p;
+    if (!parse_create_params(opts, p, err)) {
+        co_return -EINVAL;
+    }
+    // The protocol layer gets what is left (nocow, ...), and an empty file.
+    opts.erase("size");
+    int ret = co_await bdrv_co_create_file(filename, opts, ctx, err);
+    if (ret < 0) {
+        co_return ret;
+    }
+    QDict file_opts;
+    file_opts.set("driver", "file");
+    file_opts.set("filename", filename);
+    auto file = co_await bdrv_co_open(std::nullopt, file_opts, BDRV_O_RDWR | BDRV_O_PROTOCOL, ctx, err);
+    if (!file) {
+        co_return -EIO;
+    }
+    BdrvChild fc;
+    fc.name = "file";
+    fc.bs = file;
+
+    // Cluster 0: header; 1: refcount table; 2: its first refcount block,
+    // which counts clusters 0-2 (QEMU's layout, so images match).
+    const uint64_t cs = 1ULL << p.cluster_bits;
+    Header h;
+    h.version = p.version;
+    h.cluster_bits = p.cluster_bits;
+    h.refcount_order = p.refcount_order;
+    h.refcount_table_offset = cs;
+    h.refcount_table_clusters = 1;
+    h.header_length = p.version == 2 ? kV2HeaderLength : kV3HeaderLength;
+    h.compression_type = p.compression;
+    if (p.compression != CompressionType::Zlib) {
+        h.incompatible_features |= INCOMPAT_COMPRESSION;
+    }
+    if (p.lazy_refcounts) {
+        h.compatible_features |= COMPAT_LAZY_REFCOUNTS;
+    }
+    std::vector<uint8_t> hdr;
+    if (!h.serialize(hdr, err)) {
+        co_return -EINVAL;
+    }
+    AlignedBuffer meta(3 * cs, 4096);
+    memset(meta.data(), 0, 3 * cs);
+    memcpy(meta.data(), hdr.data(), cs);
+    store_be64(meta.data() + cs, 2 * cs);
+    for (uint64_t c = 0; c < 3; c++) {
+        refcount_entry_set(meta.data() + 2 * cs, c, h.refcount_bits(), 1);
+    }
+    IOVector q(meta.data(), 3 * cs);
+    ret = co_await bdrv_co_pwritev(&fc, 0, 3 * cs, q);
+    if (ret < 0) {
+        err.set_errno(-ret, "Could not write qcow2 header");
+        co_return ret;
+    }
+
+    // Open what we wrote and let the driver do the rest: L1 table, size,
+    // preallocation.
+    QDict node_opts;
+    node_opts.set("driver", "qcow2");
+    node_opts.set("file.driver", "file");
+    node_opts.set("file.filename", filename);
+    file.reset();
+    fc.bs.reset();
+    auto bs = co_await bdrv_co_open(std::nullopt, node_opts, BDRV_O_RDWR, ctx, err);
+    if (!bs) {
+        co_return -EIO;
+    }
+    BdrvChild root;
+    root.name = "root";
+    root.bs = bs;
+    ret = co_await bdrv_co_truncate(&root, p.size, false, p.prealloc, 0, err);
+    co_await bdrv_co_close(bs.get());
+    co_return ret < 0 ? ret : 0;
+}
+
+}  // namespace
+
+}  // namespace qemu::qcow2
+
+namespace qemu {
+const BlockDriver& bdrv_qcow2_driver()
+{
+    static const qcow2::Qcow2Driver driver;
+    return driver;
+}
+}  // namespace qemu
