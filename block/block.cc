@@ -659,7 +659,7 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
     }
 
     std::shared_ptr<BlockDriverState> bs = drv->new_node(ctx);
-    if (!drv->is_protocol() && !probed_file && filename && !options.has_subtree("file") &&
+    if (!drv->is_protocol() && !probed_file && filename && !options.has("file.filename") &&
         !options.has("file")) {
         bs->file_child_filename_ = filename;
     }

@@ -122,11 +122,12 @@ Task<int> Qcow2State::get_mapping(uint64_t offset, uint64_t bytes, Mapping& out)
     co_return 0;
 }
 
-Task<bool> Qcow2State::wait_for_dependencies(uint64_t offset, uint64_t& bytes)
+Task<bool> Qcow2State::wait_for_dependencies(uint64_t offset, uint64_t& bytes,
+                                              std::shared_ptr<InFlightAlloc>* join)
 {
     uint64_t start = offset & ~(cluster_size_ - 1);
     uint64_t end = (offset + bytes + cluster_size_ - 1) & ~(cluster_size_ - 1);
-    for (InFlightAlloc* a : in_flight_) {
+    for (const auto& a : in_flight_) {
         uint64_t a_end = a->guest_offset + a->bytes;
         if (end <= a->guest_offset || start >= a_end) {
             continue;
@@ -135,13 +136,78 @@ Task<bool> Qcow2State::wait_for_dependencies(uint64_t offset, uint64_t& bytes)
             bytes = a->guest_offset - offset;  // do the part before it first
             continue;
         }
+        uint64_t in_alloc = std::min(bytes, a_end - offset);
+        bool overlaps_its_data = offset < a->data_offset + a->data_bytes &&
+                                 a->data_offset < offset + in_alloc;
+        if (join && a->cow_free && !overlaps_its_data) {
+            bytes = in_alloc;
+            *join = a;
+            co_return false;
+        }
         // Our first cluster is being allocated: wait for it to be linked.
+        auto keep = a;
         lock_.unlock();
-        co_await a->waiters.wait();
+        co_await keep->waiters.wait();
         co_await lock_.lock();
         co_return true;
     }
     co_return false;
+}
+
+Task<int> Qcow2State::write_joined(std::shared_ptr<InFlightAlloc> alloc, uint64_t offset,
+                                   uint64_t bytes, IOVector& qiov, size_t qiov_offset)
+{
+    uint64_t host = alloc->host_offset + (offset - alloc->guest_offset);
+    int ret = check_overlap(host, bytes, MetadataKind(0));
+    if (ret < 0) {
+        lock_.unlock();
+        co_return ret;
+    }
+    {
+        DataIoGuard guard(*this, host, bytes);
+        lock_.unlock();
+        ret = co_await bdrv_co_pwritev(file(), host, bytes, qiov, qiov_offset);
+    }
+    if (ret < 0) {
+        co_return ret;
+    }
+    co_await lock_.lock();
+    while (!alloc->linked && !alloc->failed) {
+        lock_.unlock();
+        co_await alloc->waiters.wait();
+        co_await lock_.lock();
+    }
+    bool failed = alloc->failed;
+    lock_.unlock();
+    co_return failed ? -EAGAIN : 0;
+}
+
+Task<int> Qcow2State::extend_file_for(uint64_t host_end)
+{
+    uint64_t file_len = file()->bs->total_bytes();
+    if (host_end <= file_len) {
+        co_return 0;
+    }
+    // Extending once per megabyte (not once per data write) keeps the
+    // file system's size updates and block allocation off the data path:
+    // data writes then overwrite allocated (unwritten) extents, which file
+    // systems handle in parallel, even with O_DIRECT.
+    // Each extension drains the file's in-flight O_DIRECT writes (the file
+    // system waits for them), so the step grows with the file: an eighth of
+    // it, between 1 and 32 MiB.
+    uint64_t step = std::clamp<uint64_t>(file_len / 8, std::max<uint64_t>(MiB, 16 * cluster_size_),
+                                         std::max<uint64_t>(32 * MiB, 16 * cluster_size_));
+    step = (step + cluster_size_ - 1) & ~(cluster_size_ - 1);
+    uint64_t target = (host_end + step - 1) / step * step;
+    Error err;
+    int ret = co_await bdrv_co_truncate(file(), target, false, PreallocMode::Falloc, 0, err);
+    if (ret == -ENOTSUP || ret == -EOPNOTSUPP) {
+        ret = co_await bdrv_co_truncate(file(), target, false, PreallocMode::Off, 0, err);
+    }
+    if (ret >= 0) {
+        file_extended_ = true;
+    }
+    co_return ret;
 }
 
 Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector& qiov,
@@ -200,12 +266,33 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     bool fresh = !reuse && (host >> cluster_bits_) >= fresh_boundary;
     l2.reset();
 
-    InFlightAlloc alloc{guest_start, alloc_bytes, host, {}};
-    in_flight_.push_back(&alloc);
+    auto reads_zero = [](uint64_t entry) {
+        ClusterType t = classify_l2_entry(entry);
+        return t == ClusterType::Unallocated || t == ClusterType::ZeroPlain || t == ClusterType::ZeroAlloc;
+    };
+    bool head_needed = head > 0 && !(fresh && reads_zero(old.front()));
+    bool tail_needed = tail > 0 && !(fresh && reads_zero(old.back()));
+
+    auto alloc = std::make_shared<InFlightAlloc>();
+    alloc->guest_offset = guest_start;
+    alloc->bytes = alloc_bytes;
+    alloc->host_offset = host;
+    alloc->data_offset = offset;
+    alloc->data_bytes = data_bytes;
+    alloc->cow_free = !head_needed && !tail_needed;
+    in_flight_.push_back(alloc);
     ret = check_overlap(host, alloc_bytes, MetadataKind(0));
+    if (ret >= 0 && fresh) {
+        ret = co_await extend_file_for(host + alloc_bytes);
+    }
     auto finish = [&](int result) -> int {
-        in_flight_.remove(&alloc);
-        alloc.waiters.restart_all();
+        if (result < 0) {
+            alloc->failed = true;
+        } else {
+            alloc->linked = true;
+        }
+        in_flight_.remove(alloc);
+        alloc->waiters.restart_all();
         lock_.unlock();
         return result;
     };
@@ -235,12 +322,6 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         memset(buf.data(), 0, len);
         co_return 0;
     };
-    auto reads_zero = [](uint64_t entry) {
-        ClusterType t = classify_l2_entry(entry);
-        return t == ClusterType::Unallocated || t == ClusterType::ZeroPlain || t == ClusterType::ZeroAlloc;
-    };
-    bool head_needed = head > 0 && !(fresh && reads_zero(old.front()));
-    bool tail_needed = tail > 0 && !(fresh && reads_zero(old.back()));
     ret = 0;
     if (head_needed) {
         ret = co_await fill_region(old.front(), 0, head, cow_head);
@@ -263,8 +344,9 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     co_await lock_.lock();
     if (ret < 0) {
         if (!reuse) {
-            // Nothing references the new clusters yet.
-            co_await update_refcount(host, alloc_bytes, -1);
+            // Nothing references the new clusters, but requests that
+            // joined may still be writing there: free them the safe way.
+            free_clusters_later(host, alloc_bytes);
         }
         co_return finish(ret);
     }
@@ -545,8 +627,13 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
         lock_.unlock();
         co_return ret;
     }
-    InFlightAlloc alloc{offset, cluster_size_, uint64_t(host), {}};
-    in_flight_.push_back(&alloc);
+    auto alloc = std::make_shared<InFlightAlloc>();
+    alloc->guest_offset = offset;
+    alloc->bytes = cluster_size_;
+    alloc->host_offset = uint64_t(host);
+    alloc->data_offset = offset;
+    alloc->data_bytes = cluster_size_;
+    in_flight_.push_back(alloc);
     lock_.unlock();
     IOVector q(packed.data(), uint64_t(len));
     ret = co_await bdrv_co_pwritev(file(), uint64_t(host), uint64_t(len), q);
@@ -563,8 +650,10 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
     } else {
         free_clusters_later(uint64_t(host), uint64_t(len));
     }
-    in_flight_.remove(&alloc);
-    alloc.waiters.restart_all();
+    alloc->linked = ret >= 0;
+    alloc->failed = ret < 0;
+    in_flight_.remove(alloc);
+    alloc->waiters.restart_all();
     lock_.unlock();
     co_return ret;
 }

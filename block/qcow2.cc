@@ -416,6 +416,14 @@ Task<void> Qcow2State::drv_close()
     }
     co_await lock_.lock();
     int ret = co_await flush_metadata();
+    if (ret >= 0 && file_extended_) {
+        // Give back what was extended ahead and never allocated.
+        uint64_t end = fresh_from_ << cluster_bits_;
+        if (file()->bs->total_bytes() > end) {
+            Error err;
+            co_await bdrv_co_truncate(file(), end, false, PreallocMode::Off, 0, err);
+        }
+    }
     if (ret >= 0 && dirty_marked_) {
         ret = co_await refblock_cache_->write_back();
         if (ret >= 0) {
@@ -485,8 +493,22 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
     while (bytes > 0) {
         co_await lock_.lock();
         uint64_t cur = bytes;
-        while (co_await wait_for_dependencies(offset, cur)) {
+        std::shared_ptr<InFlightAlloc> join;
+        while (co_await wait_for_dependencies(offset, cur, &join)) {
             cur = bytes;
+        }
+        if (join) {
+            int ret = co_await write_joined(std::move(join), offset, cur, qiov, qiov_offset);
+            if (ret == -EAGAIN) {
+                continue;  // the allocation failed: start over
+            }
+            if (ret < 0) {
+                co_return ret;
+            }
+            offset += cur;
+            bytes -= cur;
+            qiov_offset += cur;
+            continue;
         }
         Mapping m;
         int ret = co_await get_mapping(offset, cur, m);

@@ -278,11 +278,21 @@ int decompress_cluster(CompressionType type, const uint8_t* in, size_t in_len, u
 
 // An allocation in progress: the guest clusters [guest_offset,
 // guest_offset + bytes) are being given the host clusters at host_offset.
-// Requests touching those guest clusters wait until it is linked into L2.
+// Requests touching those guest clusters wait until it is linked into L2,
+// except that when the allocating request writes nothing but its own data
+// (cow_free: fresh clusters needing no copy-on-write), requests for other
+// bytes of the clusters "join" it: they write into the new host clusters at
+// once and complete when the allocation is linked.  Sequential writes at
+// queue depth N then keep N requests in flight instead of one per cluster.
 struct InFlightAlloc {
     uint64_t guest_offset;
     uint64_t bytes;
     uint64_t host_offset;
+    uint64_t data_offset;  // the allocating request's own guest bytes
+    uint64_t data_bytes;
+    bool cow_free = false;
+    bool linked = false;
+    bool failed = false;
     CoQueue waiters;
 };
 
@@ -360,7 +370,9 @@ public:
     std::vector<Snapshot> snapshots_;
 
     CoMutex lock_;
-    std::list<InFlightAlloc*> in_flight_;
+    std::list<std::shared_ptr<InFlightAlloc>> in_flight_;
+    // The file was extended ahead of allocations; trimmed back at close.
+    bool file_extended_ = false;
     // Frees wait until the metadata that stopped referencing the clusters
     // is on disk (see flush_metadata): (offset, bytes) host ranges.
     std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;
@@ -419,8 +431,18 @@ public:
     void compressed_range(uint64_t l2_entry, uint64_t& host, uint64_t& len) const;
     // Waits while an in-flight allocation overlaps [offset, offset+bytes)
     // and shortens bytes so the request stops before the next one.
-    // Returns true if it had to wait (the caller must look up again).
-    Task<bool> wait_for_dependencies(uint64_t offset, uint64_t& bytes);
+    // Returns true if it had to wait (the caller must look up again).  With
+    // `join`, a request that may join an allocation (see InFlightAlloc)
+    // gets it there instead of waiting, bytes shortened to fit in it.
+    Task<bool> wait_for_dependencies(uint64_t offset, uint64_t& bytes,
+                                     std::shared_ptr<InFlightAlloc>* join = nullptr);
+    // Writes guest data into an allocation in flight, then waits until it
+    // is linked.  Entered with lock_ held, returns with it released;
+    // -EAGAIN if the allocation failed and the caller must try again.
+    Task<int> write_joined(std::shared_ptr<InFlightAlloc> alloc, uint64_t offset, uint64_t bytes,
+                           IOVector& qiov, size_t qiov_offset);
+    // Extends the file ahead of fresh allocations (caller holds lock_).
+    Task<int> extend_file_for(uint64_t host_end);
 
     // --- qcow2-refcount.cc -------------------------------------------------
     Task<int> load_refcount_table(Error& err);
