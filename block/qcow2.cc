@@ -54,7 +54,7 @@ int Qcow2State::signal_corruption(bool fatal, const char* fmt, ...)
         corrupt_ = true;
         if (!(header_.incompatible_features & INCOMPAT_CORRUPT)) {
             header_.incompatible_features |= INCOMPAT_CORRUPT;
-            co_spawn([](Qcow2State* s) -> Task<void> { co_await s->write_header_fields(); }(this));
+            corrupt_header_write_ = write_header_fields();
         }
     } else if (first) {
         error_report("qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
@@ -230,7 +230,8 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
                 header_.backing_file.c_str());
         co_return -ENOTSUP;
     }
-    if ((header_.incompatible_features & INCOMPAT_CORRUPT) && !read_only()) {
+    if ((header_.incompatible_features & INCOMPAT_CORRUPT) && !read_only() &&
+        !(open_flags() & BDRV_O_CHECK)) {
         err.set("qcow2: Image is corrupt; cannot be opened read/write");
         co_return -EACCES;
     }
@@ -378,7 +379,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
     set_total_bytes(header_.size);
 
     if (!read_only()) {
-        if (header_.incompatible_features & INCOMPAT_DIRTY) {
+        if ((header_.incompatible_features & INCOMPAT_DIRTY) && !(open_flags() & BDRV_O_CHECK)) {
             // Refcounts may be stale after a crash with lazy refcounts.
             BdrvCheckResult result;
             ret = co_await drv_check(result, BDRV_FIX_ERRORS | BDRV_FIX_LEAKS);
@@ -411,8 +412,12 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
 
 Task<void> Qcow2State::drv_close()
 {
-    if (read_only() || !l2_cache_) {
-        co_return;
+    if (corrupt_header_write_.valid()) {
+        co_await corrupt_header_write_;
+        co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (read_only() || !l2_cache_ || corrupt_) {
+        co_return;  // nothing more is written to a corrupt image
     }
     co_await lock_.lock();
     int ret = co_await flush_metadata();
@@ -587,6 +592,9 @@ Task<int> Qcow2State::drv_flush_to_os()
 {
     if (read_only()) {
         co_return 0;
+    }
+    if (corrupt_) {
+        co_return -EIO;  // its metadata cannot be trusted to write back
     }
     co_await lock_.lock();
     int ret = co_await flush_metadata();

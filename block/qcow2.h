@@ -349,6 +349,12 @@ public:
     void drv_refresh_limits(BlockLimits& bl) override;
     int drv_get_info(BlockDriverInfo& info) override;
     void drv_get_specific_info(nlohmann::ordered_json& info) const override;
+    // qcow2-check.cc: counts every reference the metadata makes to each host
+    // cluster and compares the counts with the refcounts, as QEMU's check
+    // does (same messages on stderr, same counters); with BDRV_FIX_* it
+    // repairs in place, rebuilding the refcount structure when it cannot be
+    // trusted.  Takes lock_.
+    Task<int> drv_check(BdrvCheckResult& result, unsigned fix) override;
 
     // --- State shared by the driver's files -------------------------------
     Header header_;
@@ -385,6 +391,8 @@ public:
     bool lazy_refcounts_ = false;
     bool dirty_marked_ = false;   // the dirty bit is set on disk
     bool corrupt_ = false;        // corruption seen: refuse writes
+    // Writes the corrupt bit; started by signal_corruption, awaited at close.
+    Task<int> corrupt_header_write_;
     bool discard_passthrough_ = false;
     bool discard_no_unref_ = false;
 
