@@ -320,6 +320,25 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
         };
     }
 
+    if (*clean_interval > uint64_t(INT32_MAX)) {
+        err.set("Cache clean interval too big");
+        co_return -EINVAL;
+    }
+    cache_clean_interval_ns_ = int64_t(*clean_interval) * 1000000000;
+    if (cache_clean_interval_ns_ > 0) {
+        cache_clean_timer_ = std::make_unique<Timer>(ctx(), [this] {
+            // Only when nobody holds the lock: the caches are then idle,
+            // and this runs without suspending.
+            if (lock_.try_lock()) {
+                l2_cache_->drop_idle();
+                refblock_cache_->drop_idle();
+                lock_.unlock();
+            }
+            cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
+        });
+        cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
+    }
+
     // The active L1 table.
     l1_.assign(header_.l1_size, 0);
     if (header_.l1_size) {
@@ -412,6 +431,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
 
 Task<void> Qcow2State::drv_close()
 {
+    cache_clean_timer_.reset();
     if (corrupt_header_write_.valid()) {
         co_await corrupt_header_write_;
         co_await bdrv_co_flush(file()->bs.get());

@@ -388,6 +388,9 @@ public:
     std::unordered_map<uint64_t, MetadataKind> metadata_clusters_;
     std::vector<const DataIoGuard*> data_io_;
 
+    // cache-clean-interval: drops cache entries unused for that long.
+    std::unique_ptr<Timer> cache_clean_timer_;
+    int64_t cache_clean_interval_ns_ = 0;
     bool lazy_refcounts_ = false;
     bool dirty_marked_ = false;   // the dirty bit is set on disk
     bool corrupt_ = false;        // corruption seen: refuse writes

@@ -185,7 +185,32 @@ bool SleepOp::await_ready() const noexcept
 
 void SleepOp::await_suspend(std::coroutine_handle<> h)
 {
-    ctx_.timers_.push({deadline_, ctx_.timer_seq_++, h});
+    ctx_.timers_.push({deadline_, ctx_.timer_seq_++, h, 0, 0});
+}
+
+Timer::Timer(AioContext& ctx, std::function<void()> callback)
+    : ctx_(ctx), callback_(std::move(callback)), id_(ctx.next_timer_id_++)
+{
+    ctx_.live_timers_[id_] = this;
+}
+
+Timer::~Timer()
+{
+    ctx_.live_timers_.erase(id_);
+}
+
+void Timer::arm_ns(int64_t delay_ns)
+{
+    generation_++;
+    armed_ = true;
+    ctx_.timers_.push({AioContext::now_ns() + std::max<int64_t>(delay_ns, 0), ctx_.timer_seq_++, {},
+                       id_, generation_});
+}
+
+void Timer::cancel()
+{
+    generation_++;  // any queued entry is now stale
+    armed_ = false;
 }
 
 SleepOp AioContext::sleep_ns(int64_t ns)
@@ -245,10 +270,18 @@ bool AioContext::run_timers()
     int64_t now = now_ns();
     bool progress = false;
     while (!timers_.empty() && timers_.top().deadline <= now) {
-        auto h = timers_.top().h;
+        TimerEntry e = timers_.top();
         timers_.pop();
-        h.resume();
         progress = true;
+        if (e.h) {
+            e.h.resume();
+            continue;
+        }
+        auto it = live_timers_.find(e.timer_id);
+        if (it != live_timers_.end() && it->second->armed_ && it->second->generation_ == e.generation) {
+            it->second->armed_ = false;
+            it->second->callback_();
+        }
     }
     return progress;
 }

@@ -24,6 +24,7 @@
 #include <functional>
 #include <mutex>
 #include <queue>
+#include <unordered_map>
 #include <vector>
 
 #include "qemu/coroutine.h"
@@ -72,6 +73,29 @@ private:
     int64_t deadline_;
 };
 
+// A callback timer: arm() schedules one call of the callback from the
+// loop; re-arming replaces the pending call; cancel() (and destruction)
+// guarantees the callback will not run.
+class Timer {
+public:
+    Timer(AioContext& ctx, std::function<void()> callback);
+    ~Timer();
+    Timer(const Timer&) = delete;
+    Timer& operator=(const Timer&) = delete;
+
+    void arm_ns(int64_t delay_ns);
+    void cancel();
+    bool pending() const { return armed_; }
+
+private:
+    friend class AioContext;
+    AioContext& ctx_;
+    std::function<void()> callback_;
+    uint64_t id_;
+    uint64_t generation_ = 0;
+    bool armed_ = false;
+};
+
 class AioContext {
 public:
     explicit AioContext(unsigned queue_depth = 512);
@@ -114,6 +138,7 @@ public:
 private:
     friend class UringOp;
     friend class SleepOp;
+    friend class Timer;
     friend struct AioGSource;
 
     void queue_op(UringOp* op);
@@ -133,17 +158,23 @@ private:
     unsigned pending_sqes_ = 0;
     std::deque<std::coroutine_handle<>> ready_;
 
-    struct Timer {
+    // A pending wakeup: a sleeping coroutine, or a Timer (by id, so that a
+    // destroyed Timer is simply not found).
+    struct TimerEntry {
         int64_t deadline;
         uint64_t seq;
         std::coroutine_handle<> h;
-        bool operator>(const Timer& o) const
+        uint64_t timer_id;
+        uint64_t generation;
+        bool operator>(const TimerEntry& o) const
         {
             return deadline != o.deadline ? deadline > o.deadline : seq > o.seq;
         }
     };
-    std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+    std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> timers_;
     uint64_t timer_seq_ = 0;
+    std::unordered_map<uint64_t, Timer*> live_timers_;
+    uint64_t next_timer_id_ = 1;
 
     std::mutex posted_lock_;
     std::vector<std::function<void()>> posted_;

@@ -114,6 +114,33 @@ TEST_CASE("timers fire in deadline order", "[aio][timer]")
     REQUIRE(order == std::vector<int>{1, 2, 3});
 }
 
+TEST_CASE("callback timers fire once, can be re-armed, cancelled and destroyed", "[aio][timer]")
+{
+    AioContext ctx;
+    int fired = 0;
+    Timer t(ctx, [&] { fired++; });
+    t.arm_ns(1000000);
+    REQUIRE(t.pending());
+    while (t.pending()) {
+        ctx.poll(true);
+    }
+    REQUIRE(fired == 1);
+    t.arm_ns(1000000);
+    t.arm_ns(2000000);  // replaces the first
+    while (t.pending()) {
+        ctx.poll(true);
+    }
+    REQUIRE(fired == 2);
+    t.arm_ns(1000000);
+    t.cancel();
+    {
+        Timer gone(ctx, [&] { fired += 100; });
+        gone.arm_ns(1000000);
+    }
+    run_sync(ctx, [](AioContext& c) -> Task<void> { co_await c.sleep_ns(5000000); }(ctx));
+    REQUIRE(fired == 2);
+}
+
 TEST_CASE("post() from another thread wakes a blocked loop", "[aio]")
 {
     AioContext ctx;
