@@ -98,6 +98,7 @@ private:
     Task<int> check_l2(uint64_t l2_offset, bool active, unsigned fix);
     Task<int> zero_l2_entry(uint64_t l2_offset, uint8_t* table, uint64_t index, bool& overlap);
     Task<int> check_refblocks(unsigned fix);
+    Task<int> count_bitmaps();
 
     // Comparing with the disk and repairing.
     Task<int> read_refcount(uint64_t cluster, uint64_t& refcount);
@@ -390,7 +391,129 @@ Task<int> Checker::calculate_refcounts(unsigned fix)
     }
     add_reference(s_.header_.snapshots_offset, snapshot_table_bytes);
     add_reference(s_.header_.refcount_table_offset, s_.refcount_table_.size() * 8);
+    ret = co_await count_bitmaps();
+    if (ret < 0) {
+        co_return ret;
+    }
     co_return co_await check_refblocks(fix);
+}
+
+// The tables of the persistent dirty bitmaps, as the bitmap directory
+// describes them (QEMU's limits).
+struct BitmapTable {
+    uint64_t offset;
+    uint32_t size;  // entries
+};
+
+constexpr uint64_t kMaxBitmapDirectoryBytes = 1024 * 65535;
+constexpr uint32_t kMaxBitmapTableEntries = 0x8000000;
+constexpr uint64_t kMaxBitmapBytes = 0x20000000;
+constexpr uint64_t kBitmapEntryOffsetMask = 0x00fffffffffffe00ULL;
+constexpr uint64_t kBitmapEntryReservedMask = 0xff000000000001feULL;
+constexpr uint32_t kBitmapFlagInUse = 1;
+constexpr uint32_t kBitmapKnownFlags = 3;  // in use, auto
+
+// Parses the bitmap directory as QEMU's bitmap_list_load() does; false for
+// a directory QEMU would not load.
+bool parse_bitmap_directory(const uint8_t* dir, uint64_t size, uint32_t count,
+                            uint64_t cluster_size, uint64_t disk_size,
+                            std::vector<BitmapTable>& tables)
+{
+    constexpr uint64_t kEntryHeader = 24;
+    uint64_t pos = 0;
+    while (pos < size) {
+        if (size - pos < kEntryHeader || tables.size() == count) {
+            return false;
+        }
+        const uint8_t* e = dir + pos;
+        BitmapTable table{load_be64(e), load_be32(e + 8)};
+        uint32_t flags = load_be32(e + 12);
+        uint8_t type = e[16];
+        uint8_t granularity_bits = e[17];
+        uint16_t name_size = load_be16(e + 18);
+        uint32_t extra_size = load_be32(e + 20);
+        uint64_t entry_size = (kEntryHeader + name_size + extra_size + 7) & ~7ULL;
+        if (entry_size > size - pos || extra_size != 0 || table.size == 0 || table.offset == 0 ||
+            table.offset % cluster_size || table.size > kMaxBitmapTableEntries ||
+            granularity_bits > 31 || granularity_bits < 9 || (flags & ~kBitmapKnownFlags) ||
+            name_size > 1023 || type != 1) {
+            return false;
+        }
+        uint64_t bitmap_bytes = uint64_t(table.size) * cluster_size;
+        if (bitmap_bytes > kMaxBitmapBytes ||
+            (!(flags & kBitmapFlagInUse) && disk_size > ((bitmap_bytes * 8) << granularity_bits))) {
+            return false;
+        }
+        tables.push_back(table);
+        pos += entry_size;
+    }
+    return tables.size() == count;
+}
+
+// Persistent dirty bitmaps reference their directory, their tables and the
+// clusters holding their data, but only while the autoclear bit says they
+// are valid.  A directory or table that QEMU would not load fails the
+// check, as in QEMU.
+Task<int> Checker::count_bitmaps()
+{
+    if (!(s_.header_.autoclear_features & AUTOCLEAR_BITMAPS)) {
+        co_return 0;
+    }
+    const HeaderExtension* ext = nullptr;
+    for (const HeaderExtension& e : s_.header_.extensions) {
+        if (e.magic == EXT_BITMAPS && e.data.size() >= 24) {
+            ext = &e;
+        }
+    }
+    if (!ext || load_be32(ext->data.data()) == 0) {
+        co_return 0;
+    }
+    uint32_t count = load_be32(ext->data.data());
+    uint64_t dir_size = load_be64(ext->data.data() + 8);
+    uint64_t dir_offset = load_be64(ext->data.data() + 16);
+    add_reference(dir_offset, dir_size);
+
+    std::vector<BitmapTable> tables;
+    if (dir_size == 0 || dir_size > kMaxBitmapDirectoryBytes) {
+        res_.corruptions++;
+        co_return -EINVAL;
+    }
+    AlignedBuffer dir(dir_size, 4096);
+    IOVector dir_qiov(dir.data(), dir_size);
+    if (co_await bdrv_co_preadv(s_.file(), dir_offset, dir_size, dir_qiov) < 0 ||
+        !parse_bitmap_directory(dir.data(), dir_size, count, cluster_size(), s_.total_bytes(),
+                                tables)) {
+        res_.corruptions++;
+        co_return -EINVAL;
+    }
+    for (const BitmapTable& table : tables) {
+        uint64_t bytes = uint64_t(table.size) * 8;
+        add_reference(table.offset, bytes);
+        AlignedBuffer buf(bytes, 4096);
+        IOVector qiov(buf.data(), bytes);
+        int ret = co_await bdrv_co_preadv(s_.file(), table.offset, bytes, qiov);
+        if (ret < 0) {
+            res_.corruptions++;
+            co_return ret;
+        }
+        std::vector<uint64_t> data_offsets;
+        for (uint32_t i = 0; i < table.size; i++) {
+            uint64_t entry = load_be64(buf.data() + uint64_t(i) * 8);
+            uint64_t offset = entry & kBitmapEntryOffsetMask;
+            // With an offset, bit 0 ("all ones") is reserved too.
+            if ((entry & kBitmapEntryReservedMask) || (offset && ((entry & 1) || offset % cluster_size()))) {
+                res_.corruptions++;
+                co_return -EINVAL;
+            }
+            if (offset) {
+                data_offsets.push_back(offset);
+            }
+        }
+        for (uint64_t offset : data_offsets) {
+            add_reference(offset, cluster_size());
+        }
+    }
+    co_return 0;
 }
 
 // QEMU's qcow2_get_refcount(), except that a broken refcount table entry is
@@ -455,6 +578,13 @@ Task<void> Checker::compare_refcounts(unsigned fix, uint64_t& highest)
         if (fixed) {
             int64_t addend = on_disk > computed ? -int64_t(on_disk - computed) : int64_t(computed - on_disk);
             ret = co_await s_.update_refcount(i << s_.cluster_bits_, 1, addend);
+            if (ret >= 0 && computed == 0) {
+                // Nothing references the cluster: give its space back, as
+                // QEMU discards it (and reads of a discarded cluster
+                // return zeroes, here too).
+                co_await bdrv_co_pwrite_zeroes(s_.file(), i << s_.cluster_bits_, cluster_size(),
+                                               BDRV_REQ_MAY_UNMAP);
+            }
             if (ret >= 0) {
                 (*fixed)++;
                 continue;
@@ -847,7 +977,7 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     // Clusters of an allocation in progress are not referenced yet; they
     // must not look leaked.
     while (!in_flight_.empty()) {
-        InFlightAlloc* alloc = in_flight_.front();
+        std::shared_ptr<InFlightAlloc> alloc = in_flight_.front();
         lock_.unlock();
         co_await alloc->waiters.wait();
         co_await lock_.lock();

@@ -48,8 +48,9 @@ int Qcow2State::signal_corruption(bool fatal, const char* fmt, ...)
     bool first = !corrupt_;
     if (fatal && !read_only()) {
         if (first) {
-            error_report("qcow2: Marking image as corrupt: %s; further corruption events will be "
-                         "suppressed", msg);
+            // Not error_report(): QEMU prints these without a program name.
+            fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will "
+                    "be suppressed\n", msg);
         }
         corrupt_ = true;
         if (!(header_.incompatible_features & INCOMPAT_CORRUPT)) {
@@ -57,8 +58,8 @@ int Qcow2State::signal_corruption(bool fatal, const char* fmt, ...)
             corrupt_header_write_ = write_header_fields();
         }
     } else if (first) {
-        error_report("qcow2: Image is corrupt: %s; further non-fatal corruption events will be "
-                     "suppressed", msg);
+        fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will "
+                "be suppressed\n", msg);
         corrupt_ = true;
     }
     return -EIO;
@@ -513,7 +514,19 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
         co_return -EIO;
     }
     if (flags & BDRV_REQ_WRITE_COMPRESSED) {
-        co_return co_await write_compressed(offset, bytes, qiov, qiov_offset);
+        // As in QEMU, a request of several clusters is compressed cluster
+        // by cluster (write_compressed checks each one's alignment).
+        while (bytes > 0) {
+            uint64_t n = std::min(bytes, cluster_size_);
+            int ret = co_await write_compressed(offset, n, qiov, qiov_offset);
+            if (ret < 0) {
+                co_return ret;
+            }
+            offset += n;
+            bytes -= n;
+            qiov_offset += n;
+        }
+        co_return 0;
     }
     while (bytes > 0) {
         co_await lock_.lock();

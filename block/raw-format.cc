@@ -66,7 +66,8 @@ public:
         perm = parent_perm;
         shared = parent_shared | BLK_PERM_WRITE_UNCHANGED;
     }
-    int drv_get_info(BlockDriverInfo&) override { return 0; }
+    // What the file knows (QEMU's raw_get_info): null-co, say, has nothing.
+    int drv_get_info(BlockDriverInfo& info) override { return file()->bs->drv_get_info(info); }
 
 private:
     uint64_t offset_ = 0;

@@ -5,6 +5,7 @@
 namespace qemu::img {
 
 int img_bench(int argc, char** argv);
+int img_check(int argc, char** argv);
 int img_create(int argc, char** argv);
 int img_info(int argc, char** argv);
 

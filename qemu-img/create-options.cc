@@ -44,43 +44,51 @@ bool CreateOptions::parse(std::string_view text, Error& err)
         if (pair.name == "id") {
             continue;  // QemuOpts takes "id" for itself and ignores it here
         }
-        const OptionDesc* desc = schema_.find(pair.name);
-        if (!desc) {
-            err.set("Invalid parameter '%s'", pair.name.c_str());
+        if (!set(pair.name, pair.value, err)) {
             return false;
         }
-        Value value;
-        value.text = pair.value;
-        switch (desc->type) {
-        case OptionType::String:
-            break;
-        case OptionType::Bool: {
-            auto b = parse_bool_option(pair.name, pair.value, err);
-            if (!b) {
-                return false;
-            }
-            value.flag = *b;
-            break;
-        }
-        case OptionType::Number: {
-            auto n = parse_number_option(pair.name, pair.value, err);
-            if (!n) {
-                return false;
-            }
-            value.number = *n;
-            break;
-        }
-        case OptionType::Size: {
-            auto n = parse_size_option(pair.name, pair.value, err);
-            if (!n) {
-                return false;
-            }
-            value.number = *n;
-            break;
-        }
-        }
-        values_[pair.name] = std::move(value);
     }
+    return true;
+}
+
+bool CreateOptions::set(const std::string& name, const std::string& text, Error& err)
+{
+    const OptionDesc* desc = schema_.find(name);
+    if (!desc) {
+        err.set("Invalid parameter '%s'", name.c_str());
+        return false;
+    }
+    Value value;
+    value.text = text;
+    switch (desc->type) {
+    case OptionType::String:
+        break;
+    case OptionType::Bool: {
+        auto b = parse_bool_option(name, text, err);
+        if (!b) {
+            return false;
+        }
+        value.flag = *b;
+        break;
+    }
+    case OptionType::Number: {
+        auto n = parse_number_option(name, text, err);
+        if (!n) {
+            return false;
+        }
+        value.number = *n;
+        break;
+    }
+    case OptionType::Size: {
+        auto n = parse_size_option(name, text, err);
+        if (!n) {
+            return false;
+        }
+        value.number = *n;
+        break;
+    }
+    }
+    values_[name] = std::move(value);
     return true;
 }
 

@@ -27,6 +27,9 @@ public:
     // that names no option of the schema or has a malformed value, with
     // QEMU's message.  A later value of an option replaces an earlier one.
     bool parse(std::string_view text, Error& err);
+    // Sets one option, checked like an element of a -o list.
+    bool set(const std::string& name, const std::string& value, Error& err);
+    bool supports(const std::string& name) const { return schema_.find(name) != nullptr; }
 
     // The "size" option: absent, or the number given (which, as in QEMU,
     // may be 2^64 - 1, meaning "no size").

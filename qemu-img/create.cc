@@ -14,6 +14,12 @@ namespace {
 
 constexpr uint64_t kNoSize = UINT64_MAX;  // QEMU's "-1": no size given
 
+// -b and -F.
+struct BackingSpec {
+    std::optional<std::string> file;
+    std::optional<std::string> format;
+};
+
 // The create schema of the format, followed by that of the protocol the
 // file name selects (when one is given); nullopt and err when the drivers
 // cannot create images.
@@ -73,8 +79,8 @@ int print_create_help(const char* filename, const std::string& fmt)
 // QEMU's bdrv_img_create(): checks the options, announces the image and has
 // the driver create it.  On failure nothing new is left on disk.
 bool create_image(const std::string& filename, const std::string& fmt,
-                  const std::optional<std::string>& options, uint64_t img_size, bool quiet,
-                  Error& err)
+                  const std::optional<std::string>& options, const BackingSpec& backing,
+                  uint64_t img_size, bool quiet, Error& err)
 {
     auto schema = create_schema(fmt, filename.c_str(), err);
     if (!schema) {
@@ -88,6 +94,20 @@ bool create_image(const std::string& filename, const std::string& fmt,
         opts.set_size(img_size);
     } else if (img_size != kNoSize) {
         err.set("The image size must be specified only once");
+        return false;
+    }
+    if (backing.file && !opts.supports("backing_file")) {
+        err.set("Backing file not supported for file format '%s'", fmt.c_str());
+        return false;
+    }
+    if (backing.format && !opts.supports("backing_fmt")) {
+        err.set("Backing file format not supported for file format '%s'", fmt.c_str());
+        return false;
+    }
+    if (backing.file || opts.has("backing_file")) {
+        // Creating an overlay means opening the backing image (for its size
+        // and format), which none of our drivers can point to yet.
+        err.set("Backing files are not supported yet");
         return false;
     }
     if (*opts.size() == kNoSize) {
@@ -122,13 +142,22 @@ int img_create(int argc, char** argv)
     };
     std::string fmt = "raw";
     std::optional<std::string> options;
+    BackingSpec backing;
     bool quiet = false;
     int c;
-    while ((c = get_option(argc, argv, ":f:ho:q", long_options)) != -1) {
+    while ((c = get_option(argc, argv, ":F:b:f:ho:qu", long_options)) != -1) {
         switch (c) {
+        case 'F':
+            backing.format = optarg;
+            break;
+        case 'b':
+            backing.file = optarg;
+            break;
         case 'f':
             fmt = optarg;
             break;
+        case 'u':
+            break;  // "do not open the backing file": there is none to open yet
         case 'o':
             if (!is_valid_option_list(optarg)) {
                 error_report("Invalid option list: %s", optarg);
@@ -164,7 +193,7 @@ int img_create(int argc, char** argv)
     }
 
     Error err;
-    if (!create_image(filename, fmt, options, img_size, quiet, err)) {
+    if (!create_image(filename, fmt, options, backing, img_size, quiet, err)) {
         report_error(err, std::string(filename) + ": ");
         return 1;
     }

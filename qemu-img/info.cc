@@ -1,4 +1,5 @@
 // qemu-img info: what an image is, in QEMU's human and JSON formats.
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@ struct ImageInfo {
     std::optional<int64_t> actual_size;  // host bytes used, when known
     uint64_t virtual_size = 0;
     std::optional<uint64_t> cluster_size;
+    nlohmann::ordered_json format_specific;  // {"type": ..., "data": {...}} or null
 };
 
 ImageInfo query_image_info(BlockDriverState& bs)
@@ -40,7 +42,39 @@ ImageInfo query_image_info(BlockDriverState& bs)
         }
         info.dirty_flag = bdi.is_dirty;
     }
+    bs.drv_get_specific_info(info.format_specific);
     return info;
+}
+
+// QEMU's dump of format-specific data: one "key: value" line per member,
+// dashes in keys shown as spaces, nested objects and lists indented by
+// four more spaces, list items numbered "[0]:".
+void dump_specific(const nlohmann::ordered_json& value, int indent);
+
+void dump_member(const std::string& label, const nlohmann::ordered_json& value, int indent)
+{
+    bool composite = value.is_object() || value.is_array();
+    printf("%*s%s:%c", indent * 4, "", label.c_str(), composite ? '\n' : ' ');
+    if (composite) {
+        dump_specific(value, indent + 1);
+    } else {
+        printf("%s\n", scalar_to_string(value).c_str());
+    }
+}
+
+void dump_specific(const nlohmann::ordered_json& value, int indent)
+{
+    if (value.is_array()) {
+        for (size_t i = 0; i < value.size(); i++) {
+            dump_member("[" + std::to_string(i) + "]", value[i], indent);
+        }
+        return;
+    }
+    for (const QdictMember& m : qdict_members(value)) {
+        std::string label = *m.key;
+        std::replace(label.begin(), label.end(), '-', ' ');
+        dump_member(label, *m.value, indent);
+    }
 }
 
 void dump_human(const ImageInfo& info)
@@ -57,6 +91,10 @@ void dump_human(const ImageInfo& info)
     }
     if (info.dirty_flag.value_or(false)) {
         printf("cleanly shut down: no\n");
+    }
+    if (info.format_specific.is_object()) {
+        printf("Format specific information:\n");
+        dump_specific(info.format_specific.at("data"), 1);
     }
 }
 
@@ -76,6 +114,9 @@ nlohmann::ordered_json to_json(const ImageInfo& info)
     obj["virtual-size"] = int64_t(info.virtual_size);
     if (info.cluster_size) {
         obj["cluster-size"] = int64_t(*info.cluster_size);
+    }
+    if (info.format_specific.is_object()) {
+        obj["format-specific"] = info.format_specific;
     }
     return obj;
 }

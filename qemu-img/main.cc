@@ -25,7 +25,11 @@ const Command kCommands[] = {
      "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] "
      "[--image-opts] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] "
      "[-S step_size] [-t cache] [-w] [-U] filename"},
-    {"create", img_create, "create [-q] [-f fmt] [-o options] filename [size]"},
+    {"check", img_check,
+     "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] "
+     "filename"},
+    {"create", img_create,
+     "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]"},
     {"info", img_info,
      "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename"},
 };
@@ -74,7 +78,13 @@ void help()
            "  '-w' writes the '--pattern' byte (0) instead of reading; with\n"
            "    '--flush-interval' a flush follows every that many requests, after\n"
            "    the requests in flight are done unless '--no-drain' is given\n"
-           "  '-n' selects native AIO, which needs '-t none'\n");
+           "  '-n' selects native AIO, which needs '-t none'\n"
+           "\n"
+           "Parameters to check subcommand:\n"
+           "  '-r leaks' repairs leaked clusters only; '-r all' repairs every kind of\n"
+           "    error found, at a higher risk of choosing the wrong fix or of hiding\n"
+           "    corruption that happened earlier\n"
+           "  'src_cache' is the cache mode used while checking\n");
 
     std::vector<std::string> formats;
     for (const BlockDriver* drv : bdrv_drivers()) {

@@ -111,23 +111,8 @@ public:
         case nlohmann::json::value_t::string:
             append_quoted(out_, v.get_ref<const std::string&>());
             break;
-        case nlohmann::json::value_t::boolean:
-            out_ += v.get<bool>() ? "true" : "false";
-            break;
-        case nlohmann::json::value_t::number_integer:
-            out_ += std::to_string(v.get<int64_t>());
-            break;
-        case nlohmann::json::value_t::number_unsigned:
-            out_ += std::to_string(v.get<uint64_t>());
-            break;
-        case nlohmann::json::value_t::number_float: {
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%.17g", v.get<double>());
-            out_ += buf;
-            break;
-        }
         default:
-            out_ += "null";
+            out_ += scalar_to_string(v);
             break;
         }
     }
@@ -137,20 +122,7 @@ public:
 private:
     void write_object(const nlohmann::ordered_json& v, unsigned depth)
     {
-        struct Member {
-            unsigned bucket;
-            size_t inserted;
-            const std::string* key;
-            const nlohmann::ordered_json* value;
-        };
-        std::vector<Member> members;
-        size_t index = 0;
-        for (auto it = v.begin(); it != v.end(); ++it) {
-            members.push_back({qdict_bucket(it.key()), index++, &it.key(), &it.value()});
-        }
-        std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
-            return a.bucket != b.bucket ? a.bucket < b.bucket : a.inserted > b.inserted;
-        });
+        std::vector<QdictMember> members = qdict_members(v);
         out_ += '{';
         for (size_t i = 0; i < members.size(); i++) {
             separator(i == 0, depth + 1);
@@ -188,6 +160,49 @@ private:
 };
 
 }  // namespace
+
+std::vector<QdictMember> qdict_members(const nlohmann::ordered_json& object)
+{
+    struct Ranked {
+        unsigned bucket;
+        size_t inserted;
+        QdictMember member;
+    };
+    std::vector<Ranked> ranked;
+    size_t index = 0;
+    for (auto it = object.begin(); it != object.end(); ++it) {
+        ranked.push_back({qdict_bucket(it.key()), index++, {&it.key(), &it.value()}});
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
+        return a.bucket != b.bucket ? a.bucket < b.bucket : a.inserted > b.inserted;
+    });
+    std::vector<QdictMember> members;
+    for (const Ranked& r : ranked) {
+        members.push_back(r.member);
+    }
+    return members;
+}
+
+std::string scalar_to_string(const nlohmann::ordered_json& v)
+{
+    switch (v.type()) {
+    case nlohmann::json::value_t::string:
+        return v.get<std::string>();
+    case nlohmann::json::value_t::boolean:
+        return v.get<bool>() ? "true" : "false";
+    case nlohmann::json::value_t::number_integer:
+        return std::to_string(v.get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned:
+        return std::to_string(v.get<uint64_t>());
+    case nlohmann::json::value_t::number_float: {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%.17g", v.get<double>());
+        return buf;
+    }
+    default:
+        return "null";
+    }
+}
 
 std::string to_qemu_json(const nlohmann::ordered_json& value, bool pretty)
 {

@@ -14,11 +14,23 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace qemu::img {
 
 // Pretty: members on their own lines, indented by four spaces per level.
 // Compact: "{"a": 1, "b": [1, 2]}".
 std::string to_qemu_json(const nlohmann::ordered_json& value, bool pretty);
+
+// The members of an object in the order QEMU prints them.
+struct QdictMember {
+    const std::string* key;
+    const nlohmann::ordered_json* value;
+};
+std::vector<QdictMember> qdict_members(const nlohmann::ordered_json& object);
+
+// A scalar as QEMU prints it outside JSON (qemu-img info's human output):
+// strings unquoted, numbers and booleans as in JSON.
+std::string scalar_to_string(const nlohmann::ordered_json& value);
 
 }  // namespace qemu::img

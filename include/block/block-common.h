@@ -27,6 +27,9 @@ enum BdrvOpenFlags : int {
     BDRV_O_RDWR = 0x0002,
     BDRV_O_NOCACHE = 0x0020,    // cache.direct=on: bypass the host page cache
     BDRV_O_NO_FLUSH = 0x0200,   // cache.no-flush=on: flushes are no-ops
+    // Opened to be checked (qemu-img check): formats skip their automatic
+    // repair at open and let images marked corrupt open read-write.
+    BDRV_O_CHECK = 0x1000,
     BDRV_O_PROTOCOL = 0x8000,   // the filename names a protocol node, no format probing
     BDRV_O_UNMAP = 0x4000,      // discard=unmap: discards reach the file
     BDRV_O_NO_SHARE = 0x10000,  // take no shared permissions (qemu-img's exclusive opens)

@@ -576,6 +576,40 @@ int run_command(const std::string& cmd, std::string& output)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// QEMU's qemu-io keeping an image open (and locked) until stopped.
+class QemuIoHolder {
+public:
+    QemuIoHolder(const std::string& format, const std::string& path)
+    {
+        const char* argv[] = {"qemu-io", "-f", format.c_str(), path.c_str(),
+                              "-c",      "sleep 60000", nullptr};
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+        if (posix_spawn(&pid_, "/usr/bin/qemu-io", &actions, nullptr,
+                        const_cast<char* const*>(argv), environ) != 0) {
+            pid_ = -1;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    ~QemuIoHolder() { stop(); }
+    QemuIoHolder(const QemuIoHolder&) = delete;
+    QemuIoHolder& operator=(const QemuIoHolder&) = delete;
+
+    bool running() const { return pid_ > 0; }
+    void stop()
+    {
+        if (pid_ > 0) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+            pid_ = -1;
+        }
+    }
+
+private:
+    pid_t pid_ = -1;
+};
+
 bool have_qemu_tools()
 {
     return access("/usr/bin/qemu-io", X_OK) == 0 && access("/usr/bin/qemu-img", X_OK) == 0;
@@ -599,14 +633,8 @@ TEST_CASE("file: locks interoperate with QEMU's tools", "[file-posix][qemu]")
     SECTION("QEMU holds the image, we are refused")
     {
         // qemu-io on qcow2 writes and does not share write with others.
-        pid_t pid;
-        const char* argv[] = {"qemu-io", "-f", "qcow2", path.c_str(), "-c", "sleep 60000", nullptr};
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-        REQUIRE(posix_spawn(&pid, "/usr/bin/qemu-io", &actions, nullptr,
-                            const_cast<char* const*>(argv), environ) == 0);
-        posix_spawn_file_actions_destroy(&actions);
+        QemuIoHolder qemu("qcow2", path);
+        REQUIRE(qemu.running());
         bool held = false;
         for (int i = 0; i < 1000 && !held; i++) {
             held = byte_locked(path, 201);
@@ -627,9 +655,7 @@ TEST_CASE("file: locks interoperate with QEMU's tools", "[file-posix][qemu]")
         auto reader = open_image(ctx, path, "", 0, err);
         REQUIRE(reader);
 
-        kill(pid, SIGKILL);
-        int status;
-        REQUIRE(waitpid(pid, &status, 0) == pid);
+        qemu.stop();
         reader.reset();
         auto writer2 = open_image(ctx, path, "", BDRV_O_RDWR, err);
         REQUIRE(writer2);

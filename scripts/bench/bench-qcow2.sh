@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# bench-qcow2.sh: "qemu-img bench" of our qemu-img against QEMU's on qcow2
+# images, as a table of times and ratios.
+#
+# Usage: scripts/bench/bench-qcow2.sh [OUR_QEMU_IMG]
+#
+# Environment: QEMU_IMG_REF (default /usr/bin/qemu-img), BENCH_DIR (not
+# tmpfs; default /var/tmp/qemu-zoned-bench), BENCH_REPEAT (runs per cell,
+# the fastest counts; default 3), BENCH_SCALE (multiplies request counts).
+#
+# Rows:
+#   fresh     writes into a new, empty 4 GiB image (every write of a new
+#             cluster allocates); a new image for every run
+#   prealloc  writes and reads on an image created with
+#             preallocation=falloc, so nothing is allocated during the run
+#   seq       consecutive requests; "stride" steps 1 MiB + size between
+#             requests, so that consecutive requests never share a cluster
+#             (qemu-img bench has no random mode: a fixed large stride is
+#             the non-sequential pattern both programs can run)
+# Columns: QEMU with its default AIO (threads), QEMU with -i io_uring, ours;
+# QEMU/ours = faster QEMU time / ours (above 1: ours is faster).
+set -euo pipefail
+shopt -s inherit_errexit
+. "$(dirname "$0")/lib.sh"
+
+ours=${1:-build/qemu-img}
+ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
+dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
+repeat=${BENCH_REPEAT:-3}
+scale=${BENCH_SCALE:-1}
+[ -x "$ours" ] || die "our qemu-img '$ours' is not an executable (build it first)"
+[ -x "$ref" ] || die "reference qemu-img '$ref' is not an executable"
+mkdir -p "$dir"
+[ "$(stat -f -c %T "$dir")" != tmpfs ] || die "$dir is on tmpfs; set BENCH_DIR"
+
+fresh=$dir/fresh.qcow2
+prealloc=$dir/prealloc.qcow2
+trap 'rm -f "$fresh"' EXIT
+if [ ! -f "$prealloc" ]; then
+    echo "Creating a preallocated 4 GiB qcow2 image at $prealloc ..."
+    "$ref" create -q -f qcow2 -o preallocation=falloc "$prealloc" 4G
+    "$ref" bench -q -w -f qcow2 -t none -d 32 -s 1M -c 4096 "$prealloc" >/dev/null
+fi
+
+# One timed run of PROGRAM on the image kind, with a new image for "fresh".
+run_kind()
+{
+    local kind=$1 prog=$2
+    shift 2
+    if [ "$kind" = fresh ]; then
+        rm -f "$fresh"
+        "$prog" create -q -f qcow2 "$fresh" 4G
+        run_once "$prog" "$@" "$fresh"
+    else
+        run_once "$prog" "$@" "$prealloc"
+    fi
+}
+
+have_uring=0
+if "$ref" bench -c 1 -f qcow2 -i io_uring "$prealloc" >/dev/null 2>&1; then
+    have_uring=1
+fi
+
+# image    rw    size pattern depth cache     requests
+rows=()
+for cache in writeback none; do
+    for kind in fresh prealloc; do
+        for rw in write read; do
+            [ "$kind/$rw" = fresh/read ] && continue
+            for size in 4k 64k; do
+                for pattern in seq stride; do
+                    for depth in 1 32; do
+                        n=40000
+                        [ $size = 64k ] && n=10000
+                        [ $cache = none ] && [ $depth = 1 ] && n=$((n / 4))
+                        [ $pattern = stride ] && [ $n -gt 3500 ] && n=3500
+                        rows+=("$kind $rw $size $pattern $depth $cache $n")
+                    done
+                done
+            done
+        done
+    done
+done
+
+echo
+print_setup "$ours" "$ref" "$dir"
+echo "Each cell: the fastest of $repeat runs, in seconds."
+echo
+printf '%-8s %-5s %-4s %-6s %5s %-9s %8s %12s %13s %8s %9s\n' \
+    image rw size order depth cache requests "QEMU threads" "QEMU io_uring" ours QEMU/ours
+for row in "${rows[@]}"; do
+    read -r kind rw size pattern depth cache count <<<"$row"
+    count=$(awk -v c="$count" -v s="$scale" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }')
+    args=(bench -f qcow2 -t "$cache" -d "$depth" -s "$size" -c "$count")
+    [ "$rw" = write ] && args+=(-w)
+    if [ "$pattern" = stride ]; then
+        bytes=$(numfmt --from=iec "${size^^}")
+        args+=(-S $((1048576 + bytes)))
+    fi
+    t_thr="" t_uring="" t_ours=""
+    for ((i = 0; i < repeat; i++)); do
+        t_thr=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i threads)" "$t_thr")
+        if [ $have_uring = 1 ]; then
+            t_uring=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i io_uring)" "$t_uring")
+        fi
+        t_ours=$(min_time "$(run_kind "$kind" "$ours" "${args[@]}")" "$t_ours")
+    done
+    t_uring=${t_uring:--}
+    printf '%-8s %-5s %-4s %-6s %5s %-9s %8s %12s %13s %8s %9s\n' "$kind" "$rw" "$size" \
+        "$pattern" "$depth" "$cache" "$count" "$t_thr" "$t_uring" "$t_ours" \
+        "$(ratio "$t_thr" "$t_uring" "$t_ours")"
+done

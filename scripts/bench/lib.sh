@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Shared by the scripts/bench/*.sh benchmarks (sourced, not run).
+
+die()
+{
+    echo "${0##*/}: $*" >&2
+    exit 1
+}
+
+# Seconds of one "qemu-img bench" run ("Run completed in 0.123 seconds.");
+# fails loudly.
+run_once()
+{
+    local out
+    sync
+    out=$("$@" 2>&1) || die "failed: $* -> $out"
+    awk '/^Run completed in/ { print $4 }' <<<"$out"
+}
+
+# min_time A B: the smaller of two times, "" counting as infinite.
+min_time()
+{
+    if [ -z "$2" ] || awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; then
+        echo "$1"
+    else
+        echo "$2"
+    fi
+}
+
+# ratio REF_THREADS REF_URING OURS: the faster reference over ours.
+ratio()
+{
+    awk -v a="$1" -v b="$2" -v o="$3" \
+        'BEGIN { q = a; if (b != "-" && b + 0 < q + 0) q = b; printf "%.2f", (o > 0 ? q / o : 0) }'
+}
+
+# Prints the machine and program lines every table starts with.
+print_setup()
+{
+    local ours=$1 ref=$2 dir=$3
+    echo "Host:    $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
+    echo "Storage: $dir ($(stat -f -c %T "$dir"))"
+    echo "Ours:    $("$ours" --version | head -1)"
+    echo "QEMU:    $("$ref" --version | head -1)"
+}
