@@ -456,7 +456,7 @@ bool matches_pattern(const uint8_t* buf, size_t len, int pattern)
 // QEMU marks every range that reads as data or zeroes from this layer.
 bool status_is_allocated(const BlockStatus& st)
 {
-    return st.flags & (BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO);
+    return st.flags & BDRV_BLOCK_ALLOCATED;
 }
 
 // --- The command table -----------------------------------------------------

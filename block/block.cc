@@ -375,24 +375,6 @@ const BlockDriver* find_protocol_by_prefix(const std::string& filename)
     return nullptr;
 }
 
-const BlockDriver* find_protocol_for_filename(const std::string& filename)
-{
-    if (const BlockDriver* d = find_protocol_by_prefix(filename)) {
-        return d;
-    }
-    const BlockDriver* best = bdrv_find_driver("file");
-    int best_score = 0;
-    for (const BlockDriver* d : bdrv_drivers()) {
-        if (d->is_protocol()) {
-            int score = d->probe_device(filename);
-            if (score > best_score) {
-                best = d;
-                best_score = score;
-            }
-        }
-    }
-    return best;
-}
 
 constexpr size_t kProbeBytes = 2048;
 
@@ -517,7 +499,11 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
     if (const std::string* fs = options_.get("force-share")) {
         child_opts.set_default("force-share", *fs);
     }
-    int flags = (open_flags_ & (BDRV_O_RDWR | BDRV_O_UNMAP)) | BDRV_O_PROTOCOL;
+    // As QEMU: a driver decides itself which discards to pass down (raw
+    // honours its own discard option, qcow2 its pass-discard-* options), so
+    // its child defaults to discard=unmap.
+    child_opts.set_default("discard", "unmap");
+    int flags = (open_flags_ & BDRV_O_RDWR) | BDRV_O_PROTOCOL;
     if (child_opts.has("driver")) {
         flags &= ~BDRV_O_PROTOCOL;  // an explicit driver may be a format too
     }
@@ -594,7 +580,10 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         // A protocol prefix counts only in a file name given as such, not
         // in a "filename" option (which names a file, colons and all).
         if (filename) {
-            drv = find_protocol_for_filename(*filename);
+            drv = bdrv_find_protocol(*filename, err);
+            if (!drv) {
+                co_return nullptr;
+            }
         } else {
             const std::string* fn = options.get("filename");
             drv = bdrv_find_driver("file");
@@ -764,8 +753,11 @@ Task<int> bdrv_co_create(const BlockDriver& drv, const std::string& filename, QD
 
 Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioContext& ctx, Error& err)
 {
-    const BlockDriver* proto = find_protocol_for_filename(filename);
-    if (!proto || !proto->create_schema()) {
+    const BlockDriver* proto = bdrv_find_protocol(filename, err);
+    if (!proto) {
+        co_return -EINVAL;
+    }
+    if (!proto->create_schema()) {
         err.set("Protocol driver does not support image creation");
         co_return -ENOTSUP;
     }

@@ -456,11 +456,11 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
     // Nothing may be in flight across the boundary while the size changes.
     RequestTracker tracker(bs, std::min(offset, bs->total_bytes()), UINT64_MAX / 2, true);
     co_await tracker.wait_for_conflicts();
+    // The driver sets the new size: a device keeps its own whatever was asked.
     int ret = co_await bs->drv_truncate(offset, exact, prealloc, flags, err);
     if (ret < 0) {
         co_return ret;
     }
-    bs->set_total_bytes(offset);
     bs->write_gen_++;
     bs->refresh_limits();
     co_return 0;
@@ -486,6 +486,11 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
     out.pnum = std::min(out.pnum, bytes);
     if (out.pnum == 0) {
         co_return -EIO;  // a driver must make progress
+    }
+    if (out.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) {
+        out.flags |= BDRV_BLOCK_ALLOCATED;
+    } else if (bs->drv().supports_backing() && !bs->child("backing")) {
+        out.flags |= BDRV_BLOCK_ZERO;  // nothing below: reads as zeroes
     }
     if (offset + out.pnum == total) {
         out.flags |= BDRV_BLOCK_EOF;

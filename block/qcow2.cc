@@ -683,6 +683,9 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
         header_.size = offset;
         ret = co_await write_header_fields();
     }
+    if (ret >= 0) {
+        set_total_bytes(offset);
+    }
     lock_.unlock();
     if (ret < 0) {
         err.set_errno(-ret, "Failed to update the image size");
@@ -722,7 +725,7 @@ Task<int> Qcow2State::drv_block_status(bool, uint64_t offset, uint64_t bytes, Bl
     out.pnum = m.bytes;
     switch (m.type) {
     case ClusterType::Unallocated:
-        out.flags = BDRV_BLOCK_ZERO;  // no backing file: unallocated reads as zeroes
+        out.flags = 0;
         break;
     case ClusterType::ZeroPlain:
         out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
@@ -900,6 +903,7 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
 class Qcow2Driver : public BlockDriver {
 public:
     std::string_view name() const override { return "qcow2"; }
+    bool supports_backing() const override { return true; }
 
     const OptionSchema& open_schema() const override
     {
@@ -965,14 +969,17 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
     }
     // The protocol layer gets what is left (nocow, ...), and an empty file.
     opts.erase("size");
+    const BlockDriver* proto = bdrv_find_protocol(filename, err);
+    if (!proto) {
+        co_return -EINVAL;
+    }
     int ret = co_await bdrv_co_create_file(filename, opts, ctx, err);
     if (ret < 0) {
         co_return ret;
     }
     QDict file_opts;
-    file_opts.set("driver", "file");
-    file_opts.set("filename", filename);
-    auto file = co_await bdrv_co_open(std::nullopt, file_opts, BDRV_O_RDWR | BDRV_O_PROTOCOL, ctx, err);
+    file_opts.set("driver", std::string(proto->name()));
+    auto file = co_await bdrv_co_open(filename, file_opts, BDRV_O_RDWR | BDRV_O_PROTOCOL, ctx, err);
     if (!file) {
         co_return -EIO;
     }
@@ -1019,11 +1026,10 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
     // preallocation.
     QDict node_opts;
     node_opts.set("driver", "qcow2");
-    node_opts.set("file.driver", "file");
-    node_opts.set("file.filename", filename);
+    node_opts.set("file.driver", std::string(proto->name()));
     file.reset();
     fc.bs.reset();
-    auto bs = co_await bdrv_co_open(std::nullopt, node_opts, BDRV_O_RDWR, ctx, err);
+    auto bs = co_await bdrv_co_open(filename, node_opts, BDRV_O_RDWR, ctx, err);
     if (!bs) {
         co_return -EIO;
     }

@@ -41,7 +41,11 @@ public:
             err.set("Cannot resize fixed-size raw disks");
             co_return -ENOTSUP;
         }
-        co_return co_await bdrv_co_truncate(file(), offset, exact, prealloc, flags, err);
+        int ret = co_await bdrv_co_truncate(file(), offset, exact, prealloc, flags, err);
+        if (ret >= 0) {
+            set_total_bytes(file()->bs->total_bytes());
+        }
+        co_return ret;
     }
     Task<int> drv_block_status(bool, uint64_t offset, uint64_t bytes, BlockStatus& out) override
     {

@@ -102,11 +102,15 @@ public:
     virtual Task<int> drv_flush_to_disk();
 
     // Resizes to `offset` bytes; `exact` demands exactly that file size.
+    // On success the driver sets the node's new size (set_total_bytes).
     virtual Task<int> drv_truncate(uint64_t offset, bool exact, PreallocMode prealloc,
                                    unsigned flags, Error& err);
 
     // Allocation status of [offset, offset+bytes) as in QEMU's
-    // bdrv_co_block_status; `out.pnum` must be > 0 and <= bytes.
+    // bdrv_co_block_status; `out.pnum` must be > 0 and <= bytes.  The
+    // generic layer adds ALLOCATED to DATA and ZERO results, and ZERO to
+    // unallocated ranges of formats that support backing files but have
+    // none.
     // The default reports data (and for nodes with a file child and no
     // mapping of their own, the caller should override).
     virtual Task<int> drv_block_status(bool want_zero, uint64_t offset, uint64_t bytes,
@@ -203,6 +207,9 @@ public:
     // Filename prefix that selects this protocol ("null-co" for
     // "null-co://"), empty for none.
     virtual std::string_view protocol_prefix() const { return {}; }
+    // Can nodes of this format have a backing file?  Their unallocated
+    // ranges then read from it, or as zeroes when there is none.
+    virtual bool supports_backing() const { return false; }
     // Does this protocol driver need a filename option?
     virtual bool needs_filename() const { return is_protocol(); }
     // Turns a file name given for this protocol into options (QEMU's
