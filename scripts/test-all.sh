@@ -62,7 +62,7 @@ else
 fi
 
 if [ -x qemu-iotests/check ]; then
-    for fmt in raw; do
+    for fmt in raw qcow2; do
         step "qemu-iotests -$fmt (our binaries)"
         (cd qemu-iotests && QEMU_BUILD_DIR="$PWD/../build" ./check "-$fmt") > "$log/iotests-$fmt" 2>&1
         tail -n 30 "$log/iotests-$fmt"
@@ -73,6 +73,47 @@ if [ -x qemu-iotests/check ]; then
         tail -n 30 "$log/iotests-system-$fmt"
         count_iotests "$log/iotests-system-$fmt"
     done
+fi
+
+# --- qcow2 interoperability with Debian's QEMU (tests/interop) -------------
+# One pass/fail per case; see docs/devel/testing-interop.rst.
+step "qcow2 interoperability (ours <-> Debian's QEMU)"
+tests/interop/run.sh build > "$log/interop" 2>&1
+grep -vE "^PASS " "$log/interop" | head -n 60
+line=$(grep -E "^interop: [0-9]+ passed, [0-9]+ failed" "$log/interop" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+else
+    failed=$((failed + 1))
+fi
+
+# --- libFuzzer run of the qcow2 driver (tests/fuzz) --------------------------
+# A clang build of the harness only, a generated seed corpus, then
+# FUZZ_SECONDS of fuzzing; any crash, sanitizer report, leak or timeout is
+# one failure, and the input that caused it is kept for reproduction.
+fuzz_seconds=${FUZZ_SECONDS:-150}
+step "fuzzing qcow2 (libFuzzer, ${fuzz_seconds}s)"
+if { [ -f build-fuzz/build.ninja ] || CXX=clang++ meson setup build-fuzz -Dfuzzing=true >/dev/null; } &&
+   ninja -C build-fuzz tests/fuzz/fuzz-qcow2-open >/dev/null &&
+   tests/fuzz/make-corpus.sh "$log/fuzz-seeds" build; then
+    crashes=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-fuzz-crash.XXXXXX")
+    mkdir -p "$log/fuzz-corpus"
+    if build-fuzz/tests/fuzz/fuzz-qcow2-open -max_total_time="$fuzz_seconds" -timeout=30 \
+           -rss_limit_mb=2048 -close_fd_mask=3 -print_final_stats=1 \
+           -dict=tests/fuzz/qcow2.dict -artifact_prefix="$crashes/" \
+           "$log/fuzz-corpus" "$log/fuzz-seeds" > "$log/fuzz" 2>&1; then
+        grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log/fuzz"
+        echo "  1 passed, 0 failed"
+        passed=$((passed + 1))
+        rmdir "$crashes"
+    else
+        grep -vE "^#[0-9]+" "$log/fuzz" | tail -n 40
+        echo "  crashing input kept in $crashes (reproduce: build-fuzz/tests/fuzz/fuzz-qcow2-open FILE)"
+        echo "  0 passed, 1 failed"
+        failed=$((failed + 1))
+    fi
+else
+    echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"
