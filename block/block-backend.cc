@@ -109,6 +109,32 @@ Task<int> BlockBackend::co_truncate(uint64_t offset, bool exact, PreallocMode pr
     co_return co_await bdrv_co_truncate(&root_, offset, exact, prealloc, flags, err);
 }
 
+Task<int> BlockBackend::co_zone_report(uint64_t offset, uint32_t& nr_zones,
+                                       BlockZoneDescriptor* zones)
+{
+    co_return co_await bdrv_co_zone_report(root_.bs.get(), offset, nr_zones, zones);
+}
+
+Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
+{
+    if (is_read_only()) {
+        co_return -EPERM;
+    }
+    co_return co_await bdrv_co_zone_mgmt(root_.bs.get(), op, offset, len);
+}
+
+Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
+{
+    if (is_read_only()) {
+        co_return -EPERM;
+    }
+    int ret = check_request(offset, qiov.size());
+    if (ret < 0) {
+        co_return ret;
+    }
+    co_return co_await bdrv_co_zone_append(root_.bs.get(), offset, qiov, flags);
+}
+
 int BlockBackend::pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags)
 {
     IOVector qiov(buf, bytes);

@@ -518,3 +518,82 @@ Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint
 }
 
 }  // namespace qemu
+
+namespace qemu {
+
+// --- The zoned API ------------------------------------------------------------
+
+Task<int> BlockDriverState::drv_zone_report(uint64_t offset, uint32_t& nr_zones,
+                                            BlockZoneDescriptor* zones)
+{
+    if (forwards_zones() && file()) {
+        co_return co_await bdrv_co_zone_report(file()->bs.get(), offset, nr_zones, zones);
+    }
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
+{
+    if (forwards_zones() && file()) {
+        co_return co_await bdrv_co_zone_mgmt(file()->bs.get(), op, offset, len);
+    }
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
+{
+    if (forwards_zones() && file()) {
+        co_return co_await bdrv_co_zone_append(file()->bs.get(), offset, qiov, flags);
+    }
+    co_return -ENOTSUP;
+}
+
+Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
+                              BlockZoneDescriptor* zones)
+{
+    if (bs->limits().zoned == BlockZoneModel::None) {
+        co_return -ENOTSUP;
+    }
+    if (offset >= bs->total_bytes()) {
+        co_return -EINVAL;
+    }
+    co_return co_await bs->drv_zone_report(offset, nr_zones, zones);
+}
+
+Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len)
+{
+    if (bs->limits().zoned == BlockZoneModel::None) {
+        co_return -ENOTSUP;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    if (offset >= bs->total_bytes() || len > bs->total_bytes() - offset) {
+        co_return -EINVAL;
+    }
+    int ret = co_await bs->drv_zone_mgmt(op, offset, len);
+    if (ret >= 0) {
+        bs->write_gen_++;  // zone state is persisted by flushes
+    }
+    co_return ret;
+}
+
+Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags)
+{
+    if (bs->limits().zoned == BlockZoneModel::None) {
+        co_return -ENOTSUP;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    int ret = co_await bs->drv_zone_append(offset, qiov, flags);
+    if (ret >= 0) {
+        bs->write_gen_++;
+        if ((flags & BDRV_REQ_FUA) && !(bs->supported_write_flags() & BDRV_REQ_FUA)) {
+            ret = co_await bdrv_co_flush(bs);
+        }
+    }
+    co_return ret;
+}
+
+}  // namespace qemu

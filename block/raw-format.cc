@@ -57,7 +57,9 @@ public:
     }
     void drv_refresh_limits(BlockLimits& bl) override
     {
-        bl.inherit_zoned(file()->bs->limits());
+        if (forwards_zones()) {
+            bl.inherit_zoned(file()->bs->limits());
+        }
         if (probed_raw_) {
             // Writes to the first sector must be whole so they can be
             // checked (see drv_pwritev).
@@ -72,6 +74,9 @@ public:
     }
     // What the file knows (QEMU's raw_get_info): null-co, say, has nothing.
     int drv_get_info(BlockDriverInfo& info) override { return file()->bs->drv_get_info(info); }
+    // A window (offset/size) would shift zone boundaries: only the whole
+    // file passes zones through.
+    bool forwards_zones() const override { return offset_ == 0 && !has_size_; }
 
 private:
     uint64_t offset_ = 0;

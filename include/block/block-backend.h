@@ -63,6 +63,11 @@ public:
     Task<int> co_truncate(uint64_t offset, bool exact, PreallocMode prealloc, unsigned flags,
                           Error& err);
 
+    // The zoned API (include/block/zoned.h); -ENOTSUP on non-zoned nodes.
+    Task<int> co_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones);
+    Task<int> co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len);
+    Task<int> co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags = 0);
+
     int pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags = 0);
     int pwrite(uint64_t offset, uint64_t bytes, const void* buf, unsigned flags = 0);
     int flush();

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "block/block-common.h"
+#include "block/zoned.h"
 #include "qemu/aio.h"
 #include "qemu/coroutine-lock.h"
 #include "qemu/error.h"
@@ -137,6 +138,25 @@ public:
     // to leave the image clean (clear a dirty bit).  Children are closed
     // after their parents.
     virtual Task<void> drv_close();
+
+    // Zoned nodes (limits().zoned != None).  Offsets and lengths in bytes;
+    // errors as in include/block/zoned.h.  The defaults forward to the
+    // file child for pass-through drivers (see forwards_zones()) and
+    // otherwise fail with -ENOTSUP.
+    //
+    // Reports up to `nr_zones` zones starting with the one containing
+    // `offset`; sets nr_zones to the number filled in.
+    virtual Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones,
+                                      BlockZoneDescriptor* zones);
+    // Applies op to every zone in [offset, offset + len); offset must be a
+    // zone start and len a multiple of the zone size (or reach the end).
+    virtual Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len);
+    // Appends qiov to the zone starting at `offset`; on success `offset`
+    // is where the data was written.
+    virtual Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags);
+    // Pass-through drivers (raw without offset/size) forward zone requests
+    // to their file child unchanged.
+    virtual bool forwards_zones() const { return false; }
     // Bytes used on the host, or -errno; the default sums the children.
     virtual Task<int64_t> drv_get_allocated_file_size();
 
@@ -288,6 +308,13 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
 // holds the data (what qemu-img map and qemu-io map report).
 Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out);
+
+// The zoned API: checks the node is zoned and the range is inside it, then
+// calls the driver.
+Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
+                              BlockZoneDescriptor* zones);
+Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);
+Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags);
 
 // Flushes and closes bs and then its children (see drv_close).
 Task<void> bdrv_co_close(BlockDriverState* bs);

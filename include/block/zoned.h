@@ -1,0 +1,98 @@
+// Zoned block devices: the types of the block layer's zoned API.
+//
+// A zoned node (BlockLimits::zoned != None) is split into zones of
+// zone_size bytes (the last may be smaller); the first conventional zones
+// accept writes anywhere, the others must be written sequentially at their
+// write pointer (host-managed) or should be (host-aware).  The node exposes
+// zone report, zone management and zone append through BlockDriverState's
+// drv_zone_* methods and the bdrv_co_zone_* functions in block_int.h.
+//
+// Errors are negative errno values, one per zone error kind, so that any
+// caller can print them (qemu-io: "zone open failed: <strerror>") and front
+// ends can map them precisely to their status codes (zone_error_from_errno):
+//
+//   kind                 errno          NVMe status                  virtio-blk
+//   invalid request      -EINVAL        Invalid Field                ZONE_INVALID_CMD
+//   unaligned write      -EILSEQ        Zone Invalid Write           ZONE_UNALIGNED_WP
+//   boundary crossed     -ERANGE        Zone Boundary Error          ZONE_INVALID_CMD
+//   zone full            -ENOSPC        Zone Is Full                 ZONE_INVALID_CMD
+//   zone read-only       -EROFS         Zone Is Read Only            IOERR
+//   zone offline         -ENXIO         Zone Is Offline              IOERR
+//   too many open        -ETOOMANYREFS  Too Many Open Zones          ZONE_OPEN_RESOURCE
+//   too many active      -EOVERFLOW     Too Many Active Zones        ZONE_ACTIVE_RESOURCE
+//   invalid transition   -EPERM         Invalid Zone State Transition ZONE_INVALID_CMD
+// (-ETOOMANYREFS and -EOVERFLOW are what Linux uses for the two resource
+// errors.)
+#pragma once
+
+#include <cstdint>
+
+namespace qemu {
+
+// Numbers as in QEMU's BlockZoneType / the virtio and NVMe zone types.
+enum class BlockZoneType : uint8_t {
+    Conventional = 1,
+    SequentialWriteRequired = 2,
+    SequentialWritePreferred = 3,
+};
+
+// Numbers as in QEMU's BlockZoneState (the ZBC/ZNS condition codes).
+enum class BlockZoneState : uint8_t {
+    NotWritePointer = 0x0,  // conventional zone
+    Empty = 0x1,
+    ImplicitlyOpen = 0x2,
+    ExplicitlyOpen = 0x3,
+    Closed = 0x4,
+    ReadOnly = 0xd,
+    Full = 0xe,
+    Offline = 0xf,
+};
+
+const char* zone_state_name(BlockZoneState state);
+
+// One zone as reported: all values in bytes.  For full, read-only and
+// offline zones the write pointer is not meaningful (reported as
+// start + capacity, start + capacity, and start respectively).
+struct BlockZoneDescriptor {
+    uint64_t start = 0;
+    uint64_t length = 0;
+    uint64_t capacity = 0;
+    uint64_t wp = 0;
+    BlockZoneType type = BlockZoneType::SequentialWriteRequired;
+    BlockZoneState state = BlockZoneState::Empty;
+};
+
+// Zone management operations.  SetReadOnly and SetOffline are fault
+// injection (NVMe's Offline action, and what a failing drive does by
+// itself); they persist like a real drive's zone conditions.
+enum class BlockZoneOp {
+    Open,
+    Close,
+    Finish,
+    Reset,
+    SetReadOnly,
+    SetOffline,
+};
+
+const char* zone_op_name(BlockZoneOp op);
+
+enum class ZoneError {
+    None,
+    InvalidRequest,
+    UnalignedWrite,
+    BoundaryCrossed,
+    ZoneFull,
+    ZoneReadOnly,
+    ZoneOffline,
+    TooManyOpen,
+    TooManyActive,
+    InvalidTransition,
+};
+
+int zone_error_to_errno(ZoneError e);
+// ZoneError::None for errno values that are not zone errors (plain I/O
+// errors such as -EIO).
+ZoneError zone_error_from_errno(int err);
+const char* zone_error_name(ZoneError e);
+
+}  // namespace qemu
