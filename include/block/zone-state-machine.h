@@ -1,0 +1,143 @@
+// ZoneStateMachine: the zones of an emulated zoned device, without I/O.
+//
+// It holds every zone's condition and write pointer and applies the NVMe
+// ZNS rules (ZBC's, where they differ only in naming): which writes are
+// accepted, which management operations are valid from which state, and
+// the open/active resource limits, with implicitly opened zones closed
+// least-recently-used first when the open limit is reached.  A driver
+// (qcow2's zoned mode) owns one, does the I/O and persists what it reports.
+//
+// Writes are admitted at submission: admit_write() checks the request
+// against the write pointer and advances it at once, so requests submitted
+// in order are accepted in order and may then run concurrently.  When a
+// write finishes, complete_write() moves the zone's durable frontier: the
+// offset below which every admitted write has finished.  Only the frontier
+// may be persisted as the write pointer (a crash must never leave a write
+// pointer above data that is not there); a failed write's range counts as
+// finished (its bytes read back as whatever they are), so later writes
+// stay covered.
+//
+// Memory: 32 bytes per zone, plus a small record per write in flight.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <unordered_map>
+#include <vector>
+
+#include "block/block-common.h"
+#include "block/zoned.h"
+
+namespace qemu {
+
+struct ZoneGeometry {
+    BlockZoneModel model = BlockZoneModel::HostManaged;
+    uint64_t device_size = 0;
+    uint64_t zone_size = 0;
+    uint64_t zone_capacity = 0;  // of every full-size zone
+    uint32_t nr_zones = 0;
+    uint32_t nr_conventional = 0;
+    uint32_t max_open = 0;    // 0: no limit
+    uint32_t max_active = 0;  // 0: no limit
+};
+
+// Conditions a zone keeps across restarts beyond what its write pointer
+// says (set by fault injection).
+enum class PersistentCondition : uint8_t { None = 0, ReadOnly = 1, Offline = 2 };
+
+class ZoneStateMachine {
+public:
+    // A write admitted and not yet completed.
+    struct WriteTicket {
+        uint32_t zone = UINT32_MAX;  // UINT32_MAX: conventional, nothing tracked
+        uint64_t start = 0;
+        uint64_t end = 0;
+    };
+
+    explicit ZoneStateMachine(const ZoneGeometry& g);
+
+    const ZoneGeometry& geometry() const { return g_; }
+    uint32_t zone_index(uint64_t offset) const { return uint32_t(offset / g_.zone_size); }
+    uint64_t zone_start(uint32_t zone) const { return uint64_t(zone) * g_.zone_size; }
+    uint64_t zone_length(uint32_t zone) const;
+    uint64_t zone_capacity(uint32_t zone) const;
+    bool is_conventional(uint32_t zone) const { return zone < g_.nr_conventional; }
+
+    // Restores a zone from persisted state (at open).  A partly written
+    // zone comes back Closed, as after a power loss.  Returns false if the
+    // values are impossible (the caller reports the image as corrupt).
+    bool restore(uint32_t zone, uint64_t wp, PersistentCondition cond);
+    // Recounts open/active resources after all zones are restored; false
+    // if more zones are active than the limit allows.
+    bool finish_restore();
+
+    // Checks a write of `len` bytes at `offset` (or, with append, to the
+    // zone starting at `offset`) and advances the write pointer.  `pos` is
+    // where the data goes.  Host-aware zones accept writes anywhere and
+    // track the highest written offset.
+    ZoneError admit_write(uint64_t offset, uint64_t len, bool append, uint64_t& pos,
+                          WriteTicket& ticket);
+    // The write has finished (ok or not).
+    void complete_write(const WriteTicket& ticket);
+
+    ZoneError manage(BlockZoneOp op, uint32_t zone);
+    // Writes admitted to the zone and not yet completed.
+    bool busy(uint32_t zone) const { return in_flight_.count(zone) != 0; }
+
+    BlockZoneDescriptor describe(uint32_t zone) const;
+    BlockZoneState state(uint32_t zone) const { return BlockZoneState(zones_[zone].state); }
+    // Reads at or above this offset (within the zone) return zeroes.
+    uint64_t readable_end(uint32_t zone) const;
+
+    // What to persist: the durable write pointer and the condition.
+    uint64_t durable_wp(uint32_t zone) const { return zones_[zone].durable_wp; }
+    PersistentCondition persistent_condition(uint32_t zone) const;
+    // Zones whose durable write pointer or condition changed since the last
+    // call (cleared by it).
+    std::vector<uint32_t> take_dirty();
+
+    uint32_t open_count() const { return nr_open_; }
+    uint32_t active_count() const { return nr_active_; }
+
+private:
+    struct Zone {
+        uint64_t wp;          // submission write pointer (absolute)
+        uint64_t durable_wp;  // every admitted write below it has finished
+        uint32_t lru_prev;    // implicitly open zones, most recent first
+        uint32_t lru_next;
+        uint8_t state;        // BlockZoneState
+        bool dirty;
+        uint8_t pad[2];
+    };
+    static_assert(sizeof(Zone) == 32, "keep zones small: there may be millions");
+    struct Pending {
+        uint64_t end;
+        bool done;
+    };
+    static constexpr uint32_t kNone = UINT32_MAX;
+
+    void set_state(uint32_t zone, BlockZoneState s);
+    void lru_remove(uint32_t zone);
+    void lru_push_front(uint32_t zone);
+    bool is_open(BlockZoneState s) const
+    {
+        return s == BlockZoneState::ImplicitlyOpen || s == BlockZoneState::ExplicitlyOpen;
+    }
+    bool is_active(BlockZoneState s) const { return is_open(s) || s == BlockZoneState::Closed; }
+    // Makes room to open `zone` (which needs an active resource too when
+    // it is not active yet), closing the LRU implicitly open zone if the
+    // open limit is reached.
+    ZoneError acquire_open(uint32_t zone);
+    void mark_dirty(uint32_t zone);
+
+    ZoneGeometry g_;
+    std::vector<Zone> zones_;
+    uint32_t lru_head_ = kNone;
+    uint32_t lru_tail_ = kNone;
+    uint32_t nr_open_ = 0;
+    uint32_t nr_active_ = 0;
+    std::unordered_map<uint32_t, std::deque<Pending>> in_flight_;
+    std::vector<uint32_t> dirty_;
+};
+
+}  // namespace qemu
