@@ -391,6 +391,16 @@ Task<int> Checker::calculate_refcounts(unsigned fix)
     }
     add_reference(s_.header_.snapshots_offset, snapshot_table_bytes);
     add_reference(s_.header_.refcount_table_offset, s_.refcount_table_.size() * 8);
+    if (const auto& z = s_.header_.zoned) {
+        // Zoned metadata: write pointers, conditions, descriptor extensions.
+        add_reference(z->meta_offset, z->meta_size);
+        if (z->cond_offset) {
+            add_reference(z->cond_offset, z->cond_size);
+        }
+        if (z->zde_offset) {
+            add_reference(z->zde_offset, z->zde_size);
+        }
+    }
     ret = co_await count_bitmaps();
     if (ret < 0) {
         co_return ret;

@@ -594,7 +594,7 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
     if (len == -ENOSPC) {
         // Incompressible: store it as a normal cluster.
         IOVector q(raw.data(), bytes);
-        co_return co_await drv_pwritev(offset, bytes, q, 0, 0);
+        co_return co_await write_guest(offset, bytes, q, 0, 0);
     }
     if (len < 0) {
         co_return int(len);

@@ -80,6 +80,7 @@ const char* metadata_kind_name(MetadataKind kind)
     case META_SNAPSHOT_TABLE: return "snapshot table";
     case META_SNAPSHOT_L1: return "inactive L1 table";
     case META_OTHER: return "other metadata";
+    case META_ZONED: return "zoned metadata";
     }
     return "metadata";
 }
@@ -211,6 +212,38 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
             }
             backing_format.assign(reinterpret_cast<const char*>(data), ext_len);
             break;
+        case EXT_ZONED: {
+            if (ext_len < ZonedExtension::kBaseLength) {
+                err.set("zoned_ext: len=%u too small (<%u)", ext_len, ZonedExtension::kBaseLength);
+                return false;
+            }
+            ZonedExtension z;
+            z.model = data[0];
+            if (data[1] || data[2] || data[3]) {
+                err.set("Image is corrupt: reserved bytes of the zoned extension are not zero");
+                return false;
+            }
+            z.zone_size = load_be64(data + 4);
+            z.zone_capacity = load_be64(data + 12);
+            z.conventional_zones = load_be32(data + 20);
+            z.nr_zones = load_be32(data + 24);
+            z.max_active_zones = load_be32(data + 28);
+            z.max_open_zones = load_be32(data + 32);
+            z.max_append_bytes = load_be32(data + 36);
+            z.meta_size = load_be64(data + 40);
+            z.meta_offset = load_be64(data + 48);
+            if (ext_len >= ZonedExtension::kFullLength) {
+                z.zd_extension_size = load_be32(data + 56);
+                z.cond_offset = load_be64(data + 64);
+                z.cond_size = load_be64(data + 72);
+                z.zde_offset = load_be64(data + 80);
+                z.zde_size = load_be64(data + 88);
+            }
+            if (z.model != 0) {
+                zoned = z;
+            }
+            break;
+        }
         case EXT_FEATURE_TABLE:
             for (size_t i = 0; i + kFeatureEntryBytes <= ext_len; i += kFeatureEntryBytes) {
                 FeatureName f;
@@ -251,6 +284,14 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
                      string_printf("Unknown incompatible feature: %llx", (unsigned long long)unsupported);
         }
         err.set("Unsupported qcow2 feature(s): %s", names.c_str());
+        return false;
+    }
+    if (bool(incompatible_features & INCOMPAT_ZONED) != zoned.has_value()) {
+        err.set(zoned ? "Image is corrupt: zoned extension present without the zoned format feature bit"
+                      : "Image is corrupt: zoned format feature bit set without a zoned extension");
+        return false;
+    }
+    if (zoned && !zoned->validate(size, cluster_bits, file_size, err)) {
         return false;
     }
     if (crypt_method != 0) {
@@ -352,7 +393,11 @@ bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
     }
     if (version >= 3) {
         std::vector<uint8_t> table;
-        for (const auto& f : known_feature_names()) {
+        std::vector<FeatureName> names = known_feature_names();
+        if (zoned) {
+            names.insert(names.begin() + 5, FeatureName{FeatureType::Incompatible, 5, "zoned format"});
+        }
+        for (const auto& f : names) {
             uint8_t entry[kFeatureEntryBytes] = {};
             entry[0] = uint8_t(f.type);
             entry[1] = f.bit;
@@ -360,6 +405,11 @@ bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
             table.insert(table.end(), entry, entry + sizeof(entry));
         }
         add_ext(EXT_FEATURE_TABLE, table.data(), table.size());
+    }
+    if (zoned) {
+        std::vector<uint8_t> z;
+        zoned->serialize(z);
+        add_ext(EXT_ZONED, z.data(), z.size());
     }
     for (const auto& e : extensions) {
         if (e.magic != EXT_DATA_FILE && e.magic != EXT_CRYPTO) {
@@ -381,6 +431,84 @@ bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
         return false;
     }
     return true;
+}
+
+bool ZonedExtension::validate(uint64_t virtual_size, uint32_t cluster_bits, uint64_t file_size,
+                              Error& err) const
+{
+    const uint64_t cs = 1ULL << cluster_bits;
+    auto bad = [&](const char* what) {
+        err.set("Image is corrupt: zoned extension: %s", what);
+        return false;
+    };
+    if (model != 1 && model != 2) {
+        err.set("Image is corrupt: zoned extension: unknown zone model %u", model);
+        return false;
+    }
+    if (zone_size == 0 || zone_size % cs) {
+        return bad("zone size is zero or not a multiple of the cluster size");
+    }
+    if (zone_capacity == 0 || zone_capacity > zone_size || zone_capacity % 512) {
+        return bad("zone capacity is zero, larger than the zone size, or not sector aligned");
+    }
+    uint64_t expected_zones = (virtual_size + zone_size - 1) / zone_size;
+    if (nr_zones != expected_zones || nr_zones == 0) {
+        return bad("the number of zones does not match the virtual size");
+    }
+    if (conventional_zones >= nr_zones) {
+        return bad("there are not fewer conventional zones than zones");
+    }
+    uint32_t seq = nr_zones - conventional_zones;
+    if (max_active_zones > seq || max_open_zones > seq ||
+        (max_active_zones && max_open_zones > max_active_zones)) {
+        return bad("open/active zone limits are inconsistent");
+    }
+    if (max_append_bytes == 0 || max_append_bytes % 512 || max_append_bytes >= zone_capacity) {
+        return bad("max append bytes is zero, unaligned or not smaller than the zone capacity");
+    }
+    auto area_ok = [&](uint64_t offset, uint64_t size, uint64_t expected_size) {
+        return size == expected_size && offset && offset % cs == 0 && offset <= UINT64_MAX - size &&
+               offset + size <= ((file_size + cs - 1) & ~(cs - 1));
+    };
+    if (!area_ok(meta_offset, meta_size, uint64_t(nr_zones) * 8)) {
+        return bad("the write pointer array is misplaced or has the wrong size");
+    }
+    if (zd_extension_size % 64 || zd_extension_size > 255 * 64) {
+        return bad("descriptor extension size is not a multiple of 64 up to 16320");
+    }
+    if (cond_offset && !area_ok(cond_offset, cond_size, nr_zones)) {
+        return bad("the zone condition array is misplaced or has the wrong size");
+    }
+    if (zd_extension_size && !area_ok(zde_offset, zde_size, uint64_t(nr_zones) * zd_extension_size)) {
+        return bad("the descriptor extension area is misplaced or has the wrong size");
+    }
+    if (!zd_extension_size && (zde_offset || zde_size)) {
+        return bad("descriptor extension area without a descriptor extension size");
+    }
+    return true;
+}
+
+void ZonedExtension::serialize(std::vector<uint8_t>& out) const
+{
+    out.assign(uses_extra_fields() ? kFullLength : kBaseLength, 0);
+    uint8_t* d = out.data();
+    d[0] = model;
+    store_be64(d + 4, zone_size);
+    store_be64(d + 12, zone_capacity);
+    store_be32(d + 20, conventional_zones);
+    store_be32(d + 24, nr_zones);
+    store_be32(d + 28, max_active_zones);
+    store_be32(d + 32, max_open_zones);
+    store_be32(d + 36, max_append_bytes);
+    store_be64(d + 40, meta_size);
+    store_be64(d + 48, meta_offset);
+    if (uses_extra_fields()) {
+        store_be32(d + 56, zd_extension_size);
+        store_be64(d + 64, cond_offset);
+        store_be64(d + 72, cond_size);
+        store_be64(d + 80, zde_offset);
+        store_be64(d + 88, zde_size);
+    }
 }
 
 }  // namespace qemu::qcow2

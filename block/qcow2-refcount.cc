@@ -135,6 +135,12 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
     for (uint64_t c = first; c <= last; c++) {
         uint64_t ti = c >> refcount_block_bits_;
         if (ti >= refcount_table_.size()) {
+            // A table that cannot hold entry ti is too big whatever the
+            // plan; checking first keeps the plan's search short when a
+            // corrupt entry names a cluster exabytes away.
+            if ((ti + 1) * 8 > kMaxRefcountTableBytes) {
+                co_return -EFBIG;
+            }
             // Grow the table: new area after what the old table covers.
             RefcountAreaPlan p = plan_refcount_area(refcount_table_.size(), ti,
                                                     refcount_block_entries_, cluster_size_,

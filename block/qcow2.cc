@@ -397,6 +397,12 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
     rebuild_metadata_map();
     fresh_from_ = (file_size + cluster_size_ - 1) >> cluster_bits_;
     set_total_bytes(header_.size);
+    if (header_.zoned) {
+        ret = co_await zoned_open(err);
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
 
     if (!read_only()) {
         if ((header_.incompatible_features & INCOMPAT_DIRTY) && !(open_flags() & BDRV_O_CHECK)) {
@@ -470,6 +476,15 @@ Task<void> Qcow2State::drv_close()
 Task<int> Qcow2State::drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                  size_t qiov_offset, unsigned)
 {
+    if (zones_) {
+        co_return co_await zoned_read(offset, bytes, qiov, qiov_offset);
+    }
+    co_return co_await read_guest(offset, bytes, qiov, qiov_offset);
+}
+
+Task<int> Qcow2State::read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                 size_t qiov_offset)
+{
     while (bytes > 0) {
         co_await lock_.lock();
         Mapping m;
@@ -513,6 +528,17 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
     if (corrupt_) {
         co_return -EIO;
     }
+    if (zones_) {
+        // Admission happens here, before anything can suspend, so that
+        // writes are accepted in the order they were submitted.
+        co_return co_await zoned_write(offset, bytes, qiov, qiov_offset, flags, false, nullptr);
+    }
+    co_return co_await write_guest(offset, bytes, qiov, qiov_offset, flags);
+}
+
+Task<int> Qcow2State::write_guest(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                  size_t qiov_offset, unsigned flags)
+{
     if (flags & BDRV_REQ_WRITE_COMPRESSED) {
         // As in QEMU, a request of several clusters is compressed cluster
         // by cluster (write_compressed checks each one's alignment).
@@ -598,7 +624,8 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
     }
     bool whole = !offset_into_cluster(offset) &&
                  (!offset_into_cluster(bytes) || offset + bytes == total_bytes());
-    if (!whole || header_.version < 3) {
+    // Zoned images write zeroes as data, through the zone rules.
+    if (!whole || header_.version < 3 || zones_) {
         co_return -ENOTSUP;  // the generic layer writes zeroes instead
     }
     co_await lock_.lock();
@@ -615,6 +642,9 @@ Task<int> Qcow2State::drv_pdiscard(uint64_t offset, uint64_t bytes)
     if (offset_into_cluster(offset) || (offset_into_cluster(bytes) && offset + bytes != total_bytes())) {
         co_return -ENOTSUP;
     }
+    if (zones_) {
+        co_return -ENOTSUP;  // zones free their space by reset only
+    }
     co_await lock_.lock();
     int ret = co_await discard_clusters(offset, bytes, false);
     lock_.unlock();
@@ -630,7 +660,18 @@ Task<int> Qcow2State::drv_flush_to_os()
         co_return -EIO;  // its metadata cannot be trusted to write back
     }
     co_await lock_.lock();
+    // Write pointers to persist: taken first, so that every write they
+    // cover has its mapping in the cache that flush_metadata writes.
+    std::vector<std::pair<uint32_t, uint64_t>> wps;
+    if (zones_) {
+        for (uint32_t z : zones_->take_dirty()) {
+            wps.emplace_back(z, zones_->durable_wp(z));
+        }
+    }
     int ret = co_await flush_metadata();
+    if (ret >= 0 && !wps.empty()) {
+        ret = co_await zoned_persist(wps);
+    }
     lock_.unlock();
     co_return ret;
 }
@@ -640,6 +681,10 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
 {
     if (!snapshots_.empty()) {
         err.set("Can't resize an image which has snapshots");
+        co_return -ENOTSUP;
+    }
+    if (header_.zoned) {
+        err.set("Cannot resize a zoned image");
         co_return -ENOTSUP;
     }
     if (offset % 512) {
@@ -757,6 +802,20 @@ void Qcow2State::drv_refresh_limits(BlockLimits& bl)
     bl.pwrite_zeroes_alignment = uint32_t(cluster_size_);
     bl.max_pdiscard = 0;
     bl.max_pwrite_zeroes = 0;
+    if (header_.zoned) {
+        const ZonedExtension& z = *header_.zoned;
+        bl.zoned = z.model == 2 ? BlockZoneModel::HostAware : BlockZoneModel::HostManaged;
+        bl.zone_size = z.zone_size;
+        bl.zone_capacity = z.zone_capacity;
+        bl.nr_zones = z.nr_zones;
+        bl.max_open_zones = z.max_open_zones;
+        bl.max_active_zones = z.max_active_zones;
+        bl.max_append_bytes = z.max_append_bytes;
+        bl.write_granularity = 512;
+        // One guest request is one admission: no splitting or padding
+        // behind the zone rules' back.
+        bl.request_alignment = 512;
+    }
 }
 
 int Qcow2State::drv_get_info(BlockDriverInfo& info)
@@ -790,6 +849,7 @@ void Qcow2State::drv_get_specific_info(nlohmann::ordered_json& info) const
 namespace {
 
 struct CreateParams {
+    std::optional<ZonedExtension> zoned;
     uint64_t size = 0;
     uint32_t version = 3;
     uint32_t cluster_bits = kDefaultClusterBits;
@@ -798,6 +858,108 @@ struct CreateParams {
     CompressionType compression = CompressionType::Zlib;
     PreallocMode prealloc = PreallocMode::Off;
 };
+
+// zone.* options: defaults as documented in docs/interop/qcow2-zoned.rst;
+// every inconsistency is an error naming the option, nothing is clamped.
+bool parse_zone_params(QDict& opts, CreateParams& p, Error& err)
+{
+    auto mode = opts.take("zone.mode");
+    const char* names[] = {"zone.size", "zone.capacity", "zone.conventional_zones",
+                           "zone.max_open_zones", "zone.max_active_zones", "zone.max_append_bytes",
+                           "zone.descriptor_extension_size"};
+    if (!mode) {
+        for (const char* n : names) {
+            if (opts.has(n)) {
+                err.set("%s requires zone.mode", n);
+                return false;
+            }
+        }
+        return true;
+    }
+    ZonedExtension z;
+    if (*mode == "host-managed") {
+        z.model = 1;
+    } else if (*mode == "host-aware") {
+        z.model = 2;
+    } else {
+        err.set("Parameter 'zone.mode' does not accept value '%s' (host-managed, host-aware)", mode->c_str());
+        return false;
+    }
+    const uint64_t cs = 1ULL << p.cluster_bits;
+    auto size = take_size(opts, "zone.size", 256 * MiB, err);
+    if (!size) {
+        return false;
+    }
+    if (*size == 0 || *size % cs) {
+        err.set("zone.size (%llu) must be a non-zero multiple of the cluster size (%llu)",
+                (unsigned long long)*size, (unsigned long long)cs);
+        return false;
+    }
+    auto cap = take_size(opts, "zone.capacity", *size, err);
+    if (!cap) {
+        return false;
+    }
+    if (*cap == 0 || *cap > *size || *cap % 512) {
+        err.set("zone.capacity (%llu) must be a non-zero multiple of 512 no larger than zone.size (%llu)",
+                (unsigned long long)*cap, (unsigned long long)*size);
+        return false;
+    }
+    uint64_t nr = (p.size + *size - 1) / *size;
+    if (nr == 0 || nr > (UINT32_MAX / 8)) {
+        err.set("size (%llu) must give between 1 and %u zones of zone.size (%llu)",
+                (unsigned long long)p.size, UINT32_MAX / 8, (unsigned long long)*size);
+        return false;
+    }
+    auto conv = take_number(opts, "zone.conventional_zones", 0, err);
+    auto max_open = take_number(opts, "zone.max_open_zones", 0, err);
+    auto max_active = take_number(opts, "zone.max_active_zones", 0, err);
+    auto max_append = take_size(opts, "zone.max_append_bytes", 64 * KiB, err);
+    auto zdes = take_size(opts, "zone.descriptor_extension_size", 0, err);
+    if (!conv || !max_open || !max_active || !max_append || !zdes) {
+        return false;
+    }
+    if (*conv >= nr) {
+        err.set("zone.conventional_zones (%llu) must be smaller than the number of zones (%llu)",
+                (unsigned long long)*conv, (unsigned long long)nr);
+        return false;
+    }
+    uint64_t seq = nr - *conv;
+    if (*max_active > seq) {
+        err.set("zone.max_active_zones (%llu) exceeds the number of sequential zones (%llu)",
+                (unsigned long long)*max_active, (unsigned long long)seq);
+        return false;
+    }
+    if (*max_open > seq) {
+        err.set("zone.max_open_zones (%llu) exceeds the number of sequential zones (%llu)",
+                (unsigned long long)*max_open, (unsigned long long)seq);
+        return false;
+    }
+    if (*max_active && *max_open > *max_active) {
+        err.set("zone.max_open_zones (%llu) exceeds zone.max_active_zones (%llu)",
+                (unsigned long long)*max_open, (unsigned long long)*max_active);
+        return false;
+    }
+    if (*max_append == 0 || *max_append % 512 || *max_append >= *cap || *max_append > UINT32_MAX) {
+        err.set("zone.max_append_bytes (%llu) must be a non-zero multiple of 512 smaller than "
+                "zone.capacity (%llu)", (unsigned long long)*max_append, (unsigned long long)*cap);
+        return false;
+    }
+    if (*zdes % 64 || *zdes > 255 * 64) {
+        err.set("zone.descriptor_extension_size (%llu) must be a multiple of 64 up to 16320",
+                (unsigned long long)*zdes);
+        return false;
+    }
+    z.zone_size = *size;
+    z.zone_capacity = *cap;
+    z.nr_zones = uint32_t(nr);
+    z.conventional_zones = uint32_t(*conv);
+    z.max_open_zones = uint32_t(*max_open);
+    z.max_active_zones = uint32_t(*max_active);
+    z.max_append_bytes = uint32_t(*max_append);
+    z.zd_extension_size = uint32_t(*zdes);
+    p.zoned = z;
+    return true;
+}
 
 bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
 {
@@ -880,7 +1042,14 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
         err.set("Parameter 'compression-type' does not accept value '%s'", ct.c_str());
         return false;
     }
+    if (!parse_zone_params(opts, p, err)) {
+        return false;
+    }
     if (p.version == 2) {
+        if (p.zoned) {
+            err.set("Zoned images require compatibility level 1.1 (use compat=1.1)");
+            return false;
+        }
         if (p.lazy_refcounts) {
             err.set("Lazy refcounts only supported with compatibility level 1.1 and above (use "
                     "version=v3 or greater)");
@@ -931,6 +1100,14 @@ public:
             {"extended_l2", OptionType::Bool, "Extended L2 tables", "off"},
             {"preallocation", OptionType::String, "Preallocation mode (allowed values: off, metadata, falloc, full)", ""},
             {"compression_type", OptionType::String, "Compression method used for image cluster compression", "zlib"},
+            {"zone.mode", OptionType::String, "Zone model: host-managed or host-aware (absent: not zoned)", ""},
+            {"zone.size", OptionType::Size, "Zone size (default 256 MiB)", ""},
+            {"zone.capacity", OptionType::Size, "Writable bytes per zone (default: the zone size)", ""},
+            {"zone.conventional_zones", OptionType::Number, "Number of conventional zones at the start (default 0)", ""},
+            {"zone.max_append_bytes", OptionType::Size, "Largest zone append (default 64 KiB)", ""},
+            {"zone.max_active_zones", OptionType::Number, "Active zone limit (default 0: none)", ""},
+            {"zone.max_open_zones", OptionType::Number, "Open zone limit (default 0: none)", ""},
+            {"zone.descriptor_extension_size", OptionType::Size, "Zone descriptor extension bytes per zone, a multiple of 64 (default 0)", ""},
             {"size", OptionType::Size, "Virtual disk size", ""},
             {"compat", OptionType::String, "Compatibility level (v2 [0.10] or v3 [1.1])", ""},
             {"backing_file", OptionType::String, "File name of a base image", ""},
@@ -1037,6 +1214,12 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
     root.name = "root";
     root.bs = bs;
     ret = co_await bdrv_co_truncate(&root, p.size, false, p.prealloc, 0, err);
+    if (ret >= 0 && p.zoned) {
+        auto* qs = static_cast<Qcow2State*>(bs.get());
+        co_await qs->lock_.lock();
+        ret = co_await qs->zoned_format(*p.zoned, err);
+        qs->lock_.unlock();
+    }
     co_await bdrv_co_close(bs.get());
     co_return ret < 0 ? ret : 0;
 }

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "block/block_int.h"
+#include "block/zone-state-machine.h"
 #include "qemu/units.h"
 
 namespace qemu::qcow2 {
@@ -64,6 +65,7 @@ enum IncompatibleFeature : uint64_t {
     INCOMPAT_DATA_FILE = 1ULL << 2,
     INCOMPAT_COMPRESSION = 1ULL << 3,
     INCOMPAT_EXTL2 = 1ULL << 4,
+    INCOMPAT_ZONED = 1ULL << 5,  // proposed upstream; see docs/interop/qcow2-zoned.rst
 };
 enum CompatibleFeature : uint64_t {
     COMPAT_LAZY_REFCOUNTS = 1ULL << 0,
@@ -73,7 +75,8 @@ enum AutoclearFeature : uint64_t {
     AUTOCLEAR_DATA_FILE_RAW = 1ULL << 1,
 };
 // Incompatible features this driver implements (others refuse to open).
-constexpr uint64_t kSupportedIncompatible = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION;
+constexpr uint64_t kSupportedIncompatible =
+    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION | INCOMPAT_ZONED;
 // Autoclear features whose data this driver keeps consistent.
 constexpr uint64_t kSupportedAutoclear = 0;
 
@@ -84,6 +87,41 @@ enum ExtensionMagic : uint32_t {
     EXT_BITMAPS = 0x23852875,
     EXT_CRYPTO = 0x0537be77,
     EXT_DATA_FILE = 0x44415441,
+    EXT_ZONED = 0x007a6264,
+};
+
+// The zoned header extension (docs/interop/qcow2-zoned.rst).  The first 56
+// bytes are the upstream proposal's layout; the fields after them are ours
+// and present only when used (length 96), so that images without them stay
+// readable by the proposal's implementation.
+struct ZonedExtension {
+    static constexpr uint32_t kBaseLength = 56;
+    static constexpr uint32_t kFullLength = 96;
+    static constexpr uint64_t kConventionalFlag = 1ULL << 59;  // in write pointer entries
+    static constexpr uint64_t kWpMask = (1ULL << 59) - 1;
+
+    uint8_t model = 1;  // 1 host-managed, 2 host-aware
+    uint64_t zone_size = 0;
+    uint64_t zone_capacity = 0;
+    uint32_t conventional_zones = 0;
+    uint32_t nr_zones = 0;
+    uint32_t max_active_zones = 0;
+    uint32_t max_open_zones = 0;
+    uint32_t max_append_bytes = 0;
+    uint64_t meta_size = 0;    // write pointer array: 8 bytes per zone
+    uint64_t meta_offset = 0;
+    // Ours:
+    uint32_t zd_extension_size = 0;  // bytes of descriptor extension per zone
+    uint64_t cond_offset = 0;        // per-zone persistent conditions, 1 byte each
+    uint64_t cond_size = 0;
+    uint64_t zde_offset = 0;         // descriptor extensions
+    uint64_t zde_size = 0;
+
+    bool uses_extra_fields() const { return zd_extension_size || cond_offset || zde_offset; }
+    // Checks the extension against the image (virtual size, cluster size,
+    // file size); errors name the field.
+    bool validate(uint64_t virtual_size, uint32_t cluster_bits, uint64_t file_size, Error& err) const;
+    void serialize(std::vector<uint8_t>& out) const;
 };
 
 enum class CompressionType : uint8_t { Zlib = 0, Zstd = 1 };
@@ -130,6 +168,7 @@ struct Header {
     std::string backing_format;
     std::vector<FeatureName> feature_table;
     std::vector<HeaderExtension> extensions;  // all but the ones parsed above
+    std::optional<ZonedExtension> zoned;
 
     uint64_t cluster_size() const { return 1ULL << cluster_bits; }
     uint32_t refcount_bits() const { return 1u << refcount_order; }
@@ -169,6 +208,7 @@ enum MetadataKind : uint8_t {
     META_SNAPSHOT_TABLE = 6,
     META_SNAPSHOT_L1 = 7,
     META_OTHER = 8,  // extension data (bitmaps, crypto header): never written by us
+    META_ZONED = 9,  // write pointers, zone conditions, descriptor extensions
 };
 const char* metadata_kind_name(MetadataKind kind);
 
@@ -355,6 +395,9 @@ public:
     // repairs in place, rebuilding the refcount structure when it cannot be
     // trusted.  Takes lock_.
     Task<int> drv_check(BdrvCheckResult& result, unsigned fix) override;
+    Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones) override;
+    Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
+    Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
 
     // --- State shared by the driver's files -------------------------------
     Header header_;
@@ -399,7 +442,29 @@ public:
     bool discard_passthrough_ = false;
     bool discard_no_unref_ = false;
 
+    // --- qcow2-zoned.cc (zoned images only) --------------------------------
+    std::unique_ptr<ZoneStateMachine> zones_;
+    CoQueue zone_writes_done_;  // woken as zone writes complete
+    // Loads write pointers and conditions and builds the state machine.
+    Task<int> zoned_open(Error& err);
+    // Formats a new image as zoned (create time).
+    Task<int> zoned_format(const ZonedExtension& ext, Error& err);
+    // Writes the durable write pointers that changed; the data and mappings
+    // below them are on disk when this runs (see drv_flush_to_os).
+    Task<int> zoned_persist(const std::vector<std::pair<uint32_t, uint64_t>>& wps);
+    // The write path of a zoned image: admission, then the write.
+    Task<int> zoned_write(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
+                          unsigned flags, bool append, uint64_t* pos);
+    Task<int> zoned_read(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
+    Task<int> zone_set_condition(uint32_t zone);
+    Task<int> zone_reset_data(uint32_t zone);
+    Task<void> wait_zone_idle(uint32_t zone);
+
     // --- qcow2.cc ----------------------------------------------------------
+    // The guest write and read paths (without zone rules).
+    Task<int> write_guest(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
+                          unsigned flags);
+    Task<int> read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
     // Marks the image corrupt (on disk too, unless read-only), prints
     // QEMU's message and returns -EIO for the failing request.
     int signal_corruption(bool fatal, const char* fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -38,7 +38,7 @@ int zone_error_to_errno(ZoneError e)
     switch (e) {
     case ZoneError::None: return 0;
     case ZoneError::InvalidRequest: return -EINVAL;
-    case ZoneError::UnalignedWrite: return -EILSEQ;
+    case ZoneError::UnalignedWrite: return -ESPIPE;  // "Illegal seek"
     case ZoneError::BoundaryCrossed: return -ERANGE;
     case ZoneError::ZoneFull: return -ENOSPC;
     case ZoneError::ZoneReadOnly: return -EROFS;
@@ -54,7 +54,7 @@ ZoneError zone_error_from_errno(int err)
 {
     switch (err) {
     case -EINVAL: return ZoneError::InvalidRequest;
-    case -EILSEQ: return ZoneError::UnalignedWrite;
+    case -ESPIPE: return ZoneError::UnalignedWrite;
     case -ERANGE: return ZoneError::BoundaryCrossed;
     case -ENOSPC: return ZoneError::ZoneFull;
     case -EROFS: return ZoneError::ZoneReadOnly;

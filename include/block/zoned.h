@@ -13,7 +13,7 @@
 //
 //   kind                 errno          NVMe status                  virtio-blk
 //   invalid request      -EINVAL        Invalid Field                ZONE_INVALID_CMD
-//   unaligned write      -EILSEQ        Zone Invalid Write           ZONE_UNALIGNED_WP
+//   unaligned write      -ESPIPE        Zone Invalid Write           ZONE_UNALIGNED_WP
 //   boundary crossed     -ERANGE        Zone Boundary Error          ZONE_INVALID_CMD
 //   zone full            -ENOSPC        Zone Is Full                 ZONE_INVALID_CMD
 //   zone read-only       -EROFS         Zone Is Read Only            IOERR

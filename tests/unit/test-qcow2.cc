@@ -314,18 +314,18 @@ TEST_CASE("qcow2: the feature table names unsupported features", "[qcow2][valida
     TempImage img;
     Error err;
     REQUIRE(create(ctx, img.path, "size=1M", err) == 0);
-    // Set incompatible bit 5 and rename our table's entry for bit 4 to 5.
+    // Set incompatible bit 6 and rename our table's entry for bit 4 to 6.
     uint8_t hdr[4096];
     read_file(img.path, 0, hdr, sizeof(hdr));
-    store_be64(hdr + 72, 1ULL << 5);
+    store_be64(hdr + 72, 1ULL << 6);
     for (size_t pos = 112; pos + 8 < sizeof(hdr);) {
         uint32_t magic = load_be32(hdr + pos), len = load_be32(hdr + pos + 4);
         if (magic == 0x6803f857) {
             for (size_t e = pos + 8; e < pos + 8 + len; e += 48) {
                 if (hdr[e] == 0 && hdr[e + 1] == 4) {
-                    hdr[e + 1] = 5;
+                    hdr[e + 1] = 6;
                     memset(hdr + e + 2, 0, 46);
-                    memcpy(hdr + e + 2, "zoned format", 12);
+                    memcpy(hdr + e + 2, "future feature", 14);
                 }
             }
             break;
@@ -334,7 +334,7 @@ TEST_CASE("qcow2: the feature table names unsupported features", "[qcow2][valida
     }
     patch_file(img.path, 0, hdr, sizeof(hdr));
     REQUIRE_FALSE(open_rw(ctx, img.path, err));
-    REQUIRE(err.message == "Unsupported qcow2 feature(s): zoned format");
+    REQUIRE(err.message == "Unsupported qcow2 feature(s): future feature");
 }
 
 TEST_CASE("qcow2: a mapping onto metadata is caught before any write", "[qcow2][validation]")
