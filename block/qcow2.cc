@@ -839,6 +839,19 @@ void Qcow2State::drv_get_specific_info(nlohmann::ordered_json& info) const
         data["refcount-bits"] = refcount_bits_;
         data["corrupt"] = bool(header_.incompatible_features & INCOMPAT_CORRUPT);
         data["extended-l2"] = bool(header_.incompatible_features & INCOMPAT_EXTL2);
+        if (const auto& z = header_.zoned) {
+            nlohmann::ordered_json zoned;
+            zoned["mode"] = z->model == 2 ? "host-aware" : "host-managed";
+            zoned["zone-size"] = z->zone_size;
+            zoned["zone-capacity"] = z->zone_capacity;
+            zoned["nr-zones"] = z->nr_zones;
+            zoned["conventional-zones"] = z->conventional_zones;
+            zoned["max-open-zones"] = z->max_open_zones;
+            zoned["max-active-zones"] = z->max_active_zones;
+            zoned["max-append-bytes"] = z->max_append_bytes;
+            zoned["descriptor-extension-size"] = z->zd_extension_size;
+            data["zoned"] = zoned;
+        }
     }
     info["type"] = "qcow2";
     info["data"] = data;
