@@ -17,6 +17,7 @@ extern const BlockDriver& bdrv_raw_driver();
 extern const BlockDriver& bdrv_null_co_driver();
 extern const BlockDriver& bdrv_null_aio_driver();
 extern const BlockDriver& bdrv_qcow2_driver();
+extern const BlockDriver& bdrv_crash_sim_driver();
 
 // --- Registry ---------------------------------------------------------------
 
@@ -58,6 +59,7 @@ void bdrv_init()
     bdrv_register(&bdrv_null_co_driver());
     bdrv_register(&bdrv_null_aio_driver());
     bdrv_register(&bdrv_qcow2_driver());
+    bdrv_register(&bdrv_crash_sim_driver());
 }
 
 const char* block_permission_name(uint64_t perm)

@@ -496,6 +496,18 @@ uint32_t host_page_size()
     return uint32_t(sysconf(_SC_PAGESIZE));
 }
 
+// Reads at least this large are worth a hand-off to a kernel worker.
+constexpr size_t kOffloadReadBytes = 64 * KiB;
+
+size_t iov_bytes(const iovec* iov, unsigned niov)
+{
+    size_t bytes = 0;
+    for (unsigned i = 0; i < niov; i++) {
+        bytes += iov[i].iov_len;
+    }
+    return bytes;
+}
+
 // One open file or device node, for both drivers: host_device_ selects the
 // device type check and the ioctl-based discard and write-zeroes.
 class PosixFileState : public BlockDriverState {
@@ -553,6 +565,7 @@ private:
 
     const bool host_device_;
     std::string path_;
+    unsigned reads_in_flight_ = 0;  // io_uring reads, for offloading
     int fd_ = -1;
     AioBackend aio_ = AioBackend::IoUring;
     bool native_aio_ = false;  // aio=native was asked for
@@ -769,7 +782,16 @@ Task<int> PosixFileState::submit_rw(bool write, const iovec* iov, unsigned niov,
         if (write) {
             co_return co_await ctx().pwritev(fd_, iov, niov, offset, rw_flags);
         }
-        co_return co_await ctx().preadv(fd_, iov, niov, offset);
+        // The kernel copies a read that the page cache serves in this thread.
+        // While other reads are in flight, large ones go to its workers so
+        // that their copies spread over the CPUs (32 x 1 MiB in flight: 20%
+        // faster on two CPUs); a lone read is quicker inline, and O_DIRECT
+        // reads never keep this thread busy.
+        bool offload = !direct_ && reads_in_flight_ > 0 && iov_bytes(iov, niov) >= kOffloadReadBytes;
+        reads_in_flight_++;
+        int ret = co_await ctx().preadv(fd_, iov, niov, offset, offload);
+        reads_in_flight_--;
+        co_return ret;
     }
     int fd = fd_;
     co_return co_await run_blocking([=] {

@@ -492,6 +492,21 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
     } else if (bs->drv().supports_backing() && !bs->child("backing")) {
         out.flags |= BDRV_BLOCK_ZERO;  // nothing below: reads as zeroes
     }
+    constexpr unsigned kRecurseNeeds = BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+    if (want_zero && (out.flags & BDRV_BLOCK_RECURSE) && out.file && out.file != bs &&
+        (out.flags & kRecurseNeeds) == kRecurseNeeds && !(out.flags & BDRV_BLOCK_ZERO)) {
+        // Only a refinement: errors below leave the driver's answer as is.
+        BlockStatus below;
+        if (co_await bdrv_co_block_status(out.file, want_zero, out.map, out.pnum, below) >= 0) {
+            if ((below.flags & BDRV_BLOCK_EOF) &&
+                (below.pnum == 0 || (below.flags & BDRV_BLOCK_ZERO))) {
+                out.flags |= BDRV_BLOCK_ZERO;  // beyond the end of the file
+            } else {
+                out.pnum = below.pnum;
+                out.flags |= below.flags & BDRV_BLOCK_ZERO;
+            }
+        }
+    }
     if (offset + out.pnum == total) {
         out.flags |= BDRV_BLOCK_EOF;
     }
@@ -502,7 +517,7 @@ Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint
                                      BlockStatus& out)
 {
     int ret = co_await bdrv_co_block_status(bs, true, offset, bytes, out);
-    unsigned eof = out.flags & BDRV_BLOCK_EOF;
+    bool followed = false;
     while (ret == 0 && (out.flags & BDRV_BLOCK_RAW) && out.file) {
         BlockDriverState* next = out.file;
         uint64_t pnum = out.pnum;
@@ -512,7 +527,13 @@ Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint
             out.flags = BDRV_BLOCK_ZERO;
             out.pnum = pnum;
         }
-        out.flags = (out.flags & ~BDRV_BLOCK_EOF) | eof;
+        followed = true;
+    }
+    // The lower node may have answered for less than the top one asked:
+    // as in QEMU, EOF (kept from below) is added where the final range
+    // reaches the end of the top node, and only there.
+    if (ret == 0 && followed && offset + out.pnum == bs->total_bytes()) {
+        out.flags |= BDRV_BLOCK_EOF;
     }
     co_return ret;
 }

@@ -51,7 +51,7 @@ Task<int> Qcow2State::get_l2_table(uint64_t offset, bool allocate, Qcow2Cache::R
             co_return ret;
         }
         memcpy(table.data(), old.data(), cluster_size_);
-        free_clusters_later(l2_offset, cluster_size_);
+        free_clusters_later(l2_offset, cluster_size_, FreeReason::Other);
     }
     table.mark_dirty();
     l1_[i] = uint64_t(new_offset) | kCopied;
@@ -346,7 +346,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         if (!reuse) {
             // Nothing references the new clusters, but requests that
             // joined may still be writing there: free them the safe way.
-            free_clusters_later(host, alloc_bytes);
+            free_clusters_later(host, alloc_bytes, FreeReason::Other);
         }
         co_return finish(ret);
     }
@@ -358,7 +358,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         uint64_t now_entry = l2.get64(idx + k);
         l2.set64(idx + k, (host + (k << cluster_bits_)) | kCopied);
         if (!reuse) {
-            free_l2_entry_later(now_entry);
+            free_l2_entry_later(now_entry, FreeReason::Other);
         }
     }
     l2.reset();
@@ -386,7 +386,7 @@ Task<int> Qcow2State::zero_clusters(uint64_t offset, uint64_t bytes, bool unmap)
             ClusterType t = classify_l2_entry(e);
             uint64_t now;
             if (t == ClusterType::Compressed || (unmap && (t == ClusterType::Normal || t == ClusterType::ZeroAlloc))) {
-                free_l2_entry_later(e);
+                free_l2_entry_later(e, FreeReason::GuestDiscard);
                 now = kZero;
             } else if (t == ClusterType::Normal || t == ClusterType::ZeroAlloc) {
                 now = (e & (kOffsetMask | kCopied)) | kZero;  // keep the allocation
@@ -437,7 +437,7 @@ Task<int> Qcow2State::discard_clusters(uint64_t offset, uint64_t bytes, bool ful
                 if (t == ClusterType::Unallocated || (!full && t == ClusterType::ZeroPlain)) {
                     continue;
                 }
-                free_l2_entry_later(e);
+                free_l2_entry_later(e, full ? FreeReason::Always : FreeReason::GuestDiscard);
                 // Without a backing file a zero cluster and an unallocated
                 // one read alike; v3 keeps the explicit zero as QEMU does.
                 l2.set64(idx + k, (!full && header_.version >= 3) ? kZero : 0);
@@ -540,7 +540,7 @@ Task<int> Qcow2State::grow_l1_table(uint64_t min_size, Error& err)
     l1_.resize(min_size, 0);
     if (old_bytes) {
         unregister_metadata(old_offset, old_bytes);
-        free_clusters_later(old_offset, old_bytes);
+        free_clusters_later(old_offset, old_bytes, FreeReason::Other);
     }
     co_return 0;
 }
@@ -648,7 +648,7 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
         l2.reset();
         ret = 0;
     } else {
-        free_clusters_later(uint64_t(host), uint64_t(len));
+        free_clusters_later(uint64_t(host), uint64_t(len), FreeReason::Other);
     }
     alloc->linked = ret >= 0;
     alloc->failed = ret < 0;

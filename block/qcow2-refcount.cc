@@ -198,7 +198,7 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
             register_metadata(header_.refcount_table_offset, p.table_clusters << cluster_bits_,
                               META_REFCOUNT_TABLE);
             fresh_from_ = std::max(fresh_from_, p.area_start + p.nb_blocks + p.table_clusters);
-            free_clusters_later(old_offset, old_bytes);
+            free_clusters_later(old_offset, old_bytes, FreeReason::Other);
         }
         if (!(refcount_table_[ti] & kRefTableOffsetMask)) {
             // A new refcount block.  Placed inside the range it describes
@@ -332,24 +332,24 @@ Task<int64_t> Qcow2State::alloc_bytes(uint64_t bytes)
     co_return int64_t(off);
 }
 
-void Qcow2State::free_clusters_later(uint64_t offset, uint64_t bytes)
+void Qcow2State::free_clusters_later(uint64_t offset, uint64_t bytes, FreeReason reason)
 {
     if (bytes) {
-        pending_frees_.emplace_back(offset, bytes);
+        pending_frees_.push_back({offset, bytes, reason});
     }
 }
 
-void Qcow2State::free_l2_entry_later(uint64_t entry)
+void Qcow2State::free_l2_entry_later(uint64_t entry, FreeReason reason)
 {
     switch (classify_l2_entry(entry)) {
     case ClusterType::Normal:
     case ClusterType::ZeroAlloc:
-        free_clusters_later(entry & kOffsetMask, cluster_size_);
+        free_clusters_later(entry & kOffsetMask, cluster_size_, reason);
         break;
     case ClusterType::Compressed: {
         uint64_t host, len;
         compressed_range(entry, host, len);
-        free_clusters_later(host, len);
+        free_clusters_later(host, len, reason);
         break;
     }
     default:
@@ -359,28 +359,51 @@ void Qcow2State::free_l2_entry_later(uint64_t entry)
 
 Task<int> Qcow2State::apply_pending_frees()
 {
-    std::vector<std::pair<uint64_t, uint64_t>> frees;
+    std::vector<PendingFree> frees;
     frees.swap(pending_frees_);
-    for (auto [offset, bytes] : frees) {
-        int ret = co_await update_refcount(offset, bytes, -1);
+    // Host ranges whose clusters dropped to refcount 0 and go back to the
+    // host, merged into runs (one hole punch per run).
+    std::vector<std::pair<uint64_t, uint64_t>> punch;
+    for (const PendingFree& f : frees) {
+        bool in_use = false;
+        for (const DataIoGuard* g : data_io_) {
+            in_use |= f.offset < g->host + g->len && g->host < f.offset + f.bytes;
+        }
+        if (in_use) {
+            pending_frees_.push_back(f);  // a request in flight still uses it
+            continue;
+        }
+        int ret = co_await update_refcount(f.offset, f.bytes, -1);
         if (ret < 0) {
             co_return ret;
         }
-        if (discard_passthrough_) {
-            // Give the host back whatever clusters dropped to zero.
-            uint64_t first = offset >> cluster_bits_;
-            uint64_t last = (offset + bytes - 1) >> cluster_bits_;
-            for (uint64_t c = first; c <= last; c++) {
-                uint64_t rc;
-                ret = co_await get_refcount(c, rc);
-                if (ret < 0) {
-                    co_return ret;
-                }
-                if (rc == 0) {
-                    co_await bdrv_co_pdiscard(file(), c << cluster_bits_, cluster_size_);
-                }
+        bool give_back = f.reason == FreeReason::Always ||
+                         (f.reason == FreeReason::GuestDiscard && discard_passthrough_) ||
+                         (f.reason == FreeReason::Other && pass_discard_other_);
+        if (!give_back) {
+            continue;
+        }
+        uint64_t first = f.offset >> cluster_bits_;
+        uint64_t last = (f.offset + f.bytes - 1) >> cluster_bits_;
+        for (uint64_t c = first; c <= last; c++) {
+            uint64_t rc;
+            ret = co_await get_refcount(c, rc);
+            if (ret < 0) {
+                co_return ret;
+            }
+            if (rc != 0) {
+                continue;
+            }
+            uint64_t off = c << cluster_bits_;
+            if (!punch.empty() && punch.back().first + punch.back().second == off) {
+                punch.back().second += cluster_size_;
+            } else {
+                punch.emplace_back(off, cluster_size_);
             }
         }
+    }
+    for (auto [off, len] : punch) {
+        co_await bdrv_co_pdiscard(file(), off, len);
     }
     co_return 0;
 }

@@ -324,7 +324,6 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
     bool whole_device = offset == 0 && end == g.device_size;
     uint32_t first = zones_->zone_index(offset);
     uint32_t last = zones_->zone_index(end - 1);
-    bool freed = false;
     for (uint32_t z = first; z <= last; z++) {
         if (zones_->is_conventional(z)) {
             if (whole_device) {
@@ -347,7 +346,6 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
         if (e == ZoneError::None) {
             if (op == BlockZoneOp::Reset && before != BlockZoneState::Empty) {
                 ret = co_await zone_reset_data(z);
-                freed = true;
             } else if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
                 ret = co_await zone_set_condition(z);
             }
@@ -357,16 +355,9 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
             co_return ret;
         }
     }
-    if (freed) {
-        // Give the space back now: write the unmapped tables and apply the
-        // frees (which punch holes in the file).
-        co_await lock_.lock();
-        int ret = co_await flush_metadata();
-        lock_.unlock();
-        if (ret < 0) {
-            co_return ret;
-        }
-    }
+    // The reset zones' clusters are unmapped now; like every free, they
+    // return to the allocator and the host (hole punching) with the next
+    // flush, once the unmapped tables are on disk.
     co_return 0;
 }
 

@@ -260,6 +260,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
         co_return -EINVAL;
     }
     lazy_refcounts_ = lazy;
+    pass_discard_other_ = *pass_other;
     bool pass_req = open_flags() & BDRV_O_UNMAP;
     if (pass_request) {
         auto v = parse_bool_option("pass-discard-request", *pass_request, err);
@@ -758,9 +759,37 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
     co_return 0;
 }
 
+// QEMU's qcow2_detect_metadata_preallocation(): when the refcounts claim
+// clearly more clusters than the file has allocated on the host, the image
+// was preallocated with metadata only and its data clusters may be holes.
+// Called with lock_ held.
+Task<bool> Qcow2State::detect_metadata_preallocation()
+{
+    BlockDriverState* f = file()->bs.get();
+    int64_t allocated = co_await f->drv_get_allocated_file_size();
+    if (allocated < 0) {
+        co_return false;
+    }
+    uint64_t real_clusters = uint64_t(allocated) / cluster_size_;
+    uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
+    uint64_t end = size_to_clusters(f->total_bytes());
+    uint64_t count = 0;
+    for (uint64_t i = 0; i < end && count < threshold; i++) {
+        uint64_t refcount;
+        if (co_await get_refcount(i, refcount) < 0) {
+            co_return false;
+        }
+        count += refcount != 0;
+    }
+    co_return count >= threshold;
+}
+
 Task<int> Qcow2State::drv_block_status(bool, uint64_t offset, uint64_t bytes, BlockStatus& out)
 {
     co_await lock_.lock();
+    if (!metadata_preallocation_) {
+        metadata_preallocation_ = co_await detect_metadata_preallocation();
+    }
     Mapping m;
     int ret = co_await get_mapping(offset, bytes, m);
     lock_.unlock();
@@ -782,6 +811,9 @@ Task<int> Qcow2State::drv_block_status(bool, uint64_t offset, uint64_t bytes, Bl
         break;
     case ClusterType::Normal:
         out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+        if (*metadata_preallocation_) {
+            out.flags |= BDRV_BLOCK_RECURSE;
+        }
         out.map = m.host_offset;
         out.file = file()->bs.get();
         break;

@@ -422,9 +422,23 @@ public:
     std::list<std::shared_ptr<InFlightAlloc>> in_flight_;
     // The file was extended ahead of allocations; trimmed back at close.
     bool file_extended_ = false;
+    // Why clusters are freed; decides whether the space is given back to
+    // the host (QEMU's pass-discard-* classes).
+    enum class FreeReason {
+        GuestDiscard,  // discard / write-zeroes with unmap: pass-discard-request
+        Always,        // shrinking, zone reset: the space must come back
+        Other,         // copy-on-write, moved tables: pass-discard-other
+    };
+    struct PendingFree {
+        uint64_t offset;
+        uint64_t bytes;
+        FreeReason reason;
+    };
     // Frees wait until the metadata that stopped referencing the clusters
-    // is on disk (see flush_metadata): (offset, bytes) host ranges.
-    std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;
+    // is on disk (see flush_metadata), and until no request in flight uses
+    // them (DataIoGuard).
+    std::vector<PendingFree> pending_frees_;
+    bool pass_discard_other_ = false;
     uint64_t free_cluster_index_ = 0;  // no free cluster below this
     uint64_t fresh_from_ = 0;          // clusters from here on read as zeroes
     uint64_t free_byte_offset_ = 0;    // packing point for compressed clusters
@@ -441,6 +455,9 @@ public:
     Task<int> corrupt_header_write_;
     bool discard_passthrough_ = false;
     bool discard_no_unref_ = false;
+    // Decided at the first block status query (see
+    // detect_metadata_preallocation): data clusters answer with RECURSE.
+    std::optional<bool> metadata_preallocation_;
 
     // --- qcow2-zoned.cc (zoned images only) --------------------------------
     std::unique_ptr<ZoneStateMachine> zones_;
@@ -461,6 +478,7 @@ public:
     Task<void> wait_zone_idle(uint32_t zone);
 
     // --- qcow2.cc ----------------------------------------------------------
+    Task<bool> detect_metadata_preallocation();
     // The guest write and read paths (without zone rules).
     Task<int> write_guest(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
                           unsigned flags);
@@ -535,9 +553,9 @@ public:
     // Allocates space for compressed data, packing into partly used clusters.
     Task<int64_t> alloc_bytes(uint64_t bytes);
     // Defers dropping one reference to the clusters of a host range.
-    void free_clusters_later(uint64_t offset, uint64_t bytes);
+    void free_clusters_later(uint64_t offset, uint64_t bytes, FreeReason reason);
     // Frees whatever an L2 entry points to (a cluster or compressed bytes).
-    void free_l2_entry_later(uint64_t l2_entry);
+    void free_l2_entry_later(uint64_t l2_entry, FreeReason reason);
     Task<int> apply_pending_frees();
     Task<int> write_reftable_entries();
     // Metadata overlap checks: is writing [offset, offset+len) as `kind`
