@@ -340,6 +340,13 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
 
 bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
 {
+    // The feature name table is optional: with small clusters (512 bytes)
+    // and more extensions, the header goes without it rather than fail.
+    return serialize_with(out, true, err) || serialize_with(out, false, err);
+}
+
+bool Header::serialize_with(std::vector<uint8_t>& out, bool feature_table_wanted, Error& err) const
+{
     const uint64_t cs = cluster_size();
     out.assign(cs, 0);
     uint8_t* b = out.data();
@@ -391,7 +398,7 @@ bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
             add_ext(e.magic, e.data.data(), e.data.size());
         }
     }
-    if (version >= 3) {
+    if (version >= 3 && feature_table_wanted) {
         std::vector<uint8_t> table;
         std::vector<FeatureName> names = known_feature_names();
         if (zoned) {

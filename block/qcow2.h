@@ -180,6 +180,7 @@ struct Header {
     // QEMU's order (with our feature table), end marker, backing file name.
     // Fails if it does not fit in one cluster.
     bool serialize(std::vector<uint8_t>& out, Error& err) const;
+    bool serialize_with(std::vector<uint8_t>& out, bool feature_table, Error& err) const;
     // Name of an unsupported feature bit, from the image's table if it has
     // one ("Unsupported IMGFMT feature(s): NAME").
     std::string feature_name(FeatureType type, int bit) const;
@@ -389,6 +390,13 @@ public:
     void drv_refresh_limits(BlockLimits& bl) override;
     int drv_get_info(BlockDriverInfo& info) override;
     void drv_get_specific_info(nlohmann::ordered_json& info) const override;
+    // As QEMU: an image without preallocated metadata reads as zeroes; a
+    // preallocated one (its first L2 table exists) only if its file does.
+    bool drv_has_zero_init() override
+    {
+        bool preallocated = !l1_.empty() && l1_[0] != 0;
+        return !preallocated || file()->bs->drv_has_zero_init();
+    }
     // qcow2-check.cc: counts every reference the metadata makes to each host
     // cluster and compares the counts with the refcounts, as QEMU's check
     // does (same messages on stderr, same counters); with BDRV_FIX_* it
