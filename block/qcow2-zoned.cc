@@ -38,6 +38,7 @@ Task<int> Qcow2State::zoned_open(Error& err)
         err.set_errno(-ret, "Could not read the zone write pointers");
         co_return ret;
     }
+    wp_on_disk_.resize(ext.nr_zones);
     std::vector<uint8_t> conds(ext.nr_zones, 0);
     if (ext.cond_offset) {
         IOVector qc(conds.data(), conds.size());
@@ -50,6 +51,7 @@ Task<int> Qcow2State::zoned_open(Error& err)
     for (uint32_t z = 0; z < ext.nr_zones; z++) {
         // Little-endian on disk, as the upstream proposal writes them on x86.
         uint64_t entry = load_le64(wps.data() + uint64_t(z) * 8);
+        wp_on_disk_[z] = entry;
         bool conventional = entry & ZonedExtension::kConventionalFlag;
         if (conventional != (z < ext.conventional_zones) || (entry >> 60)) {
             err.set("Image is corrupt: write pointer entry of zone %u (0x%llx) is malformed", z,
@@ -145,7 +147,8 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
     }
     const ZonedExtension& ext = *header_.zoned;
     // Whole sectors of the array, built from the values taken at the start
-    // of the flush (later completions wait for the next flush).
+    // of the flush (later completions wait for the next flush) and, for the
+    // other zones of a sector, from what is on disk.
     std::vector<std::pair<uint32_t, uint64_t>> sorted = wps;
     std::sort(sorted.begin(), sorted.end());
     constexpr uint32_t kPerSector = 512 / 8;
@@ -154,15 +157,15 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         uint32_t sector = sorted[i].first / kPerSector;
         uint32_t first = sector * kPerSector;
         uint32_t n = std::min(kPerSector, ext.nr_zones - first);
-        uint8_t buf[512];
-        IOVector q(buf, uint64_t(n) * 8);
-        ret = co_await bdrv_co_preadv(file(), ext.meta_offset + uint64_t(first) * 8, uint64_t(n) * 8, q);
-        if (ret < 0) {
-            co_return ret;
-        }
+        std::vector<uint64_t> entries(wp_on_disk_.begin() + first, wp_on_disk_.begin() + first + n);
         for (; i < sorted.size() && sorted[i].first / kPerSector == sector; i++) {
-            store_le64(buf + uint64_t(sorted[i].first - first) * 8, sorted[i].second);
+            entries[sorted[i].first - first] = sorted[i].second;
         }
+        uint8_t buf[512];
+        for (uint32_t k = 0; k < n; k++) {
+            store_le64(buf + uint64_t(k) * 8, entries[k]);
+        }
+        IOVector q(buf, uint64_t(n) * 8);
         uint64_t off = ext.meta_offset + uint64_t(first) * 8;
         ret = check_overlap(off, uint64_t(n) * 8, META_ZONED);
         if (ret >= 0) {
@@ -171,6 +174,7 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         if (ret < 0) {
             co_return ret;
         }
+        std::copy(entries.begin(), entries.end(), wp_on_disk_.begin() + first);
     }
     co_return 0;
 }
@@ -256,7 +260,8 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
         if (area < 0) {
             co_return int(area);
         }
-        std::vector<uint8_t> conds(ext.nr_zones, 0);
+        wp_on_disk_.resize(ext.nr_zones);
+    std::vector<uint8_t> conds(ext.nr_zones, 0);
         IOVector q(conds.data(), conds.size());
         int ret = co_await bdrv_co_pwritev(file(), uint64_t(area), conds.size(), q);
         if (ret >= 0) {
@@ -331,7 +336,12 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
             }
             co_return zone_error_to_errno(ZoneError::InvalidRequest);
         }
-        if (whole_device && op == BlockZoneOp::Reset && zones_->state(z) == BlockZoneState::Empty) {
+        // Reset-all is NVMe's "select all": it resets the zones that are
+        // open, closed or full and leaves the others alone.
+        if (whole_device && op == BlockZoneOp::Reset &&
+            (zones_->state(z) == BlockZoneState::Empty ||
+             zones_->state(z) == BlockZoneState::ReadOnly ||
+             zones_->state(z) == BlockZoneState::Offline)) {
             continue;
         }
         // Resetting or finishing a zone with writes in flight would let

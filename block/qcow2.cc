@@ -126,17 +126,16 @@ Task<int> Qcow2State::flush_metadata()
 {
     // Caller holds lock_.
     bool l2_dirty = l2_cache_->has_dirty() || !dirty_l1_.empty();
-    int ret;
-    if (lazy_refcounts_) {
-        // Refcounts may lag behind; the dirty bit makes the next open
-        // repair them, so it must be on disk before any mapping is.
-        if (l2_dirty) {
-            ret = co_await mark_dirty();
-            if (ret < 0) {
-                co_return ret;
-            }
+    int ret = 0;
+    if (lazy_refcounts_ && l2_dirty) {
+        // Refcounts may lag behind mappings only while the dirty bit is on
+        // disk: the next open then repairs them.
+        ret = co_await mark_dirty();
+        if (ret < 0) {
+            co_return ret;
         }
-    } else {
+    }
+    if (!(lazy_refcounts_ && dirty_marked_)) {
         ret = co_await refblock_cache_->write_back();
         if (ret >= 0 && !dirty_reftable_.empty()) {
             ret = co_await bdrv_co_flush(file()->bs.get());
@@ -171,7 +170,7 @@ Task<int> Qcow2State::flush_metadata()
         if (ret >= 0) {
             ret = co_await apply_pending_frees();
         }
-        if (ret >= 0 && !lazy_refcounts_) {
+        if (ret >= 0 && !(lazy_refcounts_ && dirty_marked_)) {
             ret = co_await refblock_cache_->write_back();
         }
         if (ret < 0) {
@@ -528,6 +527,14 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
 {
     if (corrupt_) {
         co_return -EIO;
+    }
+    if (bytes == 0 && (flags & BDRV_REQ_WRITE_COMPRESSED)) {
+        // The end of a stream of compressed writes (qemu-img convert -c):
+        // as QEMU, the file is rounded up to whole sectors, for readers
+        // that read compressed clusters sector by sector.
+        Error err;
+        co_return co_await bdrv_co_truncate(file(), file()->bs->total_bytes(), false,
+                                            PreallocMode::Off, 0, err);
     }
     if (zones_) {
         // Admission happens here, before anything can suspend, so that
@@ -1118,6 +1125,7 @@ class Qcow2Driver : public BlockDriver {
 public:
     std::string_view name() const override { return "qcow2"; }
     bool supports_backing() const override { return true; }
+    bool supports_compressed_writes() const override { return true; }
 
     const OptionSchema& open_schema() const override
     {

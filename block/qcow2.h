@@ -469,6 +469,9 @@ public:
 
     // --- qcow2-zoned.cc (zoned images only) --------------------------------
     std::unique_ptr<ZoneStateMachine> zones_;
+    // The write pointer array as it is on disk (entries, host order), so
+    // that persisting some zones never needs to read the others back.
+    std::vector<uint64_t> wp_on_disk_;
     CoQueue zone_writes_done_;  // woken as zone writes complete
     // Loads write pointers and conditions and builds the state machine.
     Task<int> zoned_open(Error& err);
