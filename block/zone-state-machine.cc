@@ -336,6 +336,7 @@ BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
     d.capacity = zone_capacity(z);
     switch (d.state) {
     case BlockZoneState::Full:
+    case BlockZoneState::ReadOnly:
         d.wp = d.start + d.capacity;
         break;
     case BlockZoneState::Offline:
