@@ -19,18 +19,6 @@ thread_local AioContext* current_context = nullptr;
 // user_data tag for the notifier poll; real operations carry UringOp pointers,
 // which are always aligned and never equal to 1.
 constexpr uint64_t kNotifierTag = 1;
-
-// Reads at least this large are worth a hand-off to a kernel worker.
-constexpr size_t kAsyncReadBytes = 64 * 1024;
-
-size_t iov_bytes(const iovec* iov, unsigned niov)
-{
-    size_t bytes = 0;
-    for (unsigned i = 0; i < niov; i++) {
-        bytes += iov[i].iov_len;
-    }
-    return bytes;
-}
 }  // namespace
 
 int64_t AioContext::now_ns()
@@ -104,12 +92,7 @@ void AioContext::queue_op(UringOp* op)
     switch (op->kind_) {
     case UringOp::Kind::Readv:
         io_uring_prep_readv(sqe, op->fd_, op->iov_, op->niov_, op->offset_);
-        // The kernel copies a read that hits the page cache inline, in this
-        // thread, so a batch of large reads is copied one after the other
-        // on one CPU.  Sent to io_uring's workers instead, the copies of a
-        // batch spread over all CPUs (30% faster for 32 x 1 MiB on two
-        // CPUs); a lone read is quicker inline.
-        if (pending_sqes_ > 1 && iov_bytes(op->iov_, op->niov_) >= kAsyncReadBytes) {
+        if (op->offload_) {
             sqe->flags |= IOSQE_ASYNC;
         }
         break;
@@ -136,7 +119,7 @@ void UringOp::await_suspend(std::coroutine_handle<> h)
     ctx_.queue_op(this);
 }
 
-UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset)
+UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset, bool offload)
 {
     UringOp op(*this);
     op.kind_ = UringOp::Kind::Readv;
@@ -144,6 +127,7 @@ UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t off
     op.iov_ = iov;
     op.niov_ = niov;
     op.offset_ = offset;
+    op.offload_ = offload;
     return op;
 }
 

@@ -58,6 +58,7 @@ private:
     uint64_t offset_ = 0;
     uint64_t len_ = 0;
     int flags_ = 0;
+    bool offload_ = false;  // IOSQE_ASYNC: run in a kernel worker
 };
 
 // Awaitable timer: resumes the coroutine after a delay.
@@ -114,7 +115,11 @@ public:
 
     // io_uring operations for coroutines.  rw_flags takes RWF_* (RWF_DSYNC
     // for FUA writes).  The iovec array must stay valid until completion.
-    UringOp preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset);
+    // `offload` has one of the kernel's io_uring workers do a read instead
+    // of this thread: a read that the page cache serves is otherwise copied
+    // inline, so offloading lets the copies of concurrent reads run on all
+    // CPUs (and costs a thread switch).
+    UringOp preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset, bool offload = false);
     UringOp pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags = 0);
     UringOp fdatasync(int fd);
     UringOp fallocate(int fd, int mode, uint64_t offset, uint64_t len);
