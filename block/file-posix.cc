@@ -544,6 +544,8 @@ public:
     int drv_set_perm(uint64_t perm, uint64_t shared, Error& err) override;
     int drv_get_info(BlockDriverInfo&) override { return 0; }
     Task<int64_t> drv_get_allocated_file_size() override;
+    // A new regular file is all holes; a device keeps its old contents.
+    bool drv_has_zero_init() override { return !host_device_; }
 
 private:
     bool parse_open_options(QDict& options, Error& err);

@@ -235,6 +235,11 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
         co_return -ENOTSUP;
     }
     if (bytes == 0) {
+        // An empty compressed write ends a stream of them: the driver may
+        // tidy up (as QEMU's blk_pwrite_compressed(blk, 0, 0, NULL)).
+        if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+            co_return co_await bs->drv_pwritev(offset, 0, qiov, qiov_offset, flags);
+        }
         co_return 0;
     }
     const BlockLimits& bl = bs->limits();

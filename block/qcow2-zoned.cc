@@ -9,7 +9,13 @@
 //   - a reset writes the zone's write pointer (and syncs) before the
 //     zone's clusters are unmapped, so a crash never leaves a write pointer
 //     above unmapped data;
-//   - read-only and offline conditions are written and synced at once.
+//   - read-only and offline conditions are written and synced at once;
+//   - a finish zeroes what lies between the write pointer and the capacity
+//     (see zone_finish_data) before its write pointer can be persisted;
+//   - a zone write completes only once the earlier writes of its zone have,
+//     so that what completed lies below the durable write pointer and the
+//     next flush (or its own FUA) makes it durable.
+// docs/devel/crash-testing.rst describes the tests that check all this.
 #include <cstring>
 
 #include "block/qcow2.h"
@@ -201,6 +207,13 @@ Task<int> Qcow2State::zoned_write(uint64_t offset, uint64_t bytes, IOVector& qio
     if (ret < 0) {
         co_return ret;
     }
+    // Completion in write pointer order: until the earlier writes of the
+    // zone finish, the durable write pointer stays below this write, so a
+    // flush after its completion (or its FUA) could not make it durable.
+    while (ticket.zone != UINT32_MAX && zones_->busy(ticket.zone) &&
+           zones_->durable_wp(ticket.zone) < ticket.end) {
+        co_await zone_writes_done_.wait();
+    }
     if (pos) {
         *pos = at;
     }
@@ -311,6 +324,42 @@ Task<int> Qcow2State::zone_reset_data(uint32_t zone)
     co_return ret;
 }
 
+Task<int> Qcow2State::zone_finish_data(uint32_t zone, uint64_t wp)
+{
+    // Caller holds lock_.  Finishing makes [wp, capacity) part of the zone,
+    // reading as zeroes.  Clusters there are unmapped unless a crash left
+    // them mapped (data whose write pointer never reached the disk, or a
+    // reset whose unmapping did not): zero the rest of the write pointer's
+    // cluster and unmap the clusters above it.
+    uint64_t zone_end = zones_->zone_start(zone) + zones_->zone_length(zone);
+    uint64_t cap_end = zones_->zone_start(zone) + zones_->zone_capacity(zone);
+    uint64_t next = std::min((wp + cluster_size_ - 1) & ~(cluster_size_ - 1), zone_end);
+    uint64_t head = std::min(next, cap_end) - std::min(wp, cap_end);
+    if (head) {
+        Mapping m;
+        int ret = co_await get_mapping(wp, head, m);
+        if (ret < 0) {
+            co_return ret;
+        }
+        if (m.type == ClusterType::Normal) {
+            AlignedBuffer zeroes(head, 4096);
+            memset(zeroes.data(), 0, head);
+            IOVector q(zeroes.data(), head);
+            ret = check_overlap(m.host_offset, head, MetadataKind(0));
+            if (ret >= 0) {
+                ret = co_await bdrv_co_pwritev(file(), m.host_offset, head, q);
+            }
+            if (ret < 0) {
+                co_return ret;
+            }
+        }
+    }
+    if (next < zone_end) {
+        co_return co_await discard_clusters(next, zone_end - next, true);
+    }
+    co_return 0;
+}
+
 Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
 {
     if (!zones_) {
@@ -345,17 +394,25 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
             continue;
         }
         // Resetting or finishing a zone with writes in flight would let
-        // them land in the zone's next life.
-        if (op == BlockZoneOp::Reset || op == BlockZoneOp::Finish) {
-            co_await wait_zone_idle(z);
-        }
+        // them land in the zone's next life, or below a write pointer
+        // persisted before their data.  Writes are admitted without the
+        // lock: the zone must be idle once it is held.
+        bool drain = op == BlockZoneOp::Reset || op == BlockZoneOp::Finish;
         co_await lock_.lock();
+        while (drain && zones_->busy(z)) {
+            lock_.unlock();
+            co_await wait_zone_idle(z);
+            co_await lock_.lock();
+        }
         BlockZoneState before = zones_->state(z);
+        uint64_t wp_before = zones_->readable_end(z);
         ZoneError e = zones_->manage(op, z);
         int ret = zone_error_to_errno(e);
         if (e == ZoneError::None) {
             if (op == BlockZoneOp::Reset && before != BlockZoneState::Empty) {
                 ret = co_await zone_reset_data(z);
+            } else if (op == BlockZoneOp::Finish && before != BlockZoneState::Full) {
+                ret = co_await zone_finish_data(z, wp_before);
             } else if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
                 ret = co_await zone_set_condition(z);
             }

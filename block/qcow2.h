@@ -486,6 +486,8 @@ public:
     Task<int> zoned_read(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
     Task<int> zone_set_condition(uint32_t zone);
     Task<int> zone_reset_data(uint32_t zone);
+    // Makes [wp, capacity) of a zone being finished read as zeroes.
+    Task<int> zone_finish_data(uint32_t zone, uint64_t wp);
     Task<void> wait_zone_idle(uint32_t zone);
 
     // --- qcow2.cc ----------------------------------------------------------

@@ -74,6 +74,7 @@ public:
     }
     // What the file knows (QEMU's raw_get_info): null-co, say, has nothing.
     int drv_get_info(BlockDriverInfo& info) override { return file()->bs->drv_get_info(info); }
+    bool drv_has_zero_init() override { return file()->bs->drv_has_zero_init(); }
     // A window (offset/size) would shift zone boundaries: only the whole
     // file passes zones through.
     bool forwards_zones() const override { return offset_ == 0 && !has_size_; }

@@ -102,8 +102,9 @@ public:
     {
         AioContext& ctx = blk_.ctx();
         auto start = std::chrono::steady_clock::now();
-        workers_ = depth_;
-        for (unsigned i = 0; i < depth_; i++) {
+        // More workers than requests would find nothing to do.
+        workers_ = unsigned(std::min<int64_t>(depth_, n_));
+        for (unsigned i = workers_; i > 0; i--) {
             co_spawn(worker());
         }
         while (n_ > 0) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "block/block_int.h"
 #include "qemu-opts.h"
 #include "qemu/cutils.h"
 
@@ -167,6 +168,57 @@ QDict CreateOptions::to_qdict() const
         }
     }
     return dict;
+}
+
+std::optional<OptionSchema> create_schema(const std::string& fmt, const char* filename,
+                                          Error& err)
+{
+    const BlockDriver* drv = bdrv_find_driver(fmt);
+    if (!drv) {
+        err.set("Unknown file format '%s'", fmt.c_str());
+        return std::nullopt;
+    }
+    const BlockDriver* proto = nullptr;
+    if (filename) {
+        proto = bdrv_find_protocol(filename, err);
+        if (!proto) {
+            return std::nullopt;
+        }
+    }
+    if (!drv->create_schema()) {
+        err.set("Format driver '%s' does not support image creation", fmt.c_str());
+        return std::nullopt;
+    }
+    OptionSchema schema = *drv->create_schema();
+    if (proto) {
+        if (!proto->create_schema()) {
+            err.set("Protocol driver '%.*s' does not support image creation",
+                    int(proto->name().size()), proto->name().data());
+            return std::nullopt;
+        }
+        schema.append(*proto->create_schema());
+    }
+    return schema;
+}
+
+bool print_create_help(const char* filename, const std::string& fmt, Error& err)
+{
+    auto schema = create_schema(fmt, filename, err);
+    if (!schema) {
+        return false;
+    }
+    if (filename) {
+        printf("Supported options:\n");
+    } else {
+        printf("Supported %s options:\n", fmt.c_str());
+    }
+    print_option_help(*schema);
+    if (!filename) {
+        printf("\n"
+               "The protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
+    }
+    return true;
 }
 
 void print_option_help(const OptionSchema& schema)

@@ -61,4 +61,16 @@ private:
 // sorted by name as QEMU prints them.
 void print_option_help(const OptionSchema& schema);
 
+// The create schema of format `fmt`, followed by that of the protocol the
+// file name selects (when one is given), as qemu-img create and convert
+// append them; nullopt and err (QEMU's messages) when the format is unknown
+// or a driver cannot create images.
+std::optional<OptionSchema> create_schema(const std::string& fmt, const char* filename,
+                                          Error& err);
+
+// "-o help" (QEMU's print_block_option_help()): prints the create options
+// of `fmt`, and of the protocol of `filename` when one is given; false and
+// err when create_schema() fails.
+bool print_create_help(const char* filename, const std::string& fmt, Error& err);
+
 }  // namespace qemu::img

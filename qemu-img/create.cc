@@ -20,62 +20,6 @@ struct BackingSpec {
     std::optional<std::string> format;
 };
 
-// The create schema of the format, followed by that of the protocol the
-// file name selects (when one is given); nullopt and err when the drivers
-// cannot create images.
-std::optional<OptionSchema> create_schema(const std::string& fmt, const char* filename,
-                                          Error& err)
-{
-    const BlockDriver* drv = bdrv_find_driver(fmt);
-    if (!drv) {
-        err.set("Unknown file format '%s'", fmt.c_str());
-        return std::nullopt;
-    }
-    const BlockDriver* proto = nullptr;
-    if (filename) {
-        proto = bdrv_find_protocol(filename, err);
-        if (!proto) {
-            return std::nullopt;
-        }
-    }
-    if (!drv->create_schema()) {
-        err.set("Format driver '%s' does not support image creation", fmt.c_str());
-        return std::nullopt;
-    }
-    OptionSchema schema = *drv->create_schema();
-    if (proto) {
-        if (!proto->create_schema()) {
-            err.set("Protocol driver '%.*s' does not support image creation",
-                    int(proto->name().size()), proto->name().data());
-            return std::nullopt;
-        }
-        schema.append(*proto->create_schema());
-    }
-    return schema;
-}
-
-int print_create_help(const char* filename, const std::string& fmt)
-{
-    Error err;
-    auto schema = create_schema(fmt, filename, err);
-    if (!schema) {
-        report_error(err);
-        return 1;
-    }
-    if (filename) {
-        printf("Supported options:\n");
-    } else {
-        printf("Supported %s options:\n", fmt.c_str());
-    }
-    print_option_help(*schema);
-    if (!filename) {
-        printf("\n"
-               "The protocol level may support further options.\n"
-               "Specify the target filename to include those options.\n");
-    }
-    return 0;
-}
-
 // QEMU's bdrv_img_create(): checks the options, announces the image and has
 // the driver create it.  On failure nothing new is left on disk.
 bool create_image(const std::string& filename, const std::string& fmt,
@@ -173,7 +117,12 @@ int img_create(int argc, char** argv)
 
     const char* filename = optind < argc ? argv[optind] : nullptr;
     if (options && has_help_option(*options)) {
-        return print_create_help(filename, fmt);
+        Error err;
+        if (!print_create_help(filename, fmt, err)) {
+            report_error(err);
+            return 1;
+        }
+        return 0;
     }
     if (!filename) {
         error_exit("Expecting image file name");

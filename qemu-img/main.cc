@@ -1,5 +1,5 @@
 // qemu-img: the command line of QEMU's disk image utility, for the commands
-// qemu-zoned implements (create, info, bench).
+// qemu-zoned implements.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -28,10 +28,24 @@ const Command kCommands[] = {
     {"check", img_check,
      "check [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] "
      "filename"},
+    {"compare", img_compare,
+     "compare [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 "
+     "filename2"},
+    {"convert", img_convert,
+     "convert [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-C] [-c] [-p] [-q] "
+     "[-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-S sparse_size] "
+     "[-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] "
+     "output_filename"},
     {"create", img_create,
      "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]"},
     {"info", img_info,
      "info [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename"},
+    {"map", img_map,
+     "map [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] "
+     "[-U] filename"},
+    {"resize", img_resize,
+     "resize [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename "
+     "[+ | -]size"},
 };
 
 const char kVersion[] =
@@ -84,7 +98,30 @@ void help()
            "  '-r leaks' repairs leaked clusters only; '-r all' repairs every kind of\n"
            "    error found, at a higher risk of choosing the wrong fix or of hiding\n"
            "    corruption that happened earlier\n"
-           "  'src_cache' is the cache mode used while checking\n");
+           "  'src_cache' is the cache mode used while checking\n"
+           "\n"
+           "Parameters to compare subcommand:\n"
+           "  '-f' and '-F' are the formats of the first and the second image\n"
+           "  '-s' (strict) also counts a size or an allocation difference as one\n"
+           "  '-p' shows the progress\n"
+           "\n"
+           "Parameters to convert subcommand:\n"
+           "  'output_fmt' is the target's format (raw unless given), 'options' its\n"
+           "    create options; '-n' writes to an existing target instead\n"
+           "  '-c' stores the target's clusters compressed (qcow2)\n"
+           "  'sparse_size' is how many consecutive zero bytes are left unwritten\n"
+           "    (4k); 0 writes them all, which leaves the target fully allocated\n"
+           "  'num_coroutines' is how many copies are in flight (8, at most 16);\n"
+           "    '-W' lets them write out of order\n"
+           "  'rate_limit' caps the write rate (bytes per second)\n"
+           "  'cache' is the target's cache mode ('unsafe' unless given), 'src_cache'\n"
+           "    that of the sources\n"
+           "  '-p' shows the progress\n"
+           "\n"
+           "Parameters to resize subcommand:\n"
+           "  'size' is the new size, or with '+' or '-' the change; shrinking needs\n"
+           "    '--shrink', and 'prealloc' ('off', 'metadata', 'falloc' or 'full')\n"
+           "    only applies to growing\n");
 
     std::vector<std::string> formats;
     for (const BlockDriver* drv : bdrv_drivers()) {

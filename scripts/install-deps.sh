@@ -8,6 +8,7 @@ packages=(
     libglib2.0-dev zlib1g-dev libzstd-dev liburing-dev
     catch2 nlohmann-json3-dev
     qemu-utils           # Debian's QEMU 7.2 tools: the reference peer for tests
+    clang libclang-rt-dev  # the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 )
 
 missing=()

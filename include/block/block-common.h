@@ -56,6 +56,10 @@ enum BlockStatusFlags : unsigned {
     BDRV_BLOCK_RAW = 0x08,           // pass-through: ask `file` at `map`
     BDRV_BLOCK_ALLOCATED = 0x10,     // allocated in this layer
     BDRV_BLOCK_EOF = 0x20,           // the range reaches the end of the node
+    // With DATA and OFFSET_VALID from a format driver: the data may never
+    // have been written (metadata preallocation), so the generic layer asks
+    // `file` at `map` whether the range reads as zeroes.
+    BDRV_BLOCK_RECURSE = 0x40,
 };
 
 struct BlockStatus {

@@ -82,7 +82,10 @@ public:
     virtual Task<int> drv_open(QDict& options, Error& err) = 0;
 
     // Reads/writes `bytes` at `offset` from/into qiov starting at
-    // qiov_offset.  Requests are aligned and within the node's size.
+    // qiov_offset.  Requests are aligned and within the node's size.  The
+    // one empty request a driver sees is a compressed write of 0 bytes: it
+    // ends a stream of compressed writes (drivers that take
+    // BDRV_REQ_WRITE_COMPRESSED may tidy up their file then).
     virtual Task<int> drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                  size_t qiov_offset, unsigned flags) = 0;
     virtual Task<int> drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov,
@@ -159,6 +162,10 @@ public:
     virtual bool forwards_zones() const { return false; }
     // Bytes used on the host, or -errno; the default sums the children.
     virtual Task<int64_t> drv_get_allocated_file_size();
+    // Does the node read as zeroes wherever nothing was written since it
+    // was created (QEMU's bdrv_has_zero_init)?  qemu-img convert then
+    // skips writing zeroes to a new target.  When unsure, say no.
+    virtual bool drv_has_zero_init() { return false; }
 
     // --- Helpers for drivers ------------------------------------------------
 
@@ -230,6 +237,9 @@ public:
     // Can nodes of this format have a backing file?  Their unallocated
     // ranges then read from it, or as zeroes when there is none.
     virtual bool supports_backing() const { return false; }
+    // Can its nodes store compressed data (BDRV_REQ_WRITE_COMPRESSED)?
+    // Lets qemu-img convert -c refuse a format before creating the image.
+    virtual bool supports_compressed_writes() const { return false; }
     // Does this protocol driver need a filename option?
     virtual bool needs_filename() const { return is_protocol(); }
     // Turns a file name given for this protocol into options (QEMU's

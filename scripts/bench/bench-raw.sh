@@ -14,6 +14,8 @@
 #                      O_DIRECT rows measure nothing (default: /var/tmp/qemu-zoned-bench)
 #   BENCH_REPEAT       runs per cell, the fastest counts (default: 5)
 #   BENCH_SCALE        multiplies every request count (default: 1)
+#   BENCH_MAX_LOAD     on a shared machine: before each row, wait (up to ten
+#                      minutes) until the 1-minute load average is below this
 #
 # The image is 1 GiB of random data, written once and kept for later runs,
 # so that reads hit real data.  Each row runs the same requests with:
@@ -32,6 +34,7 @@ ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
 repeat=${BENCH_REPEAT:-5}
 scale=${BENCH_SCALE:-1}
+max_load=${BENCH_MAX_LOAD:-}
 img=$dir/bench.raw
 img_mib=1024
 
@@ -58,6 +61,21 @@ run_once()
     sync
     out=$("$@" 2>&1) || die "failed: $* -> $out"
     awk '/^Run completed in/ { print $4 }' <<<"$out"
+}
+
+# Waits for the machine to calm down when BENCH_MAX_LOAD asks for it.
+wait_for_quiet()
+{
+    local waited=0
+    [ -n "$max_load" ] || return 0
+    while ! awk -v max="$max_load" '{ exit !($1 < max) }' /proc/loadavg; do
+        if [ $waited -ge 600 ]; then
+            echo "bench-raw.sh: load still $(cut -d' ' -f1 /proc/loadavg) after 10 minutes; going on" >&2
+            return 0
+        fi
+        sleep 10
+        waited=$((waited + 10))
+    done
 }
 
 # min A B: the smaller of two times, "" counting as infinite.
@@ -97,7 +115,8 @@ rows=(
 
 echo
 echo "Host:    $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
-echo "Image:   $img ($(stat -f -c %T "$dir"), ${img_mib} MiB)"
+echo "Image:   $img ($(df --output=fstype "$dir" | tail -1) on $(df --output=source "$dir" | tail -1), ${img_mib} MiB)"
+echo "Load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the start"
 echo "Ours:    $("$ours" --version | head -1)"
 echo "QEMU:    $("$ref" --version | head -1)"
 echo "Each cell: the fastest of $repeat runs, in seconds."
@@ -111,6 +130,7 @@ for row in "${rows[@]}"; do
     if [ "$rw" = write ]; then
         args+=(-w)
     fi
+    wait_for_quiet
     # Rounds of one run per program, so that drift on the host (other
     # guests, the host page cache) hits all of them alike.
     t_thr="" t_uring="" t_ours=""
@@ -130,3 +150,5 @@ for row in "${rows[@]}"; do
     printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \
         "$size" "$rw" "$depth" "$cache" "$count" "$t_thr" "$t_uring" "$t_ours" "$ratio"
 done
+echo
+echo "Load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
