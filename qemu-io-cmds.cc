@@ -228,6 +228,29 @@ int parse_size_arg(const char* arg, int64_t& value, const char* shown = nullptr)
     return ret;
 }
 
+// Parses the "OFFSET LENGTH" arguments at argv[optind] (leaving optind on
+// LENGTH) and, with check_limit, refuses a length beyond one request as
+// QEMU does; `qualifier` completes QEMU's message (" without -n").
+int parse_offset_length(char** argv, int& optind, int64_t& offset, int64_t& length,
+                        bool check_limit, const char* qualifier = "")
+{
+    int ret = parse_size_arg(argv[optind], offset);
+    if (ret < 0) {
+        return ret;
+    }
+    optind++;
+    ret = parse_size_arg(argv[optind], length);
+    if (ret < 0) {
+        return ret;
+    }
+    if (check_limit && length > kMaxRequestBytes) {
+        printf("length cannot exceed %" PRIu64 "%s, given %s\n", uint64_t(kMaxRequestBytes),
+               qualifier, argv[optind]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 // A -P argument: one byte, in any base strtol() accepts.
 int parse_pattern(const char* arg)
 {
@@ -562,17 +585,8 @@ int read_f(QemuIoSession& s, int argc, char** argv)
         return usage(read_cmd);
     }
     int64_t offset = 0, count = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    if ((ret = parse_offset_length(argv, optind, offset, count, true)) < 0) {
         return ret;
-    }
-    optind++;
-    if ((ret = parse_size_arg(argv[optind], count)) < 0) {
-        return ret;
-    }
-    if (count > kMaxRequestBytes) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n", uint64_t(kMaxRequestBytes),
-               argv[optind]);
-        return -EINVAL;
     }
     if (!pattern_given && (pattern_count_given || pattern_offset_given)) {
         return usage(read_cmd);
@@ -816,17 +830,9 @@ int write_f(QemuIoSession& s, int argc, char** argv)
         return -EINVAL;
     }
     int64_t offset = 0, count = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    ret = parse_offset_length(argv, optind, offset, count, !(flags & BDRV_REQ_NO_FALLBACK), " without -n");
+    if (ret < 0) {
         return ret;
-    }
-    optind++;
-    if ((ret = parse_size_arg(argv[optind], count)) < 0) {
-        return ret;
-    }
-    if (count > kMaxRequestBytes && !(flags & BDRV_REQ_NO_FALLBACK)) {
-        printf("length cannot exceed %" PRIu64 " without -n, given %s\n",
-               uint64_t(kMaxRequestBytes), argv[optind]);
-        return -EINVAL;
     }
     if (vmstate || compressed) {
         if (offset % BDRV_SECTOR_SIZE) {
@@ -1326,17 +1332,8 @@ int discard_f(QemuIoSession& s, int argc, char** argv)
         return usage(discard_cmd);
     }
     int64_t offset = 0, bytes = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    if ((ret = parse_offset_length(argv, optind, offset, bytes, true)) < 0) {
         return ret;
-    }
-    optind++;
-    if ((ret = parse_size_arg(argv[optind], bytes)) < 0) {
-        return ret;
-    }
-    if (bytes > kMaxRequestBytes) {
-        printf("length cannot exceed %" PRIu64 ", given %s\n", uint64_t(kMaxRequestBytes),
-               argv[optind]);
-        return -EINVAL;
     }
     timespec start = now_monotonic();
     ret = run_sync(s.ctx(), s.blk()->co_pdiscard(uint64_t(offset), uint64_t(bytes)));
