@@ -78,7 +78,7 @@ struct CommandResult {
     std::string err;
 };
 
-CommandResult run(QemuIoSession& s, const std::string& line)
+inline CommandResult run(QemuIoSession& s, const std::string& line)
 {
     CommandResult r;
     CapturedOutput capture;
