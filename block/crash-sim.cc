@@ -123,7 +123,12 @@ Task<int> CrashSimState::drv_preadv(uint64_t offset, uint64_t bytes, IOVector& q
     // The changes are taken before the child is read: one that a flush
     // writes to the child meanwhile is then applied twice, which is harmless,
     // rather than not at all.
-    std::vector<ChangePtr> changes(pending_.begin(), pending_.end());
+    std::vector<ChangePtr> changes;
+    for (const ChangePtr& c : pending_) {
+        if (c->offset < offset + bytes && (c->kind == Change::Kind::Truncate || offset < c->offset + c->bytes)) {
+            changes.push_back(c);
+        }
+    }
     AlignedBuffer buf(bytes, 4096);
     IOVector q(buf.data(), bytes);
     int ret = co_await bdrv_co_preadv(file(), offset, bytes, q);
@@ -255,15 +260,16 @@ Task<int> CrashSimState::drv_flush_to_os()
             ret = -EIO;
             break;
         }
-        if (std::find(pending_.begin(), pending_.end(), c) == pending_.end()) {
+        if (c->transferred) {
             continue;  // a later flush got there first
         }
         ret = co_await apply(*c);
         if (ret < 0) {
             break;
         }
-        pending_.remove(c);
+        c->transferred = true;
     }
+    pending_.remove_if([](const ChangePtr& c) { return c->transferred; });
     transfer_lock_.unlock();
     co_return crashed_ ? -EIO : ret;
 }

@@ -105,6 +105,7 @@ private:
         std::vector<uint8_t> data;  // Write
         PreallocMode prealloc = PreallocMode::Off;
         bool completed = false;
+        bool transferred = false;  // on the child (a flush is done with it)
     };
     using ChangePtr = std::shared_ptr<Change>;
 

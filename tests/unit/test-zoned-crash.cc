@@ -1,18 +1,21 @@
 // Crash consistency of zoned qcow2 images (docs/devel/crash-testing.rst).
 //
-// Each crash point: a small random zoned image, a random workload at a
-// random queue depth (sequential writes, zone appends, conventional writes,
-// FUA, flushes, zone management, reads) on top of crash-sim, a crash at a
-// random request, a random CrashOutcome settled onto the media, and then the
-// surviving image is checked: it opens without repair, qemu-img check's code
-// finds no corruption, and every zone's write pointer and contents agree
-// with what the workload was told.  A last round writes on from the write
-// pointers, finishes zones, closes and checks again.
+// Each scenario: a small random zoned image, then one or two rounds of a
+// random workload at a random queue depth (sequential writes, zone appends,
+// conventional writes, FUA, flushes, zone management and fault injection,
+// reads) on top of crash-sim, a crash at a random request and a random
+// CrashOutcome settled onto the media.  After each crash the surviving image
+// is checked: it opens without repair (a dirty image with lazy refcounts is
+// sometimes crashed again while being repaired), qemu-img check's code finds
+// no corruption, and every zone's write pointer and contents agree with what
+// the workload was told.  The second round starts from what the first crash
+// left.  Last, the scenario writes on from the write pointers, finishes
+// zones, closes, reopens and checks again.
 //
-// QZ_CRASH_SEED=<seed> reruns one crash point (failures print theirs);
-// QZ_CRASH_POINTS=<n> changes how many run (default 1000); QZ_CRASH_KEEP=<file>
-// saves the image as the crash left it; QZ_CRASH_VERBOSE=1 prints a line
-// per failing scenario, =2 one per scenario.
+// QZ_CRASH_SEED=<seed> reruns one scenario (failures print theirs);
+// QZ_CRASH_POINTS=<n> changes how many crashes run (default 1000);
+// QZ_CRASH_KEEP=<file> saves the image as the last crash left it;
+// QZ_CRASH_VERBOSE=1 prints a line per failing scenario, =2 one per scenario.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -319,6 +322,12 @@ struct ZoneModel {
     uint64_t finish_done_seq = kNever;
     int resets_pending = 0;
     int mgmt_pending = 0;
+    // Fault injection: the zone was made read-only or offline (issued; done
+    // once the operation completed, which makes it durable).  Such zones
+    // get no further requests.
+    BlockZoneState condition = BlockZoneState::Empty;
+    bool condition_done = false;
+    bool has_condition() const { return condition != BlockZoneState::Empty; }
     int reads_pending = 0;
     // Conventional zones, per sector: the version known durable and the
     // versions written since (any of which may survive).
@@ -361,6 +370,10 @@ public:
                     continue;
                 }
                 BlockZoneDescriptor d = report(z);
+                if (d.state == BlockZoneState::ReadOnly || d.state == BlockZoneState::Offline) {
+                    m.condition = d.state;
+                    m.condition_done = true;
+                }
                 m.lb = m.base_end = d.state == BlockZoneState::Full ? m.cap_end : d.wp;
                 std::fill(m.ids.begin(), m.ids.begin() + (m.base_end - m.start) / kSector, kBaseline);
             }
@@ -514,7 +527,7 @@ void Workload::issue_seq_write(bool append)
         // to the zone being finished); whether one lands before or after a
         // reset cannot be told, so zones being reset get none.
         const ZoneModel& m = zones_[z];
-        if (m.resets_pending) {
+        if (m.resets_pending || m.has_condition()) {
             continue;
         }
         BlockZoneDescriptor d = report(z);
@@ -668,7 +681,7 @@ void Workload::issue_read()
 {
     uint32_t z = uint32_t(pick(0, g_.nr_zones - 1));
     ZoneModel& m = zones_[z];
-    if (m.resets_pending) {
+    if (m.resets_pending || m.has_condition()) {
         return;
     }
     uint64_t sectors = m.length / kSector;
@@ -754,9 +767,10 @@ Task<void> Workload::do_flush(uint64_t issue_seq)
 void Workload::issue_mgmt()
 {
     uint64_t r = pick(0, 99);
-    BlockZoneOp op = r < 20 ? BlockZoneOp::Open
+    BlockZoneOp op = r < 20   ? BlockZoneOp::Open
                      : r < 40 ? BlockZoneOp::Close
-                     : r < 60 ? BlockZoneOp::Finish
+                     : r < 58 ? BlockZoneOp::Finish
+                     : r < 60 ? (r == 58 ? BlockZoneOp::SetReadOnly : BlockZoneOp::SetOffline)
                               : BlockZoneOp::Reset;
     uint32_t first, last;
     if (op == BlockZoneOp::Reset && r >= 96) {
@@ -766,15 +780,20 @@ void Workload::issue_mgmt()
         first = last = uint32_t(pick(g_.conventional, g_.nr_zones - 1));
     }
     for (uint32_t z = first; z <= last; z++) {
-        if (zones_[z].mgmt_pending || zones_[z].reads_pending) {
+        if (zones_[z].mgmt_pending || zones_[z].reads_pending || (first == last && zones_[z].has_condition())) {
             return;
         }
     }
     for (uint32_t z = first; z <= last; z++) {
         ZoneModel& m = zones_[z];
         m.mgmt_pending++;
-        if (op == BlockZoneOp::Reset) {
+        if (op == BlockZoneOp::Reset && !m.has_condition()) {
             m.resets_pending++;
+        }
+        if (op == BlockZoneOp::SetReadOnly) {
+            m.condition = BlockZoneState::ReadOnly;
+        } else if (op == BlockZoneOp::SetOffline) {
+            m.condition = BlockZoneState::Offline;
         }
     }
     log(std::string(zone_op_name(op)) + " zones " + std::to_string(first) + ".." + std::to_string(last));
@@ -799,6 +818,9 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
     for (uint32_t z = first; z <= last; z++) {
         ZoneModel& m = zones_[z];
         m.mgmt_pending--;
+        if (op == BlockZoneOp::Reset && m.has_condition()) {
+            continue;  // reset-all leaves read-only and offline zones alone
+        }
         if (ret < 0) {
             if (sim_.crashed()) {
                 continue;  // the operation may or may not have happened
@@ -812,7 +834,13 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
             if (op == BlockZoneOp::Finish) {
                 m.finish_issued = was_finish_issued;
             }
+            if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
+                m.condition = BlockZoneState::Empty;
+            }
             continue;
+        }
+        if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
+            m.condition_done = true;  // persisted before it completes
         }
         if (op == BlockZoneOp::Reset) {
             // Durable once done: a new, empty life.
@@ -833,10 +861,6 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
 void Workload::verify_after_crash(BlockBackend& blk, std::vector<uint8_t>& image)
 {
     image.assign(g_.size, 0);
-    if (blk.pread(0, g_.size, image.data()) < 0) {
-        fail("reading the image after the crash failed");
-        return;
-    }
     for (uint32_t z = 0; z < g_.nr_zones; z++) {
         const ZoneModel& m = zones_[z];
         BlockZoneDescriptor d;
@@ -846,6 +870,27 @@ void Workload::verify_after_crash(BlockBackend& blk, std::vector<uint8_t>& image
             return;
         }
         std::string where = "zone " + std::to_string(z) + ": ";
+        bool unusable = d.state == BlockZoneState::ReadOnly || d.state == BlockZoneState::Offline;
+        if (unusable && d.state != m.condition) {
+            fail(where + "came back " + zone_state_name(d.state));
+            continue;
+        }
+        if (m.condition_done && d.state != m.condition) {
+            fail(where + "lost its condition " + zone_state_name(m.condition) + ": came back " +
+                 zone_state_name(d.state));
+            continue;
+        }
+        int ret = blk.pread(m.start, m.length, image.data() + m.start);
+        if (d.state == BlockZoneState::Offline) {
+            if (ret != -ENXIO) {
+                fail(where + "offline, but reading it returned " + std::to_string(ret));
+            }
+            continue;
+        }
+        if (ret < 0) {
+            fail(where + "reading it after the crash failed: " + strerror(-ret));
+            continue;
+        }
         if (m.conventional) {
             for (uint64_t s = 0; s < m.length / kSector; s++) {
                 uint64_t sector = m.start / kSector + s;
@@ -862,11 +907,17 @@ void Workload::verify_after_crash(BlockBackend& blk, std::vector<uint8_t>& image
             }
             continue;
         }
-        if (d.state == BlockZoneState::ReadOnly || d.state == BlockZoneState::Offline) {
-            fail(where + "came back " + zone_state_name(d.state));
-            continue;
-        }
         uint64_t wp = d.state == BlockZoneState::Full ? m.cap_end : d.wp;
+        if (d.state == BlockZoneState::ReadOnly) {
+            // Reported at the capacity: where the data ends tells where the
+            // write pointer is.
+            for (wp = m.start; wp < m.cap_end; wp += kSector) {
+                uint32_t id = m.ids[(wp - m.start) / kSector];
+                if ((id == 0 && !m.finish_issued) || !matches(image.data() + wp, id, wp / kSector)) {
+                    break;
+                }
+            }
+        }
         if (m.resets_pending && wp == m.start) {
             continue;  // the reset happened
         }
@@ -957,7 +1008,8 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         BlockZoneDescriptor d;
         uint32_t n = 1;
         if (run_sync(ctx, blk->co_zone_report(uint64_t(z) * g.zone_size, n, &d)) < 0 ||
-            d.state == BlockZoneState::Full) {
+            d.state == BlockZoneState::Full || d.state == BlockZoneState::ReadOnly ||
+            d.state == BlockZoneState::Offline) {
             continue;
         }
         if (rng() % 3 == 0 && d.state != BlockZoneState::Empty) {
@@ -990,9 +1042,16 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         return;
     }
     std::vector<uint8_t> now(g.size);
-    if (blk->pread(0, g.size, now.data()) < 0) {
-        failures.push_back("reading after writing on failed");
-    } else if (now != image) {
+    for (uint32_t z = 0; z < g.nr_zones; z++) {
+        // (offline zones cannot be read: they compare as zeroes)
+        uint64_t start = uint64_t(z) * g.zone_size;
+        uint64_t len = std::min(g.zone_size, g.size - start);
+        int ret = blk->pread(start, len, now.data() + start);
+        if (ret < 0 && ret != -ENXIO) {
+            failures.push_back("reading zone " + std::to_string(z) + " after writing on failed");
+        }
+    }
+    if (now != image) {
         uint64_t off = 0;
         while (now[off] == image[off]) {
             off++;
@@ -1010,6 +1069,46 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
                            std::to_string(result.corruptions) + " corruptions, " +
                            std::to_string(result.check_errors) + " check errors");
     }
+}
+
+uint64_t incompatible_features(const std::string& store)
+{
+    const std::vector<uint8_t>& bytes = stores()[store];
+    uint64_t incompat = 0;
+    for (int i = 0; i < 8; i++) {
+        incompat = incompat << 8 | bytes[72 + i];
+    }
+    return incompat;
+}
+
+// Opening a dirty image (lazy refcounts) repairs its refcounts: crashes
+// during the repair must leave an image that is still repairable, with the
+// same contents.
+void crash_during_repair(std::mt19937_64& rng, const std::string& store, AioContext& ctx, CrashPointResult& res)
+{
+    uint64_t crash_after = 1 + rng() % 60;
+    CrashOutcome outcome = CrashOutcome(rng() % 5);
+    QDict o;
+    o.set("driver", "qcow2");
+    o.set("file.driver", "crash-sim");
+    o.set("file.seed", std::to_string(rng()));
+    o.set("file.crash-after", std::to_string(crash_after));
+    o.set("file.file.driver", "crash-test-store");
+    o.set("file.file.filename", store);
+    Error err;
+    auto blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
+    res.description += "\nopened over crash-sim crashing at request " + std::to_string(crash_after) + ": ";
+    if (!blk) {
+        res.description += "the open failed (cache lost)";
+        return;
+    }
+    auto sim = std::dynamic_pointer_cast<CrashSimState>(blk->bs()->file()->bs);
+    sim->crash();
+    int ret = run_sync(ctx, sim->settle(outcome));
+    if (ret < 0) {
+        res.failures.push_back(std::string("settle failed: ") + strerror(-ret));
+    }
+    res.description += std::string("the open worked, then ") + crash_outcome_name(outcome);
 }
 
 // One crash: a random workload over crash-sim, a crash at a random request,
@@ -1068,10 +1167,10 @@ void run_round(std::mt19937_64& rng, const Geometry& g, const std::string& store
     }
 
     // The image as a restart finds it.
-    const std::vector<uint8_t>& bytes = stores()[store];
-    uint64_t incompat = 0;
-    for (int i = 0; i < 8; i++) {
-        incompat = incompat << 8 | bytes[72 + i];
+    uint64_t incompat = incompatible_features(store);
+    if ((incompat & 1) && rng() % 2) {
+        crash_during_repair(rng, store, ctx, res);
+        incompat = incompatible_features(store);
     }
     if (incompat & 2) {
         res.failures.push_back("the image is marked corrupt");
@@ -1183,6 +1282,128 @@ TEST_CASE("zoned qcow2 keeps its promises across crashes", "[zoned-crash]")
         FAIL(failed.size() << " scenarios failed (" << crashes << " crashes in " << secs << " s); seeds:"
                            << seeds.str() << "\nthe first one: " << first_failure);
     }
+}
+
+// --- The bugs the random test found, as fixed scenarios -------------------------
+
+namespace {
+
+// A zoned image in a store, opened over crash-sim.
+struct SimImage {
+    std::string store;
+    uint64_t seed;
+    unsigned max_delay;
+    AioContext ctx;
+    std::unique_ptr<BlockBackend> blk;
+    std::shared_ptr<CrashSimState> sim;
+
+    SimImage(const std::string& name, const std::string& options, uint64_t seed_, unsigned max_delay_)
+        : store(name), seed(seed_), max_delay(max_delay_)
+    {
+        register_store_driver();
+        Error err;
+        QDict c;
+        REQUIRE(keyval_parse(c, options, nullptr, err));
+        REQUIRE(run_sync(ctx, bdrv_co_create(*bdrv_find_driver("qcow2"), "crash-test-store:" + store, c, ctx,
+                                             err)) == 0);
+        open();
+    }
+    ~SimImage()
+    {
+        blk.reset();
+        stores().erase(store);
+    }
+
+    void open()
+    {
+        QDict o;
+        o.set("driver", "qcow2");
+        o.set("file.driver", "crash-sim");
+        o.set("file.seed", std::to_string(seed));
+        o.set("file.max-delay", std::to_string(max_delay));
+        o.set("file.file.driver", "crash-test-store");
+        o.set("file.file.filename", store);
+        Error err;
+        blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
+        INFO(err.message);
+        REQUIRE(blk);
+        sim = std::dynamic_pointer_cast<CrashSimState>(blk->bs()->file()->bs);
+    }
+
+    // Crashes, keeps what `outcome` keeps and opens the image again.
+    void crash_and_reopen(CrashOutcome outcome)
+    {
+        sim->crash();
+        while (ctx.poll(false)) {
+            // requests in flight fail now
+        }
+        REQUIRE(run_sync(ctx, sim->settle(outcome)) == 0);
+        sim.reset();
+        {
+            StderrCapture quiet;  // the close fails
+            blk.reset();
+        }
+        open();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a zone write that completed is durable after a flush", "[zoned-crash]")
+{
+    // Sixteen writes in flight in one zone, completing in random order at
+    // the disk; as soon as the first returns, a flush, then a power loss.
+    // The write pointer must cover every write that had returned: the
+    // durable write pointer cannot pass a write still in flight, so zone
+    // writes return in write pointer order.
+    for (uint64_t seed = 0; seed < 20; seed++) {
+        SimImage img("order", "size=4M,cluster_size=4096,zone.mode=host-managed,zone.size=1M", seed, 5);
+        std::vector<uint64_t> returned;
+        std::vector<uint8_t> buf(4096, 0x5a);
+        for (uint64_t i = 0; i < 16; i++) {
+            co_spawn([](BlockBackend& blk, uint8_t* p, uint64_t i, std::vector<uint64_t>& returned) -> Task<void> {
+                IOVector q(p, 4096);
+                if (co_await blk.co_pwritev(i * 4096, 4096, q) == 0) {
+                    returned.push_back(i);
+                }
+            }(*img.blk, buf.data(), i, returned));
+        }
+        while (returned.empty()) {
+            img.ctx.poll(true);
+        }
+        std::vector<uint64_t> before_flush = returned;
+        REQUIRE(img.blk->flush() == 0);
+        img.crash_and_reopen(CrashOutcome::PowerLossCacheLost);
+        BlockZoneDescriptor d;
+        uint32_t n = 1;
+        REQUIRE(run_sync(img.ctx, img.blk->co_zone_report(0, n, &d)) == 0);
+        uint64_t last = *std::max_element(before_flush.begin(), before_flush.end());
+        INFO("seed " << seed << ": write " << last << " had returned");
+        CHECK(d.wp >= (last + 1) * 4096);
+    }
+}
+
+TEST_CASE("finishing a zone after a crash reads zeroes above the old write pointer", "[zoned-crash]")
+{
+    // A reset persists the empty write pointer at once and unmaps the zone
+    // at the next flush.  A power loss in between leaves the old clusters
+    // mapped in an empty zone; finishing it must not make their data
+    // readable.
+    SimImage img("finish", "size=4M,cluster_size=4096,zone.mode=host-managed,zone.size=1M", 0, 0);
+    std::vector<uint8_t> data(65536, 0xd7);
+    REQUIRE(img.blk->pwrite(0, data.size(), data.data()) == 0);
+    REQUIRE(img.blk->flush() == 0);
+    REQUIRE(run_sync(img.ctx, img.blk->co_zone_mgmt(BlockZoneOp::Reset, 0, 1 * MiB)) == 0);
+    img.crash_and_reopen(CrashOutcome::PowerLossCacheLost);
+    REQUIRE(run_sync(img.ctx, img.blk->co_zone_mgmt(BlockZoneOp::Finish, 0, 1 * MiB)) == 0);
+    std::vector<uint8_t> back(1 * MiB, 0xee);
+    REQUIRE(img.blk->pread(0, back.size(), back.data()) == 0);
+    CHECK(buffer_is_zero(back.data(), back.size()));
+    // And the same once the finish is on disk.
+    REQUIRE(img.blk->flush() == 0);
+    img.crash_and_reopen(CrashOutcome::PowerLossCacheLost);
+    REQUIRE(img.blk->pread(0, back.size(), back.data()) == 0);
+    CHECK(buffer_is_zero(back.data(), back.size()));
 }
 
 // --- A real qemu-io process killed with SIGKILL --------------------------------
@@ -1342,9 +1563,14 @@ TEST_CASE("zoned qcow2 survives qemu-io being killed", "[zoned-crash][kill]")
     bdrv_init();
     constexpr uint32_t kZones = 6;
     constexpr uint64_t kZoneSize = 1 * MiB;
+    struct TempDir {
+        std::string path;
+        ~TempDir() { std::filesystem::remove_all(path); }
+    } tmp;
     char tmpl[] = "/var/tmp/qz-kill-XXXXXX";
     REQUIRE(mkdtemp(tmpl));
-    std::string dir = tmpl;
+    tmp.path = tmpl;
+    const std::string& dir = tmp.path;
     std::string image = dir + "/z.qcow2";
     for (int iter = 0; iter < 6; iter++) {
         bool power_loss = iter % 2 == 1;
@@ -1439,5 +1665,4 @@ TEST_CASE("zoned qcow2 survives qemu-io being killed", "[zoned-crash][kill]")
             CHECK(buffer_is_zero(data.data() + wp, (z + 1) * kZoneSize - wp));
         }
     }
-    std::filesystem::remove_all(dir);
 }
