@@ -132,17 +132,30 @@ for row in "${rows[@]}"; do
     fi
     wait_for_quiet
     # Rounds of one run per program, so that drift on the host (other
-    # guests, the host page cache) hits all of them alike.
+    # guests, the host page cache) hits all of them alike; each round starts
+    # with the next program, so none always runs right after another.
+    progs=(thr ours)
+    if [ $have_uring = 1 ]; then
+        progs=(thr uring ours)
+    fi
     t_thr="" t_uring="" t_ours=""
     for ((i = 0; i < repeat; i++)); do
-        t=$(run_once "$ref" "${args[@]}" -i threads "$img")
-        t_thr=$(min_time "$t" "$t_thr")
-        if [ $have_uring = 1 ]; then
-            t=$(run_once "$ref" "${args[@]}" -i io_uring "$img")
-            t_uring=$(min_time "$t" "$t_uring")
-        fi
-        t=$(run_once "$ours" "${args[@]}" "$img")
-        t_ours=$(min_time "$t" "$t_ours")
+        for ((k = 0; k < ${#progs[@]}; k++)); do
+            case ${progs[(i + k) % ${#progs[@]}]} in
+            thr)
+                t=$(run_once "$ref" "${args[@]}" -i threads "$img")
+                t_thr=$(min_time "$t" "$t_thr")
+                ;;
+            uring)
+                t=$(run_once "$ref" "${args[@]}" -i io_uring "$img")
+                t_uring=$(min_time "$t" "$t_uring")
+                ;;
+            ours)
+                t=$(run_once "$ours" "${args[@]}" "$img")
+                t_ours=$(min_time "$t" "$t_ours")
+                ;;
+            esac
+        done
     done
     t_uring=${t_uring:--}
     ratio=$(awk -v a="$t_thr" -v b="$t_uring" -v o="$t_ours" \
