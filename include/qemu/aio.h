@@ -153,6 +153,7 @@ private:
     bool run_posted();
     int64_t next_timeout_ns() const;  // -1: no timer
     bool reap_completions();
+    void wait_for_completion(int64_t timeout_ns);
     void arm_notifier();
     bool has_immediate_work() const;
 
@@ -161,6 +162,7 @@ private:
     uint64_t notify_buf_ = 0;
     bool notifier_armed_ = false;
     unsigned pending_sqes_ = 0;
+    int64_t poll_ns_ = 0;  // how long poll(true) spins before sleeping
     std::deque<std::coroutine_handle<>> ready_;
 
     // A pending wakeup: a sleeping coroutine, or a Timer (by id, so that a
