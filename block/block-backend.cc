@@ -135,6 +135,19 @@ Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigne
     co_return co_await bdrv_co_zone_append(root_.bs.get(), offset, qiov, flags);
 }
 
+Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* data)
+{
+    if (is_read_only()) {
+        co_return -EPERM;
+    }
+    co_return co_await bdrv_co_zone_set_desc_ext(root_.bs.get(), offset, data);
+}
+
+Task<int> BlockBackend::co_zone_get_desc_ext(uint64_t offset, uint8_t* data)
+{
+    co_return co_await bdrv_co_zone_get_desc_ext(root_.bs.get(), offset, data);
+}
+
 int BlockBackend::pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags)
 {
     IOVector qiov(buf, bytes);

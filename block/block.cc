@@ -106,6 +106,7 @@ void BlockLimits::inherit_zoned(const BlockLimits& child)
     max_active_zones = child.max_active_zones;
     max_append_bytes = child.max_append_bytes;
     write_granularity = child.write_granularity;
+    zone_desc_ext_size = child.zone_desc_ext_size;
 }
 
 // --- BlockDriver defaults ----------------------------------------------------

@@ -574,6 +574,22 @@ Task<int> BlockDriverState::drv_zone_append(uint64_t& offset, IOVector& qiov, un
     co_return -ENOTSUP;
 }
 
+Task<int> BlockDriverState::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data)
+{
+    if (forwards_zones() && file()) {
+        co_return co_await bdrv_co_zone_set_desc_ext(file()->bs.get(), offset, data);
+    }
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_zone_get_desc_ext(uint64_t offset, uint8_t* data)
+{
+    if (forwards_zones() && file()) {
+        co_return co_await bdrv_co_zone_get_desc_ext(file()->bs.get(), offset, data);
+    }
+    co_return -ENOTSUP;
+}
+
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones)
 {
@@ -620,6 +636,44 @@ Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& 
         }
     }
     co_return ret;
+}
+
+// Checks shared by both descriptor extension requests.
+static int check_desc_ext_request(BlockDriverState* bs, uint64_t offset)
+{
+    const BlockLimits& bl = bs->limits();
+    if (bl.zoned == BlockZoneModel::None) {
+        return -ENOTSUP;
+    }
+    if (bl.zone_desc_ext_size == 0 || offset >= bs->total_bytes() || offset % bl.zone_size) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data)
+{
+    int ret = check_desc_ext_request(bs, offset);
+    if (ret < 0) {
+        co_return ret;
+    }
+    if (bs->read_only()) {
+        co_return -EPERM;
+    }
+    ret = co_await bs->drv_zone_set_desc_ext(offset, data);
+    if (ret >= 0) {
+        bs->write_gen_++;
+    }
+    co_return ret;
+}
+
+Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data)
+{
+    int ret = check_desc_ext_request(bs, offset);
+    if (ret < 0) {
+        co_return ret;
+    }
+    co_return co_await bs->drv_zone_get_desc_ext(offset, data);
 }
 
 }  // namespace qemu

@@ -23,6 +23,12 @@
 
 namespace qemu::qcow2 {
 
+namespace {
+// Bit 7 of a zone's condition byte: its descriptor extension is valid
+// (docs/interop/qcow2-zoned.rst).
+constexpr uint8_t kCondDescExtValid = 0x80;
+}  // namespace
+
 Task<int> Qcow2State::zoned_open(Error& err)
 {
     const ZonedExtension& ext = *header_.zoned;
@@ -67,12 +73,15 @@ Task<int> Qcow2State::zoned_open(Error& err)
         if (conventional) {
             continue;
         }
-        if (conds[z] > uint8_t(PersistentCondition::Offline)) {
+        uint8_t cond = conds[z] & ~kCondDescExtValid;
+        bool desc_ext_valid = conds[z] & kCondDescExtValid;
+        if (cond > uint8_t(PersistentCondition::Offline) ||
+            (desc_ext_valid && !ext.zd_extension_size)) {
             err.set("Image is corrupt: unknown condition %u of zone %u", conds[z], z);
             co_return -EINVAL;
         }
         uint64_t wp = entry & ZonedExtension::kWpMask;
-        if (!zones->restore(z, wp, PersistentCondition(conds[z]))) {
+        if (!zones->restore(z, wp, PersistentCondition(cond), desc_ext_valid)) {
             err.set("Image is corrupt: write pointer of zone %u (0x%llx) lies outside the zone", z,
                     (unsigned long long)wp);
             co_return -EINVAL;
@@ -273,8 +282,7 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
         if (area < 0) {
             co_return int(area);
         }
-        wp_on_disk_.resize(ext.nr_zones);
-    std::vector<uint8_t> conds(ext.nr_zones, 0);
+        std::vector<uint8_t> conds(ext.nr_zones, 0);
         IOVector q(conds.data(), conds.size());
         int ret = co_await bdrv_co_pwritev(file(), uint64_t(area), conds.size(), q);
         if (ret >= 0) {
@@ -295,7 +303,8 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
             co_return ret;
         }
     }
-    uint8_t c = uint8_t(zones_->persistent_condition(zone));
+    uint8_t c = uint8_t(zones_->persistent_condition(zone)) |
+                (zones_->desc_ext_valid(zone) ? kCondDescExtValid : 0);
     IOVector q(&c, 1);
     int ret = check_overlap(ext.cond_offset + zone, 1, META_ZONED);
     if (ret >= 0) {
@@ -406,11 +415,17 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
         }
         BlockZoneState before = zones_->state(z);
         uint64_t wp_before = zones_->readable_end(z);
+        bool desc_ext_before = zones_->desc_ext_valid(z);
         ZoneError e = zones_->manage(op, z);
         int ret = zone_error_to_errno(e);
         if (e == ZoneError::None) {
             if (op == BlockZoneOp::Reset && before != BlockZoneState::Empty) {
+                // The write pointer first: a crash in between leaves an
+                // unwritten zone that is still closed by its extension.
                 ret = co_await zone_reset_data(z);
+                if (ret >= 0 && desc_ext_before) {
+                    ret = co_await zone_set_condition(z);
+                }
             } else if (op == BlockZoneOp::Finish && before != BlockZoneState::Full) {
                 ret = co_await zone_finish_data(z, wp_before);
             } else if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
@@ -445,6 +460,67 @@ Task<int> Qcow2State::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned
     if (ret >= 0) {
         offset = pos;
     }
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data)
+{
+    if (!zones_) {
+        co_return -ENOTSUP;
+    }
+    if (corrupt_) {
+        co_return -EIO;
+    }
+    const ZonedExtension& ext = *header_.zoned;
+    uint32_t z = zones_->zone_index(offset);
+    co_await lock_.lock();
+    ZoneError e = zones_->set_desc_ext_valid(z);
+    int ret = zone_error_to_errno(e);
+    if (e == ZoneError::None) {
+        // The data durably first, then the condition byte that makes it
+        // valid (zone_set_condition syncs).
+        uint64_t at = ext.zde_offset + uint64_t(z) * ext.zd_extension_size;
+        IOVector q(const_cast<uint8_t*>(data), ext.zd_extension_size);
+        ret = check_overlap(at, ext.zd_extension_size, META_ZONED);
+        if (ret >= 0) {
+            ret = co_await bdrv_co_pwritev(file(), at, ext.zd_extension_size, q);
+        }
+        if (ret >= 0) {
+            ret = co_await bdrv_co_flush(file()->bs.get());
+        }
+        if (ret >= 0) {
+            ret = co_await zone_set_condition(z);
+        }
+        if (ret < 0) {
+            // Not valid on disk: not valid here either.
+            zones_->manage(BlockZoneOp::Reset, z);
+        }
+    }
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_zone_get_desc_ext(uint64_t offset, uint8_t* data)
+{
+    if (!zones_) {
+        co_return -ENOTSUP;
+    }
+    const ZonedExtension& ext = *header_.zoned;
+    uint32_t z = zones_->zone_index(offset);
+    if (zones_->is_conventional(z)) {
+        co_return -EINVAL;
+    }
+    // Under the lock, so that a concurrent set is seen whole or not at all.
+    co_await lock_.lock();
+    int ret = 0;
+    if (zones_->desc_ext_valid(z)) {
+        IOVector q(data, ext.zd_extension_size);
+        ret = co_await bdrv_co_preadv(file(), ext.zde_offset + uint64_t(z) * ext.zd_extension_size,
+                                      ext.zd_extension_size, q);
+    } else {
+        memset(data, 0, ext.zd_extension_size);
+    }
+    lock_.unlock();
     co_return ret;
 }
 

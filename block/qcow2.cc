@@ -850,6 +850,7 @@ void Qcow2State::drv_refresh_limits(BlockLimits& bl)
         bl.max_open_zones = z.max_open_zones;
         bl.max_active_zones = z.max_active_zones;
         bl.max_append_bytes = z.max_append_bytes;
+        bl.zone_desc_ext_size = z.zd_extension_size;
         bl.write_granularity = 512;
         // One guest request is one admission: no splitting or padding
         // behind the zone rules' back.

@@ -406,6 +406,8 @@ public:
     Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones) override;
     Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
     Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
+    Task<int> drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data) override;
+    Task<int> drv_zone_get_desc_ext(uint64_t offset, uint8_t* data) override;
 
     // --- State shared by the driver's files -------------------------------
     Header header_;

@@ -12,6 +12,7 @@ ZoneStateMachine::ZoneStateMachine(const ZoneGeometry& g) : g_(g), zones_(g.nr_z
         zone.lru_prev = zone.lru_next = kNone;
         zone.state = uint8_t(is_conventional(z) ? BlockZoneState::NotWritePointer : BlockZoneState::Empty);
         zone.dirty = false;
+        zone.desc_ext_valid = false;
     }
 }
 
@@ -26,7 +27,8 @@ uint64_t ZoneStateMachine::zone_capacity(uint32_t zone) const
     return std::min(g_.zone_capacity, zone_length(zone));
 }
 
-bool ZoneStateMachine::restore(uint32_t z, uint64_t wp, PersistentCondition cond)
+bool ZoneStateMachine::restore(uint32_t z, uint64_t wp, PersistentCondition cond,
+                               bool desc_ext_valid)
 {
     if (z >= g_.nr_zones || is_conventional(z)) {
         return false;
@@ -43,7 +45,8 @@ bool ZoneStateMachine::restore(uint32_t z, uint64_t wp, PersistentCondition cond
         s = BlockZoneState::ReadOnly;
     } else if (cond == PersistentCondition::Offline) {
         s = BlockZoneState::Offline;
-    } else if (zone.wp == start) {
+        desc_ext_valid = false;
+    } else if (zone.wp == start && !desc_ext_valid) {
         s = BlockZoneState::Empty;
     } else if (zone.wp == start + zone_capacity(z)) {
         s = BlockZoneState::Full;
@@ -51,6 +54,7 @@ bool ZoneStateMachine::restore(uint32_t z, uint64_t wp, PersistentCondition cond
         s = BlockZoneState::Closed;  // open zones come back closed
     }
     zone.state = uint8_t(s);
+    zone.desc_ext_valid = desc_ext_valid;
     return true;
 }
 
@@ -135,14 +139,15 @@ ZoneError ZoneStateMachine::acquire_open(uint32_t z)
     if (is_open(s)) {
         return ZoneError::None;
     }
-    if (!is_active(s) && g_.max_active && nr_active_ >= g_.max_active) {
+    if (!is_active(s) && g_.max_active && nr_active_ >= g_.max_active && limits_enforced()) {
         return ZoneError::TooManyActive;
     }
     if (g_.max_open && nr_open_ >= g_.max_open) {
-        if (lru_tail_ == kNone) {
+        if (lru_tail_ != kNone) {
+            set_state(lru_tail_, BlockZoneState::Closed);
+        } else if (limits_enforced()) {
             return ZoneError::TooManyOpen;  // all open zones are explicitly open
         }
-        set_state(lru_tail_, BlockZoneState::Closed);
     }
     return ZoneError::None;
 }
@@ -278,8 +283,10 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
         if (!is_open(s)) {
             return ZoneError::InvalidTransition;
         }
-        // An open zone nothing was written to goes back to empty.
-        set_state(z, zone.wp == start ? BlockZoneState::Empty : BlockZoneState::Closed);
+        // An open zone nothing was written to goes back to empty, unless
+        // its descriptor extension keeps it closed.
+        set_state(z, zone.wp == start && !zone.desc_ext_valid ? BlockZoneState::Empty
+                                                              : BlockZoneState::Closed);
         return ZoneError::None;
     case BlockZoneOp::Finish:
         if (s == BlockZoneState::Full) {
@@ -288,7 +295,8 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
         if (unusable) {
             return ZoneError::InvalidTransition;
         }
-        if (s == BlockZoneState::Empty && g_.max_active && nr_active_ >= g_.max_active) {
+        if (s == BlockZoneState::Empty && g_.max_active && nr_active_ >= g_.max_active &&
+            limits_enforced()) {
             return ZoneError::TooManyActive;
         }
         set_state(z, BlockZoneState::Full);
@@ -300,6 +308,10 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
             return ZoneError::InvalidTransition;
         }
         set_state(z, BlockZoneState::Empty);
+        if (zone.desc_ext_valid) {
+            zone.desc_ext_valid = false;
+            mark_dirty(z);
+        }
         if (zone.wp != start || zone.durable_wp != start) {
             zone.wp = zone.durable_wp = start;
             mark_dirty(z);
@@ -313,9 +325,27 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
         return ZoneError::None;
     case BlockZoneOp::SetOffline:
         set_state(z, BlockZoneState::Offline);
+        zone.desc_ext_valid = false;
         return ZoneError::None;
     }
     return ZoneError::InvalidRequest;
+}
+
+ZoneError ZoneStateMachine::set_desc_ext_valid(uint32_t z)
+{
+    if (z >= g_.nr_zones || is_conventional(z)) {
+        return ZoneError::InvalidRequest;
+    }
+    if (BlockZoneState(zones_[z].state) != BlockZoneState::Empty) {
+        return ZoneError::InvalidTransition;
+    }
+    if (g_.max_active && nr_active_ >= g_.max_active && limits_enforced()) {
+        return ZoneError::TooManyActive;
+    }
+    set_state(z, BlockZoneState::Closed);
+    zones_[z].desc_ext_valid = true;
+    mark_dirty(z);
+    return ZoneError::None;
 }
 
 BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
@@ -334,6 +364,7 @@ BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
     d.type = g_.model == BlockZoneModel::HostAware ? BlockZoneType::SequentialWritePreferred
                                                   : BlockZoneType::SequentialWriteRequired;
     d.capacity = zone_capacity(z);
+    d.desc_ext_valid = zone.desc_ext_valid;
     switch (d.state) {
     case BlockZoneState::Full:
     case BlockZoneState::ReadOnly:

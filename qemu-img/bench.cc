@@ -42,6 +42,7 @@ struct BenchParams {
     bool drain_on_flush = true;
     bool write = false;
     bool writethrough = false;  // writes with FUA, like QEMU without a write cache
+    bool zone_append = false;   // ours: each write is a zone append (see img_bench)
 };
 
 // -n and -i accumulate like QEMU's BDRV_O_NATIVE_AIO and BDRV_O_IO_URING
@@ -86,6 +87,8 @@ public:
           step_(uint64_t(p.step)),
           write_(p.write),
           req_flags_(p.write && p.writethrough ? unsigned(BDRV_REQ_FUA) : 0u),
+          zone_append_(p.zone_append),
+          zone_size_(blk.bs()->limits().zone_size),
           flush_interval_(p.flush_interval),
           drain_on_flush_(p.drain_on_flush),
           depth_(unsigned(p.depth)),
@@ -129,8 +132,7 @@ private:
             }
             uint64_t offset = next_offset();
             in_flight_++;
-            int ret = write_ ? co_await blk_.co_pwritev(offset, bufsize_, qiov_, req_flags_)
-                             : co_await blk_.co_preadv(offset, bufsize_, qiov_);
+            int ret = co_await submit(offset);
             if (ret < 0) {
                 fail("Failed request", ret);
             }
@@ -139,6 +141,20 @@ private:
             }
         }
         workers_--;
+    }
+
+    Task<int> submit(uint64_t offset)
+    {
+        if (zone_append_) {
+            // The append goes to the zone the offset is in; the device
+            // picks where in it (the assigned offset is not needed here).
+            uint64_t zone_start = offset - offset % zone_size_;
+            co_return co_await blk_.co_zone_append(zone_start, qiov_, req_flags_);
+        }
+        if (write_) {
+            co_return co_await blk_.co_pwritev(offset, bufsize_, qiov_, req_flags_);
+        }
+        co_return co_await blk_.co_preadv(offset, bufsize_, qiov_);
     }
 
     uint64_t next_offset()
@@ -200,6 +216,8 @@ private:
     const uint64_t step_;
     const bool write_;
     const unsigned req_flags_;
+    const bool zone_append_;
+    const uint64_t zone_size_;
     const int64_t flush_interval_;
     const bool drain_on_flush_;
     const unsigned depth_;
@@ -218,7 +236,7 @@ private:
 
 int img_bench(int argc, char** argv)
 {
-    enum { kFlushInterval = 256, kImageOpts, kPattern, kNoDrain };
+    enum { kFlushInterval = 256, kImageOpts, kPattern, kNoDrain, kZoneAppend };
     static const option long_options[] = {
         {"help", no_argument, nullptr, 'h'},
         {"flush-interval", required_argument, nullptr, kFlushInterval},
@@ -226,6 +244,7 @@ int img_bench(int argc, char** argv)
         {"pattern", required_argument, nullptr, kPattern},
         {"no-drain", no_argument, nullptr, kNoDrain},
         {"force-share", no_argument, nullptr, 'U'},
+        {"zone-append", no_argument, nullptr, kZoneAppend},
         {nullptr, 0, nullptr, 0},
     };
     BenchParams p;
@@ -328,6 +347,9 @@ int img_bench(int argc, char** argv)
         case kImageOpts:
             spec.image_opts = true;
             break;
+        case kZoneAppend:
+            p.zone_append = true;
+            break;
         }
     }
     if (optind != argc - 1) {
@@ -336,6 +358,10 @@ int img_bench(int argc, char** argv)
     spec.filename = argv[argc - 1];
     spec.aio = aio.mode();
 
+    if (p.zone_append && !p.write) {
+        error_report("--zone-append is only available in write tests");
+        return 1;
+    }
     if (!p.write && p.flush_interval) {
         error_report("--flush-interval is only available in write tests");
         return 1;
@@ -355,12 +381,16 @@ int img_bench(int argc, char** argv)
     if (!blk) {
         return 1;
     }
+    if (p.zone_append && blk->bs()->limits().zoned == BlockZoneModel::None) {
+        error_report("--zone-append needs a zoned image");
+        return 1;
+    }
     if (p.step == 0) {
         p.step = p.bufsize;
     }
     printf("Sending %d %s requests, %d bytes each, %d in parallel "
            "(starting at offset %lld, step size %d)\n",
-           p.count, p.write ? "write" : "read", p.bufsize, p.depth, (long long)p.offset, p.step);
+           p.count, p.zone_append ? "zone append" : p.write ? "write" : "read", p.bufsize, p.depth, (long long)p.offset, p.step);
     if (p.flush_interval) {
         printf("Sending flush every %d requests\n", p.flush_interval);
     }

@@ -67,6 +67,9 @@ public:
     Task<int> co_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones);
     Task<int> co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len);
     Task<int> co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags = 0);
+    // Zone descriptor extensions: limits().zone_desc_ext_size bytes.
+    Task<int> co_zone_set_desc_ext(uint64_t offset, const uint8_t* data);
+    Task<int> co_zone_get_desc_ext(uint64_t offset, uint8_t* data);
 
     int pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags = 0);
     int pwrite(uint64_t offset, uint64_t bytes, const void* buf, unsigned flags = 0);

@@ -128,6 +128,7 @@ struct BlockLimits {
     uint32_t max_active_zones = 0;
     uint64_t max_append_bytes = 0;
     uint32_t write_granularity = 0;
+    uint32_t zone_desc_ext_size = 0;  // descriptor extension bytes per zone (NVMe ZDES x 64)
 
     // Copies the zoned fields from another node's limits; pass-through
     // drivers call this so a zoned child stays visible through them.

@@ -157,6 +157,12 @@ public:
     // Appends qiov to the zone starting at `offset`; on success `offset`
     // is where the data was written.
     virtual Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags);
+    // Zone descriptor extensions (limits().zone_desc_ext_size bytes per
+    // zone; see ZoneStateMachine::set_desc_ext_valid): stores `data` for
+    // the empty zone starting at `offset`, which becomes closed; or reads
+    // a zone's extension into `data` (zeroes while it is not valid).
+    virtual Task<int> drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data);
+    virtual Task<int> drv_zone_get_desc_ext(uint64_t offset, uint8_t* data);
     // Pass-through drivers (raw without offset/size) forward zone requests
     // to their file child unchanged.
     virtual bool forwards_zones() const { return false; }
@@ -325,6 +331,10 @@ Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& n
                               BlockZoneDescriptor* zones);
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);
 Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags);
+// `data` holds limits().zone_desc_ext_size bytes; -EINVAL when the node
+// has no descriptor extensions or offset is not a zone start.
+Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data);
+Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data);
 
 // Flushes and closes bs and then its children (see drv_close).
 Task<void> bdrv_co_close(BlockDriverState* bs);

@@ -45,6 +45,12 @@ struct ZoneGeometry {
 // says (set by fault injection).
 enum class PersistentCondition : uint8_t { None = 0, ReadOnly = 1, Offline = 2 };
 
+// Host-aware zones follow the same states, but their open and active
+// limits are only the optimum (ZBC's "optimal number of open sequential
+// write preferred zones"): exceeding them is never an error.  Implicitly
+// open zones are still closed least-recently-used first to stay within the
+// open limit while one can be.
+
 class ZoneStateMachine {
 public:
     // A write admitted and not yet completed.
@@ -64,9 +70,10 @@ public:
     bool is_conventional(uint32_t zone) const { return zone < g_.nr_conventional; }
 
     // Restores a zone from persisted state (at open).  A partly written
-    // zone comes back Closed, as after a power loss.  Returns false if the
-    // values are impossible (the caller reports the image as corrupt).
-    bool restore(uint32_t zone, uint64_t wp, PersistentCondition cond);
+    // zone comes back Closed, as after a power loss, and so does an
+    // unwritten one with a valid descriptor extension.  Returns false if
+    // the values are impossible (the caller reports the image as corrupt).
+    bool restore(uint32_t zone, uint64_t wp, PersistentCondition cond, bool desc_ext_valid);
     // Recounts open/active resources after all zones are restored; false
     // if more zones are active than the limit allows.
     bool finish_restore();
@@ -81,6 +88,12 @@ public:
     void complete_write(const WriteTicket& ticket);
 
     ZoneError manage(BlockZoneOp op, uint32_t zone);
+    // NVMe's Set Zone Descriptor Extension: an empty zone becomes Closed
+    // (taking an active resource) with its descriptor extension valid.
+    // The extension stays valid until the zone becomes empty again or
+    // goes offline.  The caller stores the data.
+    ZoneError set_desc_ext_valid(uint32_t zone);
+    bool desc_ext_valid(uint32_t zone) const { return zones_[zone].desc_ext_valid; }
     // Writes admitted to the zone and not yet completed.
     bool busy(uint32_t zone) const { return in_flight_.count(zone) != 0; }
 
@@ -107,7 +120,8 @@ private:
         uint32_t lru_next;
         uint8_t state;        // BlockZoneState
         bool dirty;
-        uint8_t pad[2];
+        bool desc_ext_valid;
+        uint8_t pad;
     };
     static_assert(sizeof(Zone) == 32, "keep zones small: there may be millions");
     struct Pending {
@@ -124,6 +138,7 @@ private:
         return s == BlockZoneState::ImplicitlyOpen || s == BlockZoneState::ExplicitlyOpen;
     }
     bool is_active(BlockZoneState s) const { return is_open(s) || s == BlockZoneState::Closed; }
+    bool limits_enforced() const { return g_.model != BlockZoneModel::HostAware; }
     // Makes room to open `zone` (which needs an active resource too when
     // it is not active yet), closing the LRU implicitly open zone if the
     // open limit is reached.

@@ -60,6 +60,7 @@ struct BlockZoneDescriptor {
     uint64_t wp = 0;
     BlockZoneType type = BlockZoneType::SequentialWriteRequired;
     BlockZoneState state = BlockZoneState::Empty;
+    bool desc_ext_valid = false;  // NVMe's ZDEV: the zone has descriptor extension data
 };
 
 // Zone management operations.  SetReadOnly and SetOffline are fault

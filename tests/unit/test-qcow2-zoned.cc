@@ -252,6 +252,57 @@ TEST_CASE("zoned qcow2: reset frees the zone's clusters", "[qcow2][zoned][reset]
     REQUIRE(blk->pwrite(0, 4096, d.data()) == 0);
 }
 
+TEST_CASE("zoned qcow2: descriptor extensions persist and are cleared by reset",
+          "[qcow2][zoned][desc-ext]")
+{
+    ZonedImage img("size=64M,zone.mode=host-managed,zone.size=4M,zone.conventional_zones=1,"
+                   "zone.max_active_zones=3,zone.descriptor_extension_size=128");
+    std::vector<uint8_t> ext(128), back(128, 0xff);
+    for (size_t i = 0; i < ext.size(); i++) {
+        ext[i] = uint8_t(i * 7 + 1);
+    }
+    {
+        AioContext ctx;
+        auto blk = img.open(ctx);
+        REQUIRE(blk->bs()->limits().zone_desc_ext_size == 128);
+        REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(4 * MiB, back.data())) == 0);
+        REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 0; }));
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(0, ext.data())) == -EINVAL);  // conventional
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB + 512, ext.data())) == -EINVAL);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == 0);
+        REQUIRE(report_one(ctx, *blk, 4 * MiB).state == BlockZoneState::Closed);
+        REQUIRE(report_one(ctx, *blk, 4 * MiB).desc_ext_valid);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == -EPERM);
+        // A written zone cannot take one.
+        REQUIRE(blk->pwrite(8 * MiB, 4096, ext.data()) == 0);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(8 * MiB, ext.data())) == -EPERM);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(12 * MiB, ext.data())) == 0);
+        // Three active zones now: the limit.
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(16 * MiB, ext.data())) == -EOVERFLOW);
+        REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Reset, 12 * MiB, 4 * MiB)) == 0);
+    }
+    AioContext ctx;
+    auto blk = img.open(ctx);
+    BlockZoneDescriptor z = report_one(ctx, *blk, 4 * MiB);
+    REQUIRE(z.state == BlockZoneState::Closed);
+    REQUIRE(z.wp == 4 * MiB);
+    REQUIRE(z.desc_ext_valid);
+    REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(4 * MiB, back.data())) == 0);
+    REQUIRE(back == ext);
+    REQUIRE(report_one(ctx, *blk, 12 * MiB).state == BlockZoneState::Empty);
+    REQUIRE_FALSE(report_one(ctx, *blk, 12 * MiB).desc_ext_valid);
+    REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(12 * MiB, back.data())) == 0);
+    REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 0; }));
+    // The zone takes writes at its start like any closed zone.
+    REQUIRE(blk->pwrite(4 * MiB, 4096, ext.data()) == 0);
+    REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Reset, 4 * MiB, 4 * MiB)) == 0);
+    REQUIRE_FALSE(report_one(ctx, *blk, 4 * MiB).desc_ext_valid);
+    // Images without extensions refuse the requests.
+    ZonedImage plain(kOpts);
+    auto pblk = plain.open(ctx);
+    REQUIRE(run_sync(ctx, pblk->co_zone_set_desc_ext(4 * MiB, ext.data())) == -EINVAL);
+}
+
 TEST_CASE("zoned qcow2: create validation names the option", "[qcow2][zoned][create]")
 {
     bdrv_init();

@@ -248,12 +248,12 @@ TEST_CASE("zones: the durable write pointer only covers finished writes", "[zone
 TEST_CASE("zones: restore brings partly written zones back closed", "[zoned][restore]")
 {
     ZoneStateMachine m(geometry(5, 1, 0, 0, kZone / 2));
-    REQUIRE(m.restore(1, kZone, PersistentCondition::None));
-    REQUIRE(m.restore(2, 2 * kZone + 4096, PersistentCondition::None));
-    REQUIRE(m.restore(3, 4 * kZone, PersistentCondition::None));  // finish set the zone end
-    REQUIRE(m.restore(4, 4 * kZone, PersistentCondition::ReadOnly));
-    REQUIRE_FALSE(m.restore(4, 3 * kZone, PersistentCondition::None));  // outside the zone
-    REQUIRE_FALSE(m.restore(0, 0, PersistentCondition::None));          // conventional
+    REQUIRE(m.restore(1, kZone, PersistentCondition::None, false));
+    REQUIRE(m.restore(2, 2 * kZone + 4096, PersistentCondition::None, false));
+    REQUIRE(m.restore(3, 4 * kZone, PersistentCondition::None, false));  // finish set the zone end
+    REQUIRE(m.restore(4, 4 * kZone, PersistentCondition::ReadOnly, false));
+    REQUIRE_FALSE(m.restore(4, 3 * kZone, PersistentCondition::None, false));  // outside the zone
+    REQUIRE_FALSE(m.restore(0, 0, PersistentCondition::None, false));          // conventional
     REQUIRE(m.finish_restore());
     REQUIRE(m.state(1) == S::Empty);
     REQUIRE(m.state(2) == S::Closed);
@@ -275,6 +275,65 @@ TEST_CASE("zones: host-aware zones accept writes anywhere", "[zoned][host-aware]
     REQUIRE(write_at(m, 0, 4096) == E::None);
     REQUIRE(m.describe(0).wp == 12288);  // tracks the highest write
     REQUIRE(m.describe(0).type == BlockZoneType::SequentialWritePreferred);
+}
+
+TEST_CASE("zones: host-aware limits are an optimum, not an error", "[zoned][host-aware]")
+{
+    ZoneGeometry g = geometry(6, 0, 2, 3);
+    g.model = BlockZoneModel::HostAware;
+    ZoneStateMachine m(g);
+    REQUIRE(m.manage(Op::Open, 0) == E::None);
+    REQUIRE(m.manage(Op::Open, 1) == E::None);
+    REQUIRE(m.manage(Op::Open, 2) == E::None);  // a host-managed zone would fail here
+    REQUIRE(write_at(m, 3 * kZone, 4096) == E::None);
+    REQUIRE(m.manage(Op::Finish, 4) == E::None);
+    REQUIRE(m.open_count() == 4);
+    // Implicitly open zones still make way while an explicit one is over.
+    REQUIRE(write_at(m, 5 * kZone, 4096) == E::None);
+    REQUIRE(m.state(3) == S::Closed);
+    REQUIRE(m.state(5) == S::ImplicitlyOpen);
+}
+
+TEST_CASE("zones: descriptor extensions close an empty zone until it is empty again",
+          "[zoned][desc-ext]")
+{
+    ZoneStateMachine m(geometry(5, 1, 0, 2));
+    REQUIRE(m.set_desc_ext_valid(0) == E::InvalidRequest);  // conventional
+    REQUIRE(m.set_desc_ext_valid(1) == E::None);
+    REQUIRE(m.state(1) == S::Closed);
+    REQUIRE(m.desc_ext_valid(1));
+    REQUIRE(m.describe(1).desc_ext_valid);
+    REQUIRE(m.describe(1).wp == kZone);
+    REQUIRE(m.active_count() == 1);
+    REQUIRE(m.take_dirty() == std::vector<uint32_t>{1});
+    REQUIRE(m.set_desc_ext_valid(1) == E::InvalidTransition);  // not empty any more
+    // Opened and closed again without a write, it stays closed.
+    REQUIRE(m.manage(Op::Open, 1) == E::None);
+    REQUIRE(m.manage(Op::Close, 1) == E::None);
+    REQUIRE(m.state(1) == S::Closed);
+    // It takes an active resource: the second zone fills the limit.
+    REQUIRE(m.set_desc_ext_valid(2) == E::None);
+    REQUIRE(m.set_desc_ext_valid(3) == E::TooManyActive);
+    REQUIRE(m.state(3) == S::Empty);
+    // Finishing keeps it; reset and offline clear it.
+    REQUIRE(m.manage(Op::Finish, 2) == E::None);
+    REQUIRE(m.desc_ext_valid(2));
+    m.take_dirty();
+    REQUIRE(m.manage(Op::Reset, 2) == E::None);
+    REQUIRE_FALSE(m.desc_ext_valid(2));
+    REQUIRE(m.take_dirty() == std::vector<uint32_t>{2});
+    REQUIRE(m.manage(Op::SetOffline, 1) == E::None);
+    REQUIRE_FALSE(m.desc_ext_valid(1));
+    REQUIRE(m.set_desc_ext_valid(1) == E::InvalidTransition);
+    // Restored with a valid extension, an unwritten zone comes back closed.
+    ZoneStateMachine r(geometry(5, 1, 0, 2));
+    REQUIRE(r.restore(1, kZone, PersistentCondition::None, true));
+    REQUIRE(r.restore(2, 2 * kZone, PersistentCondition::Offline, true));
+    REQUIRE(r.finish_restore());
+    REQUIRE(r.state(1) == S::Closed);
+    REQUIRE(r.desc_ext_valid(1));
+    REQUIRE(r.active_count() == 1);
+    REQUIRE_FALSE(r.desc_ext_valid(2));
 }
 
 TEST_CASE("zones: report descriptors", "[zoned][report]")
