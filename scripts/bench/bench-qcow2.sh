@@ -29,11 +29,9 @@ ours=${1:-build/qemu-img}
 ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
 repeat=${BENCH_REPEAT:-3}
-scale=${BENCH_SCALE:-1}
-[ -x "$ours" ] || die "our qemu-img '$ours' is not an executable (build it first)"
-[ -x "$ref" ] || die "reference qemu-img '$ref' is not an executable"
-mkdir -p "$dir"
-[ "$(stat -f -c %T "$dir")" != tmpfs ] || die "$dir is on tmpfs; set BENCH_DIR"
+require_executable "$ours" "build it first"
+require_executable "$ref"
+bench_dir_ready "$dir"
 
 fresh=$dir/fresh.qcow2
 prealloc=$dir/prealloc.qcow2
@@ -92,7 +90,7 @@ printf '%-8s %-5s %-4s %-6s %5s %-9s %8s %12s %13s %8s %9s\n' \
     image rw size order depth cache requests "QEMU threads" "QEMU io_uring" ours QEMU/ours
 for row in "${rows[@]}"; do
     read -r kind rw size pattern depth cache count <<<"$row"
-    count=$(awk -v c="$count" -v s="$scale" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }')
+    count=$(scaled "$count")
     args=(bench -f qcow2 -t "$cache" -d "$depth" -s "$size" -c "$count")
     [ "$rw" = write ] && args+=(-w)
     if [ "$pattern" = stride ]; then

@@ -28,40 +28,23 @@
 # not pay for each other's writeback.
 set -euo pipefail
 shopt -s inherit_errexit
+. "$(dirname "$0")/lib.sh"
 
 ours=${1:-build/qemu-img}
 ref=${QEMU_IMG_REF:-/usr/bin/qemu-img}
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
 repeat=${BENCH_REPEAT:-5}
-scale=${BENCH_SCALE:-1}
 max_load=${BENCH_MAX_LOAD:-}
 img=$dir/bench.raw
 img_mib=1024
-
-die()
-{
-    echo "bench-raw.sh: $*" >&2
-    exit 1
-}
-
-[ -x "$ours" ] || die "our qemu-img '$ours' is not an executable (build it first)"
-[ -x "$ref" ] || die "reference qemu-img '$ref' is not an executable"
-mkdir -p "$dir"
-[ "$(stat -f -c %T "$dir")" != tmpfs ] || die "$dir is on tmpfs; set BENCH_DIR"
+require_executable "$ours" "build it first"
+require_executable "$ref"
+bench_dir_ready "$dir"
 
 if [ "$(stat -c %s "$img" 2>/dev/null || echo 0)" != $((img_mib << 20)) ]; then
     echo "Writing a ${img_mib} MiB image of random data to $img ..."
     dd if=/dev/urandom of="$img" bs=1M count=$img_mib conv=fsync status=none
 fi
-
-# Seconds of one run ("Run completed in 0.123 seconds."); fails loudly.
-run_once()
-{
-    local out
-    sync
-    out=$("$@" 2>&1) || die "failed: $* -> $out"
-    awk '/^Run completed in/ { print $4 }' <<<"$out"
-}
 
 # Waits for the machine to calm down when BENCH_MAX_LOAD asks for it.
 wait_for_quiet()
@@ -70,22 +53,12 @@ wait_for_quiet()
     [ -n "$max_load" ] || return 0
     while ! awk -v max="$max_load" '{ exit !($1 < max) }' /proc/loadavg; do
         if [ $waited -ge 600 ]; then
-            echo "bench-raw.sh: load still $(cut -d' ' -f1 /proc/loadavg) after 10 minutes; going on" >&2
+            echo "${0##*/}: load still $(cut -d' ' -f1 /proc/loadavg) after 10 minutes; going on" >&2
             return 0
         fi
         sleep 10
         waited=$((waited + 10))
     done
-}
-
-# min A B: the smaller of two times, "" counting as infinite.
-min_time()
-{
-    if [ -z "$2" ] || awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; then
-        echo "$1"
-    else
-        echo "$2"
-    fi
 }
 
 have_uring=0
@@ -125,7 +98,7 @@ printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \
     size rw depth cache requests "QEMU threads" "QEMU io_uring" ours QEMU/ours
 for row in "${rows[@]}"; do
     read -r size rw depth cache count <<<"$row"
-    count=$(awk -v c="$count" -v s="$scale" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }')
+    count=$(scaled "$count")
     args=(bench -f raw -t "$cache" -d "$depth" -s "$size" -c "$count")
     if [ "$rw" = write ]; then
         args+=(-w)
@@ -158,10 +131,9 @@ for row in "${rows[@]}"; do
         done
     done
     t_uring=${t_uring:--}
-    ratio=$(awk -v a="$t_thr" -v b="$t_uring" -v o="$t_ours" \
-        'BEGIN { q = a; if (b != "-" && b + 0 < q + 0) q = b; printf "%.2f", (o > 0 ? q / o : 0) }')
     printf '%-5s %-5s %5s %-9s %8s %12s %13s %8s %9s\n' \
-        "$size" "$rw" "$depth" "$cache" "$count" "$t_thr" "$t_uring" "$t_ours" "$ratio"
+        "$size" "$rw" "$depth" "$cache" "$count" "$t_thr" "$t_uring" "$t_ours" \
+        "$(ratio "$t_thr" "$t_uring" "$t_ours")"
 done
 echo
 echo "Load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"

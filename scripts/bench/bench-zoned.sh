@@ -32,11 +32,9 @@ img=$build/qemu-img
 timings=$build/tests/bench/zone-timings
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
 repeat=${BENCH_REPEAT:-5}
-scale=${BENCH_SCALE:-1}
-[ -x "$img" ] || die "'$img' is not an executable (build it first)"
-[ -x "$timings" ] || die "'$timings' is not an executable (build it first)"
-mkdir -p "$dir"
-[ "$(stat -f -c %T "$dir")" != tmpfs ] || die "$dir is on tmpfs; set BENCH_DIR"
+require_executable "$img" "build it first"
+require_executable "$timings" "build it first"
+bench_dir_ready "$dir"
 
 plain=$dir/plain.qcow2
 zoned=$dir/zoned.qcow2
@@ -71,7 +69,7 @@ printf '%-7s %5s %-9s %8s %9s %9s %12s\n' op depth cache requests plain zoned zo
 for row in "write 1 writeback 40000" "write 32 writeback 100000" "append 32 writeback 100000" \
     "write 1 none 10000" "write 32 none 40000" "append 32 none 40000"; do
     read -r op depth cache count <<<"$row"
-    count=$(awk -v c="$count" -v s="$scale" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }')
+    count=$(scaled "$count")
     args=(-w -t "$cache" -d "$depth" -s 4k -c "$count")
     zargs=("${args[@]}")
     [ "$op" = append ] && zargs+=(--zone-append)

@@ -7,6 +7,26 @@ die()
     exit 1
 }
 
+# require_executable PATH [HINT]: dies unless PATH can be run.
+require_executable()
+{
+    [ -x "$1" ] || die "'$1' is not an executable${2:+ ($2)}"
+}
+
+# bench_dir_ready DIR: creates DIR, which must not be on tmpfs (it has no
+# O_DIRECT, and the page cache rows would measure memory copies only).
+bench_dir_ready()
+{
+    mkdir -p "$1"
+    [ "$(stat -f -c %T "$1")" != tmpfs ] || die "$1 is on tmpfs; set BENCH_DIR"
+}
+
+# scaled COUNT: COUNT times $BENCH_SCALE (default 1), at least 1.
+scaled()
+{
+    awk -v c="$1" -v s="${BENCH_SCALE:-1}" 'BEGIN { n = int(c * s); print (n > 0 ? n : 1) }'
+}
+
 # Seconds of one "qemu-img bench" run ("Run completed in 0.123 seconds.");
 # fails loudly.
 run_once()
