@@ -4,6 +4,7 @@
 #include <glib.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,15 +26,6 @@ constexpr uint64_t kNotifierTag = 1;
 constexpr int64_t kPollStartNs = 4000;
 constexpr int64_t kPollMaxNs = 64000;
 
-// Tells the CPU (and a hypervisor) that this is a spin loop.
-inline void cpu_relax()
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
 }  // namespace
 
 int64_t AioContext::now_ns()
@@ -352,7 +344,10 @@ bool AioContext::has_immediate_work() const
 // result.  Like QEMU's adaptive polling, poll_ns_ grows while completions
 // keep arriving soon after the spinning stopped, and drops to zero as soon
 // as a wait outlasts kPollMaxNs, so that slow devices cost no spinning.
-// (On two vCPUs, 4 KiB buffered writes at queue depth 1: 5x faster.)
+// The spinning yields the CPU at every turn, so that it never delays the
+// thread that is to complete the request.  (On two idle vCPUs, 4 KiB
+// buffered writes at queue depth 1 run several times faster; on busy ones
+// as fast as without polling.)
 void AioContext::wait_for_completion(int64_t timeout_ns)
 {
     int64_t start = now_ns();
@@ -362,7 +357,10 @@ void AioContext::wait_for_completion(int64_t timeout_ns)
         }
         int64_t spin_ns = timeout_ns >= 0 ? std::min(poll_ns_, timeout_ns) : poll_ns_;
         while (io_uring_cq_ready(&ring_) == 0 && now_ns() - start < spin_ns) {
-            cpu_relax();
+            // Yielding, not a busy loop: the completion may be due to a
+            // thread that waits for this CPU (the io_uring worker, when
+            // the other CPUs are busy); a spin would delay it.
+            sched_yield();
         }
         if (io_uring_cq_ready(&ring_) > 0) {
             return;
