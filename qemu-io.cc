@@ -182,6 +182,7 @@ int qemu_io_main(int argc, char** argv)
 {
     const char* slash = strrchr(argv[0], '/');
     g_set_prgname(slash ? slash + 1 : argv[0]);
+    set_program_name(argv[0]);  // for the block layer's own messages
     signal(SIGPIPE, SIG_IGN);
 
     static const option long_options[] = {

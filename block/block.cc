@@ -1,9 +1,11 @@
 // The node graph: driver registry, opening (option handling, format
 // probing, children), permissions, limits and image creation.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "block/block_int.h"
@@ -177,6 +179,8 @@ BdrvChild* BlockDriverState::add_child(const std::string& name, std::shared_ptr<
     BdrvChild* ret = children_.back().get();
     if (name == "file") {
         file_ = ret;
+    } else if (name == "backing") {
+        backing_ = ret;
     }
     return ret;
 }
@@ -230,10 +234,19 @@ void BlockDriverState::drv_refresh_limits(BlockLimits&)
 {
 }
 
-void BlockDriverState::drv_child_perm(const BdrvChild&, uint64_t parent_perm,
+void BlockDriverState::drv_child_perm(const BdrvChild& child, uint64_t parent_perm,
                                       uint64_t parent_shared, uint64_t& perm,
                                       uint64_t& shared) const
 {
+    if (&child == backing_) {
+        // As QEMU's bdrv_default_perms_for_cow(): a backing file is only
+        // read, and only as consistently as our parents need.  Its data
+        // must not change under us unless our parents accept that.
+        perm = parent_perm & BLK_PERM_CONSISTENT_READ;
+        shared = (parent_shared & BLK_PERM_WRITE) ? BLK_PERM_WRITE | BLK_PERM_RESIZE : 0;
+        shared |= BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
+        return;
+    }
     // The child holds this node's metadata and data: we read it whenever we
     // are used, may write and grow it when writable, and cannot let anyone
     // else write it behind our back.
@@ -263,6 +276,18 @@ void BlockDriverState::drv_get_specific_info(nlohmann::ordered_json&) const
 
 Task<int> BlockDriverState::drv_check(BdrvCheckResult&, unsigned)
 {
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_change_backing_file(const std::string&, const std::string&,
+                                                    Error&)
+{
+    co_return -ENOTSUP;
+}
+
+Task<int> BlockDriverState::drv_make_empty(Error& err)
+{
+    err.set("%.*s does not support emptying nodes", int(drv_.name().size()), drv_.name().data());
     co_return -ENOTSUP;
 }
 
@@ -441,7 +466,9 @@ QDict strong_description(const BlockDriverState& bs)
         d.copy_from(bs.options(), "filename");
     }
     for (const auto& c : bs.children()) {
-        d.merge_subtree(c->name, strong_description(*c->bs));
+        if (!c->implicit) {
+            d.merge_subtree(c->name, strong_description(*c->bs));
+        }
     }
     return d;
 }
@@ -458,7 +485,13 @@ std::string exact_filename(const BlockDriverState& bs)
         }
         return std::string(bs.drv().protocol_prefix()) + "://";
     }
-    if (bs.file() && bs.children().size() == 1) {
+    // A backing file the image names itself does not change what the
+    // image's name says; nor does an external data file (QEMU names a
+    // qcow2 node after its file child whatever its data file).
+    size_t explicit_children = std::count_if(bs.children().begin(), bs.children().end(), [](const auto& c) {
+        return !c->implicit && c->name != "data-file";
+    });
+    if (bs.file() && explicit_children == 1) {
         return exact_filename(*bs.file()->bs);
     }
     return "";
@@ -472,7 +505,180 @@ std::string describe_node(const BlockDriverState& bs)
     return exact.empty() ? "json:" + strong_description(bs).to_json() : exact;
 }
 
+// QEMU's path_has_protocol(): a ':' before any '/'.
+bool path_has_protocol(const std::string& path)
+{
+    size_t sep = path.find_first_of(":/");
+    return sep != std::string::npos && path[sep] == ':';
+}
+
+// QEMU's path_combine(): `name` in the directory of `base` (after its
+// protocol prefix, if any), or `name` itself when it is absolute.
+std::string path_combine(const std::string& base, const std::string& name)
+{
+    if (!name.empty() && name[0] == '/') {
+        return name;
+    }
+    size_t keep = path_has_protocol(base) ? base.find(':') + 1 : 0;
+    if (size_t slash = base.rfind('/'); slash != std::string::npos) {
+        keep = std::max(keep, slash + 1);
+    }
+    return base.substr(0, keep) + name;
+}
+
+// Are two nodes' protocol nodes the same file on the host?  Only files
+// that exist can be told apart this way; anything else is not the same.
+bool same_host_file(const BlockDriverState& a, const BlockDriverState& b)
+{
+    const BlockDriverState* pa = bdrv_protocol_node(const_cast<BlockDriverState*>(&a));
+    const BlockDriverState* pb = bdrv_protocol_node(const_cast<BlockDriverState*>(&b));
+    const std::string* fa = pa ? pa->options().get("filename") : nullptr;
+    const std::string* fb = pb ? pb->options().get("filename") : nullptr;
+    struct stat sa, sb;
+    if (!fa || !fb || stat(fa->c_str(), &sa) != 0 || stat(fb->c_str(), &sb) != 0) {
+        return false;
+    }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 }  // namespace
+
+std::optional<std::string> bdrv_full_backing_filename(const std::string& backed,
+                                                      const std::string& backing, Error& err)
+{
+    if (backing.empty() || path_has_protocol(backing) || backing[0] == '/') {
+        return backing;
+    }
+    if (backed.empty() || starts_with(backed, "json:")) {
+        err.set("Cannot use relative backing file names for '%s'", backed.c_str());
+        return std::nullopt;
+    }
+    return path_combine(backed, backing);
+}
+
+namespace {
+
+// QEMU's bdrv_make_absolute_filename(): `name` as seen from the directory
+// of the file holding `relative_to` (QEMU's bdrv_dirname()).
+std::optional<std::string> make_absolute_filename(const BlockDriverState& relative_to,
+                                                  const std::string& name, Error& err)
+{
+    if (name.empty() || path_has_protocol(name) || name[0] == '/') {
+        return name;
+    }
+    const BlockDriverState* proto = &relative_to;
+    while (!proto->drv().is_protocol() && proto->file()) {
+        proto = proto->file()->bs.get();
+    }
+    std::string exact = exact_filename(*proto);
+    if (exact.empty()) {
+        err.set("Cannot generate a base directory for %.*s nodes", int(proto->drv().name().size()),
+                proto->drv().name().data());
+        return std::nullopt;
+    }
+    return path_combine(exact, name);
+}
+
+std::optional<std::string> real_path(const std::string& path)
+{
+    char* resolved = realpath(path.c_str(), nullptr);
+    if (!resolved) {
+        return std::nullopt;
+    }
+    std::string out = resolved;
+    free(resolved);
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string> bdrv_backing_filename_to_open(const BlockDriverState& bs, Error& err)
+{
+    return make_absolute_filename(bs, bs.backing_file(), err);
+}
+
+BdrvChild* bdrv_find_backing_image(BlockDriverState* bs, const std::string& name)
+{
+    bool name_has_protocol = path_has_protocol(name);
+    for (; bs && bs->backing(); bs = bs->backing()->bs.get()) {
+        BdrvChild* below = bs->backing();
+        Error ignored;
+        if (!below->implicit) {
+            // Opened from options: only the node's own name can match.
+            if (name == below->bs->filename()) {
+                return below;
+            }
+        } else if (name_has_protocol || path_has_protocol(bs->backing_file())) {
+            auto full = bdrv_backing_filename_to_open(*bs, ignored);
+            if (name == bs->backing_file() || (full && name == *full)) {
+                return below;
+            }
+        } else {
+            // Both resolved against this image's directory, symlinks and
+            // all.
+            auto wanted = make_absolute_filename(*bs, name, ignored);
+            auto backing = bdrv_backing_filename_to_open(*bs, ignored);
+            auto wanted_real = wanted ? real_path(*wanted) : std::nullopt;
+            auto backing_real = backing ? real_path(*backing) : std::nullopt;
+            if (wanted_real && backing_real && *wanted_real == *backing_real) {
+                return below;
+            }
+        }
+    }
+    return nullptr;
+}
+
+Task<int> BlockDriverState::open_backing(QDict& options, Error& err)
+{
+    QDict backing_opts = options.take_subtree("backing");
+    std::optional<std::string> reference = options.take("backing");
+    if (!reference && backing_opts.empty() && backing_file_.empty()) {
+        co_return 0;
+    }
+    // Checked before anything is opened below us: this image is a file
+    // that an overlay above already uses, so its chain never ends.
+    for (const BlockDriverState* o = opening_overlay_; o; o = o->opening_overlay_) {
+        if (same_host_file(*this, *o)) {
+            err.set("Backing file '%s' creates an infinite loop", describe_node(*o).c_str());
+            co_return -ELOOP;
+        }
+    }
+    if (reference) {
+        // A node name: nodes are not shared between graphs here.
+        err.set("Could not open backing file: Cannot find device='%s' nor node-name='%s'",
+                reference->c_str(), reference->c_str());
+        co_return -EINVAL;
+    }
+    bool implicit = backing_opts.empty();
+    std::optional<std::string> name;
+    if (!backing_opts.has("file.filename") && !backing_file_.empty()) {
+        name = bdrv_backing_filename_to_open(*this, err);
+        if (!name) {
+            co_return -EINVAL;
+        }
+    }
+    if (!backing_opts.has("driver") && !backing_format_.empty()) {
+        backing_opts.set("driver", backing_format_);
+    }
+    // Backing files are read-only unless asked otherwise (qemu-img commit
+    // writes into one); caching as ours.
+    backing_opts.set_default("read-only", "on");
+    // As QEMU for children of formats: the format decides what to discard.
+    backing_opts.set_default("discard", "unmap");
+    backing_opts.set_default("cache.direct", (open_flags_ & BDRV_O_NOCACHE) ? "on" : "off");
+    backing_opts.set_default("cache.no-flush", (open_flags_ & BDRV_O_NO_FLUSH) ? "on" : "off");
+    if (const std::string* fs = options_.get("force-share")) {
+        backing_opts.set_default("force-share", *fs);
+    }
+    auto bs = co_await bdrv_co_open(name, std::move(backing_opts), 0, ctx_, err, this);
+    if (!bs) {
+        err.prepend("Could not open backing file: ");
+        co_return -EINVAL;
+    }
+    options_.merge_subtree("backing", bs->options());
+    add_child("backing", std::move(bs))->implicit = implicit;
+    co_return 0;
+}
 
 Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& options,
                                               bool allow_none, Error& err)
@@ -521,7 +727,7 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
 
 Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
                                                      QDict options, int flags, AioContext& ctx,
-                                                     Error& err)
+                                                     Error& err, const BlockDriverState* overlay)
 {
     if (filename && starts_with(*filename, "json:")) {
         QDict from_json;
@@ -665,9 +871,22 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
                             "force-share"}) {
         remaining.erase(key);
     }
-    // Record the options without the children; open_child adds theirs.
+    // "backing": null (or, deprecated, "") opens no backing file, as does
+    // BDRV_O_NO_BACKING, which leaves "backing." options unused.
+    bool open_backing = drv->supports_backing() && !(flags & BDRV_O_NO_BACKING);
+    if (remaining.is_null("backing")) {
+        remaining.erase("backing");
+        open_backing = false;
+    } else if (const std::string* b = remaining.get("backing"); b && b->empty()) {
+        fprintf(stderr, "%s: warning: Use of \"backing\": \"\" is deprecated; use \"backing\": "
+                "null instead\n", program_name());
+        remaining.erase("backing");
+        open_backing = false;
+    }
+    // Record the options without the children; open_child and open_backing
+    // add theirs.
     bs->options_ = options;
-    for (const auto& c : {std::string("file")}) {
+    for (const auto& c : {std::string("file"), std::string("backing")}) {
         bs->options_.take_subtree(c);
         bs->options_.erase(c);
     }
@@ -676,7 +895,12 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         bs->add_child("file", std::move(probed_file));
     }
 
+    bs->opening_overlay_ = overlay;
     int ret = co_await bs->drv_open(remaining, err);
+    if (ret >= 0 && open_backing) {
+        ret = co_await bs->open_backing(remaining, err);
+    }
+    bs->opening_overlay_ = nullptr;
     if (ret < 0) {
         if (!err) {
             err.set_errno(-ret, "Could not open image");
@@ -761,7 +985,8 @@ Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioConte
         co_return -EINVAL;
     }
     if (!proto->create_schema()) {
-        err.set("Protocol driver does not support image creation");
+        err.set("Driver '%.*s' does not support image creation", int(proto->name().size()),
+                proto->name().data());
         co_return -ENOTSUP;
     }
     QDict proto_opts;

@@ -494,8 +494,10 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
     }
     if (out.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) {
         out.flags |= BDRV_BLOCK_ALLOCATED;
-    } else if (bs->drv().supports_backing() && !bs->child("backing")) {
+    } else if (bs->drv().supports_backing() && !bs->backing()) {
         out.flags |= BDRV_BLOCK_ZERO;  // nothing below: reads as zeroes
+    } else if (want_zero && bs->backing() && offset >= bs->backing()->bs->total_bytes()) {
+        out.flags |= BDRV_BLOCK_ZERO;  // below the end of a shorter backing file
     }
     constexpr unsigned kRecurseNeeds = BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
     if (want_zero && (out.flags & BDRV_BLOCK_RECURSE) && out.file && out.file != bs &&
@@ -518,15 +520,18 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
     co_return 0;
 }
 
-Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
-                                     BlockStatus& out)
+namespace {
+
+// One layer's status, following BDRV_BLOCK_RAW (bdrv_co_block_status_above).
+Task<int> layer_status(BlockDriverState* bs, bool want_zero, uint64_t offset, uint64_t bytes,
+                       BlockStatus& out)
 {
-    int ret = co_await bdrv_co_block_status(bs, true, offset, bytes, out);
+    int ret = co_await bdrv_co_block_status(bs, want_zero, offset, bytes, out);
     bool followed = false;
     while (ret == 0 && (out.flags & BDRV_BLOCK_RAW) && out.file) {
         BlockDriverState* next = out.file;
         uint64_t pnum = out.pnum;
-        ret = co_await bdrv_co_block_status(next, true, out.map, pnum, out);
+        ret = co_await bdrv_co_block_status(next, want_zero, out.map, pnum, out);
         if (ret == 0 && (out.flags & BDRV_BLOCK_EOF) && out.pnum == 0) {
             // The lower node ends first: the rest reads as zeroes.
             out.flags = BDRV_BLOCK_ZERO;
@@ -541,6 +546,64 @@ Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint
         out.flags |= BDRV_BLOCK_EOF;
     }
     co_return ret;
+}
+
+}  // namespace
+
+Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+                                     BlockStatus& out)
+{
+    co_return co_await layer_status(bs, true, offset, bytes, out);
+}
+
+Task<int> bdrv_co_block_status_chain(BlockDriverState* bs, const BlockDriverState* base,
+                                     bool want_zero, uint64_t offset, uint64_t bytes,
+                                     BlockStatus& out, unsigned* depth)
+{
+    unsigned links = 0;
+    int ret = co_await layer_status(bs, want_zero, offset, bytes, out);
+    BlockDriverState* layer = bs;
+    while (ret == 0 && !(out.flags & BDRV_BLOCK_ALLOCATED) && out.pnum > 0 && layer->backing() &&
+           layer->backing()->bs.get() != base) {
+        // Unallocated here: the layer below decides, for at most as much.
+        layer = layer->backing()->bs.get();
+        uint64_t pnum = out.pnum;
+        ret = co_await layer_status(layer, want_zero, offset, pnum, out);
+        links++;
+        if (ret < 0) {
+            break;
+        }
+        if (out.pnum == 0) {
+            // This layer ends before the range: as QEMU, the zeroes read
+            // beyond it count as allocated in it.
+            out = BlockStatus{};
+            out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+            out.pnum = pnum;
+            out.file = layer;
+            break;
+        }
+        // EOF of a lower layer says nothing about the top one.
+        out.flags &= ~BDRV_BLOCK_EOF;
+    }
+    if (ret == 0 && offset + out.pnum >= bs->total_bytes()) {
+        out.flags |= BDRV_BLOCK_EOF;
+    }
+    if (depth) {
+        *depth = links;
+    }
+    co_return ret;
+}
+
+Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverState* base,
+                                     uint64_t offset, uint64_t bytes, uint64_t& pnum)
+{
+    BlockStatus st;
+    int ret = co_await bdrv_co_block_status_chain(top, base, false, offset, bytes, st);
+    if (ret < 0) {
+        co_return ret;
+    }
+    pnum = st.pnum;
+    co_return (st.flags & BDRV_BLOCK_ALLOCATED) ? 1 : 0;
 }
 
 }  // namespace qemu

@@ -2,9 +2,9 @@
 // cache itself needs no locking: a get() that loads from disk suspends with
 // the lock held and nobody else can touch the cache meanwhile.
 #include <algorithm>
+#include <cstring>
 
 #include "block/qcow2.h"
-#include "qemu/bswap.h"
 
 namespace qemu::qcow2 {
 
@@ -33,17 +33,6 @@ void Qcow2Cache::Ref::reset()
         entry_ = nullptr;
         cache_ = nullptr;
     }
-}
-
-uint64_t Qcow2Cache::Ref::get64(size_t index) const
-{
-    return load_be64(entry_->data.data() + index * 8);
-}
-
-void Qcow2Cache::Ref::set64(size_t index, uint64_t value)
-{
-    store_be64(entry_->data.data() + index * 8, value);
-    entry_->dirty = true;
 }
 
 Qcow2Cache::Qcow2Cache(BdrvChild* file, size_t table_size, size_t nb_entries, MetadataKind kind)

@@ -155,23 +155,28 @@ int Checker::add_reference(uint64_t offset, uint64_t size)
 }
 
 // Rewrites a preallocated zero cluster whose offset is unaligned as a plain
-// zero cluster: it reads as zeroes either way.  `overlap` reports a failed
-// overlap check, after which the table is not looked at any further.
+// zero cluster: it reads as zeroes either way.  With extended L2 entries the
+// cluster loses its host offset and keeps its bitmap (which allocates
+// nothing), as in QEMU.  `overlap` reports a failed overlap check, after
+// which the table is not looked at any further.
 Task<int> Checker::zero_l2_entry(uint64_t l2_offset, uint8_t* table, uint64_t index, bool& overlap)
 {
-    store_be64(table + index * 8, kZero);
-    uint64_t entry_offset = l2_offset + index * 8;
-    int ret = s_.check_overlap(entry_offset, 8, META_L2);
+    L2Entry e = s_.load_l2_entry(table, index);
+    e.entry = s_.extended_l2_ ? 0 : kZero;
+    s_.store_l2_entry(table, index, e);
+    uint32_t entry_bytes = s_.l2_entry_bytes();
+    uint64_t entry_offset = l2_offset + index * entry_bytes;
+    int ret = s_.check_overlap(entry_offset, entry_bytes, META_L2);
     overlap = ret < 0;
     if (ret < 0) {
         fprintf(stderr, "ERROR: Overlap check failed\n");
         res_.check_errors++;
         co_return ret;
     }
-    AlignedBuffer buf(8, 4096);
-    memcpy(buf.data(), table + index * 8, 8);
-    IOVector qiov(buf.data(), 8);
-    ret = co_await bdrv_co_pwritev(s_.file(), entry_offset, 8, qiov);
+    AlignedBuffer buf(entry_bytes, 4096);
+    memcpy(buf.data(), table + index * entry_bytes, entry_bytes);
+    IOVector qiov(buf.data(), entry_bytes);
+    ret = co_await bdrv_co_pwritev(s_.file(), entry_offset, entry_bytes, qiov);
     if (ret >= 0) {
         ret = co_await bdrv_co_flush(s_.file()->bs.get());
     }
@@ -198,8 +203,9 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
     }
     uint64_t next_contiguous = 0;
     for (uint64_t i = 0; i < s_.l2_entries_; i++) {
-        uint64_t entry = load_be64(table.data() + i * 8);
-        ClusterType type = classify_l2_entry(entry);
+        L2Entry l2e = s_.load_l2_entry(table.data(), i);
+        uint64_t entry = l2e.entry;
+        ClusterType type = s_.l2_cluster_type(entry);
         if (type != ClusterType::Compressed && (entry & kL2ReservedMask)) {
             fprintf(stderr, "ERROR found l2 entry with reserved bits set: %" PRIx64 "\n", entry);
             res_.corruptions++;
@@ -213,6 +219,18 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
                         "compressed clusters\n", coffset);
                 entry &= ~kCopied;
                 res_.corruptions++;
+            }
+            if (s_.has_data_file()) {
+                fprintf(stderr, "ERROR compressed cluster %" PRIu64 " with data file, entry=0x%" PRIx64
+                        "\n", i, entry);
+                res_.corruptions++;
+                break;
+            }
+            if (l2e.bitmap) {
+                fprintf(stderr, "ERROR compressed cluster %" PRIu64 " with non-zero subcluster "
+                        "allocation bitmap, entry=0x%" PRIx64 "\n", i, entry);
+                res_.corruptions++;
+                break;
             }
             // From the compressed data's first byte to the end of its
             // last sector.
@@ -231,9 +249,16 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
         case ClusterType::Normal:
         case ClusterType::ZeroAlloc: {
             uint64_t offset = entry & kOffsetMask;
+            if ((l2e.bitmap >> 32) & l2e.bitmap) {
+                res_.corruptions++;
+                fprintf(stderr, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                        "allocation bitmap\n", offset);
+            }
             if (s_.offset_into_cluster(offset)) {
                 res_.corruptions++;
-                if (type == ClusterType::ZeroAlloc) {
+                bool holds_data = s_.extended_l2_ ? bool(l2e.bitmap & kBitmapAllAlloc)
+                                                  : type == ClusterType::Normal;
+                if (!holds_data) {
                     fprintf(stderr, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
                             "aligned; L2 entry corrupted.\n",
                             fix & BDRV_FIX_ERRORS ? "Repairing" : "ERROR", offset);
@@ -259,11 +284,19 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
                 }
                 next_contiguous = offset + cluster_size();
             }
-            add_reference(offset, cluster_size());
+            // Data in an external data file is not refcounted.
+            if (!s_.has_data_file()) {
+                add_reference(offset, cluster_size());
+            }
             break;
         }
         case ClusterType::ZeroPlain:
+            break;
         case ClusterType::Unallocated:
+            if (l2e.bitmap & kBitmapAllAlloc) {
+                res_.corruptions++;
+                fprintf(stderr, "ERROR: Unallocated cluster has non-zero subcluster allocation map\n");
+            }
             break;
         }
     }
@@ -380,25 +413,26 @@ Task<int> Checker::calculate_refcounts(unsigned fix)
     if (ret < 0) {
         co_return ret;
     }
-    uint64_t snapshot_table_bytes = 0;
     for (const Snapshot& sn : s_.snapshots_) {
         ret = co_await check_l1(sn.l1_table_offset, sn.l1_size, false, fix);
         if (ret < 0) {
             co_return ret;
         }
-        uint64_t entry = 40 + sn.extra_data.size() + sn.id.size() + sn.name.size();
-        snapshot_table_bytes += (entry + 7) & ~7ULL;
     }
-    add_reference(s_.header_.snapshots_offset, snapshot_table_bytes);
+    add_reference(s_.header_.snapshots_offset, s_.snapshots_size_);
     add_reference(s_.header_.refcount_table_offset, s_.refcount_table_.size() * 8);
     if (const auto& z = s_.header_.zoned) {
-        // Zoned metadata: write pointers, conditions, descriptor extensions.
+        // Zoned metadata: write pointers, conditions, descriptor extensions,
+        // and the snapshots' copies of them.
         add_reference(z->meta_offset, z->meta_size);
-        if (z->cond_offset) {
-            add_reference(z->cond_offset, z->cond_size);
-        }
-        if (z->zde_offset) {
-            add_reference(z->zde_offset, z->zde_size);
+        add_reference(z->cond_offset, z->cond_size);
+        add_reference(z->zde_offset, z->zde_size);
+        for (const Snapshot& sn : s_.snapshots_) {
+            if (const auto& copy = sn.zone_state) {
+                add_reference(copy->wp_offset, z->meta_size);
+                add_reference(copy->cond_offset, copy->cond_offset ? uint64_t(z->nr_zones) : 0);
+                add_reference(copy->zde_offset, copy->zde_offset ? z->zde_size : 0);
+            }
         }
     }
     ret = co_await count_bitmaps();
@@ -408,115 +442,49 @@ Task<int> Checker::calculate_refcounts(unsigned fix)
     co_return co_await check_refblocks(fix);
 }
 
-// The tables of the persistent dirty bitmaps, as the bitmap directory
-// describes them (QEMU's limits).
-struct BitmapTable {
-    uint64_t offset;
-    uint32_t size;  // entries
-};
-
-constexpr uint64_t kMaxBitmapDirectoryBytes = 1024 * 65535;
-constexpr uint32_t kMaxBitmapTableEntries = 0x8000000;
-constexpr uint64_t kMaxBitmapBytes = 0x20000000;
-constexpr uint64_t kBitmapEntryOffsetMask = 0x00fffffffffffe00ULL;
-constexpr uint64_t kBitmapEntryReservedMask = 0xff000000000001feULL;
-constexpr uint32_t kBitmapFlagInUse = 1;
-constexpr uint32_t kBitmapKnownFlags = 3;  // in use, auto
-
-// Parses the bitmap directory as QEMU's bitmap_list_load() does; false for
-// a directory QEMU would not load.
-bool parse_bitmap_directory(const uint8_t* dir, uint64_t size, uint32_t count,
-                            uint64_t cluster_size, uint64_t disk_size,
-                            std::vector<BitmapTable>& tables)
-{
-    constexpr uint64_t kEntryHeader = 24;
-    uint64_t pos = 0;
-    while (pos < size) {
-        if (size - pos < kEntryHeader || tables.size() == count) {
-            return false;
-        }
-        const uint8_t* e = dir + pos;
-        BitmapTable table{load_be64(e), load_be32(e + 8)};
-        uint32_t flags = load_be32(e + 12);
-        uint8_t type = e[16];
-        uint8_t granularity_bits = e[17];
-        uint16_t name_size = load_be16(e + 18);
-        uint32_t extra_size = load_be32(e + 20);
-        uint64_t entry_size = (kEntryHeader + name_size + extra_size + 7) & ~7ULL;
-        if (entry_size > size - pos || extra_size != 0 || table.size == 0 || table.offset == 0 ||
-            table.offset % cluster_size || table.size > kMaxBitmapTableEntries ||
-            granularity_bits > 31 || granularity_bits < 9 || (flags & ~kBitmapKnownFlags) ||
-            name_size > 1023 || type != 1) {
-            return false;
-        }
-        uint64_t bitmap_bytes = uint64_t(table.size) * cluster_size;
-        if (bitmap_bytes > kMaxBitmapBytes ||
-            (!(flags & kBitmapFlagInUse) && disk_size > ((bitmap_bytes * 8) << granularity_bits))) {
-            return false;
-        }
-        tables.push_back(table);
-        pos += entry_size;
-    }
-    return tables.size() == count;
-}
-
 // Persistent dirty bitmaps reference their directory, their tables and the
-// clusters holding their data, but only while the autoclear bit says they
-// are valid.  A directory or table that QEMU would not load fails the
-// check, as in QEMU.
+// clusters holding their data, but only while the extension is valid (the
+// autoclear bit set; open checked the rest).  A directory or table that
+// QEMU would not load counts as a corruption and ends the check, as in
+// QEMU (qcow2_check_bitmaps_refcounts()).
 Task<int> Checker::count_bitmaps()
 {
-    if (!(s_.header_.autoclear_features & AUTOCLEAR_BITMAPS)) {
+    const BitmapsExtension& ext = s_.bitmaps_ext_;
+    if (ext.nb_bitmaps == 0) {
         co_return 0;
     }
-    const HeaderExtension* ext = nullptr;
-    for (const HeaderExtension& e : s_.header_.extensions) {
-        if (e.magic == EXT_BITMAPS && e.data.size() >= 24) {
-            ext = &e;
-        }
-    }
-    if (!ext || load_be32(ext->data.data()) == 0) {
-        co_return 0;
-    }
-    uint32_t count = load_be32(ext->data.data());
-    uint64_t dir_size = load_be64(ext->data.data() + 8);
-    uint64_t dir_offset = load_be64(ext->data.data() + 16);
-    add_reference(dir_offset, dir_size);
-
-    std::vector<BitmapTable> tables;
-    if (dir_size == 0 || dir_size > kMaxBitmapDirectoryBytes) {
+    add_reference(ext.dir_offset, ext.dir_size);
+    AlignedBuffer dir(ext.dir_size, 4096);
+    IOVector dir_qiov(dir.data(), ext.dir_size);
+    std::vector<BitmapEntry> bitmaps;
+    Error err;
+    if (co_await bdrv_co_preadv(s_.file(), ext.dir_offset, ext.dir_size, dir_qiov) < 0 ||
+        !parse_bitmap_directory(dir.data(), ext.dir_size, ext.nb_bitmaps, s_.cluster_bits_,
+                                s_.total_bytes(), bitmaps, err)) {
         res_.corruptions++;
         co_return -EINVAL;
     }
-    AlignedBuffer dir(dir_size, 4096);
-    IOVector dir_qiov(dir.data(), dir_size);
-    if (co_await bdrv_co_preadv(s_.file(), dir_offset, dir_size, dir_qiov) < 0 ||
-        !parse_bitmap_directory(dir.data(), dir_size, count, cluster_size(), s_.total_bytes(),
-                                tables)) {
-        res_.corruptions++;
-        co_return -EINVAL;
-    }
-    for (const BitmapTable& table : tables) {
-        uint64_t bytes = uint64_t(table.size) * 8;
-        add_reference(table.offset, bytes);
+    for (const BitmapEntry& bm : bitmaps) {
+        uint64_t bytes = uint64_t(bm.table_size) * 8;
+        add_reference(bm.table_offset, bytes);
         AlignedBuffer buf(bytes, 4096);
         IOVector qiov(buf.data(), bytes);
-        int ret = co_await bdrv_co_preadv(s_.file(), table.offset, bytes, qiov);
+        int ret = co_await bdrv_co_preadv(s_.file(), bm.table_offset, bytes, qiov);
         if (ret < 0) {
             res_.corruptions++;
             co_return ret;
         }
         std::vector<uint64_t> data_offsets;
-        for (uint32_t i = 0; i < table.size; i++) {
+        for (uint32_t i = 0; i < bm.table_size; i++) {
             uint64_t entry = load_be64(buf.data() + uint64_t(i) * 8);
-            uint64_t offset = entry & kBitmapEntryOffsetMask;
-            // With an offset, bit 0 ("all ones") is reserved too.
-            if ((entry & kBitmapEntryReservedMask) || (offset && ((entry & 1) || offset % cluster_size()))) {
+            // Clusters past the end of the file are the refcount check's
+            // business, as for any other reference.
+            if (!bitmap_table_entry_valid(entry, s_.cluster_bits_, UINT64_MAX / 2)) {
                 res_.corruptions++;
                 co_return -EINVAL;
             }
-            if (offset) {
-                data_offsets.push_back(offset);
+            if (entry & kBitmapTableOffsetMask) {
+                data_offsets.push_back(entry & kBitmapTableOffsetMask);
             }
         }
         for (uint64_t offset : data_offsets) {
@@ -658,12 +626,15 @@ Task<int> Checker::check_copied_flags()
         }
         int changed = 0;
         for (uint64_t j = 0; j < s_.l2_entries_; j++) {
-            uint64_t entry = load_be64(table.data() + j * 8);
-            ClusterType type = classify_l2_entry(entry);
+            L2Entry l2e = s_.load_l2_entry(table.data(), j);
+            uint64_t entry = l2e.entry;
+            ClusterType type = s_.l2_cluster_type(entry);
             if (type != ClusterType::Normal && type != ClusterType::ZeroAlloc) {
                 continue;
             }
-            if (co_await read_refcount((entry & kOffsetMask) >> s_.cluster_bits_, refcount) < 0) {
+            if (s_.has_data_file()) {
+                refcount = 1;  // implicitly: guest clusters map 1:1
+            } else if (co_await read_refcount((entry & kOffsetMask) >> s_.cluster_bits_, refcount) < 0) {
                 continue;
             }
             if ((refcount == 1) != bool(entry & kCopied)) {
@@ -671,7 +642,8 @@ Task<int> Checker::check_copied_flags()
                 fprintf(stderr, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64
                         "\n", repair ? "Repairing" : "ERROR", entry, refcount);
                 if (repair) {
-                    store_be64(table.data() + j * 8, refcount == 1 ? entry | kCopied : entry & ~kCopied);
+                    l2e.entry = refcount == 1 ? entry | kCopied : entry & ~kCopied;
+                    s_.store_l2_entry(table.data(), j, l2e);
                     changed++;
                 }
             }

@@ -8,10 +8,126 @@
 
 namespace qemu::qcow2 {
 
-uint64_t Qcow2State::l1_size_for(uint64_t virtual_size, uint32_t cluster_bits)
+uint64_t Qcow2State::l1_size_for(uint64_t virtual_size, uint32_t cluster_bits, bool extended_l2)
 {
-    uint32_t shift = cluster_bits + (cluster_bits - 3);
+    uint32_t l2_bits = cluster_bits - (extended_l2 ? 4 : 3);
+    uint32_t shift = cluster_bits + l2_bits;
     return (virtual_size + (1ULL << shift) - 1) >> shift;
+}
+
+// --- L2 entries ---------------------------------------------------------------
+
+L2Entry Qcow2State::load_l2_entry(const uint8_t* table, uint64_t index) const
+{
+    if (!extended_l2_) {
+        return {load_be64(table + index * 8), 0};
+    }
+    return {load_be64(table + index * 16), load_be64(table + index * 16 + 8)};
+}
+
+void Qcow2State::store_l2_entry(uint8_t* table, uint64_t index, const L2Entry& e) const
+{
+    if (!extended_l2_) {
+        store_be64(table + index * 8, e.entry);
+        return;
+    }
+    store_be64(table + index * 16, e.entry);
+    store_be64(table + index * 16 + 8, e.bitmap);
+}
+
+void Qcow2State::set_l2_entry(Qcow2Cache::Ref& l2, uint64_t index, const L2Entry& e)
+{
+    store_l2_entry(l2.data(), index, e);
+    l2.mark_dirty();
+}
+
+ClusterType Qcow2State::l2_cluster_type(uint64_t entry) const
+{
+    if (entry & kCompressed) {
+        return ClusterType::Compressed;
+    }
+    if ((entry & kZero) && !extended_l2_) {
+        return (entry & kOffsetMask) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
+    }
+    if (entry & kOffsetMask) {
+        return ClusterType::Normal;
+    }
+    // Offset 0 is a real data offset in an external data file; there every
+    // allocated cluster has COPIED set (its refcount is implicitly 1).
+    return has_data_file() && (entry & kCopied) ? ClusterType::Normal : ClusterType::Unallocated;
+}
+
+SubclusterType Qcow2State::subcluster_type(const L2Entry& e, uint32_t subcluster) const
+{
+    ClusterType type = l2_cluster_type(e.entry);
+    if (!extended_l2_) {
+        switch (type) {
+        case ClusterType::Unallocated: return SubclusterType::UnallocatedPlain;
+        case ClusterType::ZeroPlain: return SubclusterType::ZeroPlain;
+        case ClusterType::ZeroAlloc: return SubclusterType::ZeroAlloc;
+        case ClusterType::Normal: return SubclusterType::Normal;
+        case ClusterType::Compressed: return SubclusterType::Compressed;
+        }
+    }
+    uint64_t zero_bit = 1ULL << (32 + subcluster);
+    uint64_t alloc_bit = 1ULL << subcluster;
+    switch (type) {
+    case ClusterType::Compressed:
+        return SubclusterType::Compressed;
+    case ClusterType::Normal:
+        // A subcluster cannot be both allocated and zero.
+        if ((e.bitmap >> 32) & e.bitmap) {
+            return SubclusterType::Invalid;
+        }
+        if (e.bitmap & zero_bit) {
+            return SubclusterType::ZeroAlloc;
+        }
+        return (e.bitmap & alloc_bit) ? SubclusterType::Normal : SubclusterType::UnallocatedAlloc;
+    default:
+        // No host cluster: nothing can be allocated.
+        if (e.bitmap & kBitmapAllAlloc) {
+            return SubclusterType::Invalid;
+        }
+        return (e.bitmap & zero_bit) ? SubclusterType::ZeroPlain : SubclusterType::UnallocatedPlain;
+    }
+}
+
+int Qcow2State::validate_l2_entry(const L2Entry& e, uint64_t offset, uint64_t l2_offset, uint64_t index)
+{
+    auto ull = [](uint64_t v) { return (unsigned long long)v; };
+    SubclusterType type = subcluster_type(e, subcluster_index(offset));
+    if (type == SubclusterType::Invalid) {
+        return signal_corruption(true, "Invalid cluster entry found  (L2 offset: %#llx, L2 index: %#llx)",
+                                 ull(l2_offset), ull(index));
+    }
+    if (type == SubclusterType::Compressed) {
+        if (has_data_file()) {
+            return signal_corruption(true, "Compressed cluster entry found in image with external "
+                                     "data file (L2 offset: %#llx, L2 index: %#llx)", ull(l2_offset),
+                                     ull(index));
+        }
+        return 0;
+    }
+    if (e.entry & kL2ReservedMask) {
+        return signal_corruption(true, "Cluster allocation offset %#llx has reserved bits set "
+                                 "(L2 offset: %#llx, L2 index: %#llx)", ull(e.entry), ull(l2_offset),
+                                 ull(index));
+    }
+    if (type == SubclusterType::Normal || type == SubclusterType::ZeroAlloc ||
+        type == SubclusterType::UnallocatedAlloc) {
+        uint64_t host = e.entry & kOffsetMask;
+        if (offset_into_cluster(host)) {
+            return signal_corruption(true, "Cluster allocation offset %#llx unaligned (L2 offset: "
+                                     "%#llx, L2 index: %#llx)", ull(host), ull(l2_offset), ull(index));
+        }
+        uint64_t guest_cluster = offset - offset_into_cluster(offset);
+        if (has_data_file() && host != guest_cluster) {
+            return signal_corruption(true, "External data file host cluster offset %#llx does not "
+                                     "match guest cluster offset: %#llx, L2 index: %#llx)", ull(host),
+                                     ull(guest_cluster), ull(index));
+        }
+    }
+    return 0;
 }
 
 Task<int> Qcow2State::get_l2_table(uint64_t offset, bool allocate, Qcow2Cache::Ref& out)
@@ -63,11 +179,9 @@ Task<int> Qcow2State::get_l2_table(uint64_t offset, bool allocate, Qcow2Cache::R
 Task<int> Qcow2State::get_mapping(uint64_t offset, uint64_t bytes, Mapping& out)
 {
     out = Mapping{};
-    uint64_t in_cluster = offset_into_cluster(offset);
     uint32_t table_shift = cluster_bits_ + l2_bits_;
     uint64_t table_end = ((offset >> table_shift) + 1) << table_shift;
     bytes = std::min(bytes, table_end - offset);
-    uint64_t max_clusters = size_to_clusters(in_cluster + bytes);
 
     Qcow2Cache::Ref l2;
     int ret = co_await get_l2_table(offset, false, l2);
@@ -80,45 +194,60 @@ Task<int> Qcow2State::get_mapping(uint64_t offset, uint64_t bytes, Mapping& out)
         co_return 0;
     }
     uint64_t idx = l2_index(offset);
-    uint64_t first = l2.get64(idx);
-    ClusterType type = classify_l2_entry(first);
-    if (type != ClusterType::Compressed && (first & kL2ReservedMask)) {
-        co_return signal_corruption(true, "Cluster allocation offset %#llx has reserved bits set "
-                                    "(L2 offset: %#llx, L2 index: %#llx)",
-                                    (unsigned long long)first, (unsigned long long)l2.offset(),
-                                    (unsigned long long)idx);
+    L2Entry first = get_l2_entry(l2, idx);
+    ret = validate_l2_entry(first, offset, l2.offset(), idx);
+    if (ret < 0) {
+        co_return ret;
     }
-    uint64_t n = 1;
-    if (type == ClusterType::Normal) {
-        uint64_t host = first & kOffsetMask;
-        if (offset_into_cluster(host)) {
-            co_return signal_corruption(true, "Cluster allocation offset %#llx unaligned (L2 offset: "
-                                        "%#llx, L2 index: %#llx)", (unsigned long long)host,
-                                        (unsigned long long)l2.offset(), (unsigned long long)idx);
-        }
-        // Extend over following clusters that are contiguous on the host
-        // and share the COPIED flag (writes rely on it for the whole run).
-        while (n < max_clusters) {
-            uint64_t e = l2.get64(idx + n);
-            if (classify_l2_entry(e) != ClusterType::Normal ||
-                (e & kOffsetMask) != host + (n << cluster_bits_) || (e & kCopied) != (first & kCopied)) {
-                break;
-            }
-            n++;
-        }
-        out.host_offset = host + in_cluster;
-    } else if (type != ClusterType::Compressed) {
-        while (n < max_clusters && classify_l2_entry(l2.get64(idx + n)) == type) {
-            n++;
-        }
-        if (type == ClusterType::ZeroAlloc) {
-            out.host_offset = (first & kOffsetMask) + in_cluster;
-            n = 1;  // hosts of preallocated zero clusters need not be contiguous
-        }
+    out.l2_entry = first.entry;
+    uint32_t sc = subcluster_index(offset);
+    SubclusterType type = subcluster_type(first, sc);
+    if (type == SubclusterType::Compressed) {
+        // One cluster at a time: each has its own compressed data.
+        out.type = ClusterType::Compressed;
+        out.bytes = std::min(bytes, cluster_size_ - offset_into_cluster(offset));
+        co_return 0;
     }
-    out.type = type;
-    out.l2_entry = first;
-    out.bytes = std::min(bytes, (n << cluster_bits_) - in_cluster);
+
+    // Extend the run over the following subclusters (with standard entries:
+    // clusters) of the same type.  Where they have host clusters, those
+    // must be contiguous; data must also share the COPIED flag (writes
+    // rely on it for the whole run).
+    bool has_host = type == SubclusterType::Normal || type == SubclusterType::ZeroAlloc ||
+                    type == SubclusterType::UnallocatedAlloc;
+    uint64_t host = (first.entry & kOffsetMask) + (uint64_t(sc) << subcluster_bits_);
+    uint64_t in_unit = offset & (subcluster_size_ - 1);
+    uint64_t max_units = (in_unit + bytes + subcluster_size_ - 1) >> subcluster_bits_;
+    uint32_t per_cluster_bits = cluster_bits_ - subcluster_bits_;
+    uint64_t units = 1;
+    uint64_t cur_idx = idx;
+    L2Entry cur = first;
+    while (units < max_units) {
+        uint64_t pos = sc + units;  // counted from the start of the first cluster
+        uint32_t s = uint32_t(pos & ((1ULL << per_cluster_bits) - 1));
+        if (idx + (pos >> per_cluster_bits) != cur_idx) {
+            cur_idx = idx + (pos >> per_cluster_bits);
+            cur = get_l2_entry(l2, cur_idx);
+        }
+        if (subcluster_type(cur, s) != type ||
+            (has_host && (cur.entry & kOffsetMask) + (uint64_t(s) << subcluster_bits_) !=
+                             host + (units << subcluster_bits_)) ||
+            (type == SubclusterType::Normal && (cur.entry & kCopied) != (first.entry & kCopied))) {
+            break;
+        }
+        units++;
+    }
+    switch (type) {
+    case SubclusterType::Normal: out.type = ClusterType::Normal; break;
+    case SubclusterType::ZeroAlloc: out.type = ClusterType::ZeroAlloc; break;
+    case SubclusterType::ZeroPlain: out.type = ClusterType::ZeroPlain; break;
+    default: out.type = ClusterType::Unallocated; break;
+    }
+    if (has_host) {
+        out.host_offset = host + in_unit;
+        out.host_allocated = true;
+    }
+    out.bytes = std::min(bytes, (units << subcluster_bits_) - in_unit);
     co_return 0;
 }
 
@@ -166,7 +295,7 @@ Task<int> Qcow2State::write_joined(std::shared_ptr<InFlightAlloc> alloc, uint64_
     {
         DataIoGuard guard(*this, host, bytes);
         lock_.unlock();
-        ret = co_await bdrv_co_pwritev(file(), host, bytes, qiov, qiov_offset);
+        ret = co_await bdrv_co_pwritev(data_child(), host, bytes, qiov, qiov_offset);
     }
     if (ret < 0) {
         co_return ret;
@@ -210,6 +339,96 @@ Task<int> Qcow2State::extend_file_for(uint64_t host_end)
     co_return ret;
 }
 
+namespace {
+
+// Where the copy-on-write around a write to [w_start, w_end) (offsets from
+// the start of the first cluster of `old`, the entries being replaced) must
+// begin and end: the range the new mapping describes as written.  Without
+// subclusters that is every cluster whole.  With them (QEMU's rules), a
+// cluster that keeps its host cluster needs only the partly written
+// subclusters at either end (none if they already hold data); a new host
+// cluster must also take in every allocated subcluster of the old one, and
+// a compressed cluster is copied whole.
+struct CowBounds {
+    uint64_t from;
+    uint64_t to;
+};
+
+CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool reuse,
+                     uint64_t w_start, uint64_t w_end)
+{
+    uint64_t cs = s.cluster_size_;
+    uint64_t last_base = (old.size() - 1) * cs;
+    if (!s.extended_l2_) {
+        return {0, last_base + cs};
+    }
+    uint32_t scb = s.subcluster_bits_;
+    uint32_t first_sc = uint32_t(w_start >> scb);
+    uint32_t last_sc = uint32_t((w_end - last_base - 1) >> scb);
+    CowBounds b{uint64_t(first_sc) << scb, last_base + ((uint64_t(last_sc) + 1) << scb)};
+    if (reuse) {
+        if (s.subcluster_type(old.front(), first_sc) == SubclusterType::Normal) {
+            b.from = w_start;
+        }
+        if (s.subcluster_type(old.back(), last_sc) == SubclusterType::Normal) {
+            b.to = w_end;
+        }
+        return b;
+    }
+    const L2Entry& head = old.front();
+    const L2Entry& tail = old.back();
+    uint32_t head_alloc = uint32_t(head.bitmap & kBitmapAllAlloc);
+    uint32_t tail_alloc = uint32_t(tail.bitmap & kBitmapAllAlloc);
+    switch (s.l2_cluster_type(head.entry)) {
+    case ClusterType::Compressed:
+        b.from = 0;
+        break;
+    case ClusterType::Normal:
+        if (head_alloc) {
+            b.from = uint64_t(std::min<uint32_t>(first_sc, __builtin_ctz(head_alloc))) << scb;
+        }
+        break;
+    default:
+        break;
+    }
+    switch (s.l2_cluster_type(tail.entry)) {
+    case ClusterType::Compressed:
+        b.to = last_base + cs;
+        break;
+    case ClusterType::Normal:
+        if (tail_alloc) {
+            uint32_t last_alloc = 31 - __builtin_clz(tail_alloc);
+            b.to = last_base + ((uint64_t(std::max(last_sc, last_alloc)) + 1) << scb);
+        }
+        break;
+    default:
+        break;
+    }
+    return b;
+}
+
+}  // namespace
+
+bool Qcow2State::range_reads_zero(const L2Entry& e, uint64_t from, uint64_t to) const
+{
+    for (uint64_t sc = from >> subcluster_bits_; sc <= (to - 1) >> subcluster_bits_; sc++) {
+        switch (subcluster_type(e, uint32_t(sc))) {
+        case SubclusterType::ZeroPlain:
+        case SubclusterType::ZeroAlloc:
+            break;
+        case SubclusterType::UnallocatedPlain:
+        case SubclusterType::UnallocatedAlloc:
+            if (!unallocated_reads_zero()) {
+                return false;
+            }
+            break;
+        default:
+            return false;
+        }
+    }
+    return true;
+}
+
 Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                        size_t qiov_offset)
 {
@@ -225,36 +444,42 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     uint64_t max_clusters = size_to_clusters(offset - guest_start + bytes);
     max_clusters = std::min(max_clusters, l2_entries_ - idx);
 
-    // The run of clusters to allocate: stop at one that can be written in
-    // place.  A preallocated zero cluster we own is reused as it is.
-    std::vector<uint64_t> old(max_clusters);
-    uint64_t n = 0;
+    // The run of clusters to allocate: stop at one that has a host cluster
+    // of its own.  Such a cluster is reused when it comes first: with
+    // extended L2 entries for its unallocated or zero subclusters, without
+    // them when it is a preallocated zero cluster.
+    std::vector<L2Entry> old;
     bool reuse = false;
-    for (; n < max_clusters; n++) {
-        uint64_t e = l2.get64(idx + n);
-        ClusterType t = classify_l2_entry(e);
-        if (t == ClusterType::Normal && (e & kCopied)) {
-            break;
+    for (uint64_t k = 0; k < max_clusters; k++) {
+        L2Entry e = get_l2_entry(l2, idx + k);
+        ret = validate_l2_entry(e, guest_start + (k << cluster_bits_), l2.offset(), idx + k);
+        if (ret < 0) {
+            lock_.unlock();
+            co_return ret;
         }
-        if (t == ClusterType::ZeroAlloc && (e & kCopied)) {
-            if (n == 0) {
+        ClusterType t = l2_cluster_type(e.entry);
+        if ((t == ClusterType::Normal || t == ClusterType::ZeroAlloc) && (e.entry & kCopied)) {
+            if (k == 0 && (extended_l2_ || t == ClusterType::ZeroAlloc)) {
                 reuse = true;
-                old[n++] = e;
+                old.push_back(e);
             }
             break;
         }
-        old[n] = e;
+        old.push_back(e);
     }
-    old.resize(n);
+    uint64_t n = old.size();
     uint64_t alloc_bytes = n << cluster_bits_;
-    uint64_t data_bytes = std::min(bytes, guest_start + alloc_bytes - offset);
-    uint64_t head = offset - guest_start;
-    uint64_t tail = alloc_bytes - head - data_bytes;
+    uint64_t w_start = offset - guest_start;
+    uint64_t data_bytes = std::min(bytes, alloc_bytes - w_start);
+    uint64_t w_end = w_start + data_bytes;
+    CowBounds cow = cow_bounds(*this, old, reuse, w_start, w_end);
 
     uint64_t fresh_boundary = fresh_from_;
     uint64_t host;
     if (reuse) {
-        host = old[0] & kOffsetMask;
+        host = old[0].entry & kOffsetMask;
+    } else if (has_data_file()) {
+        host = guest_start;  // guest data sits at its guest offset
     } else {
         int64_t h = co_await alloc_clusters(alloc_bytes);
         if (h < 0) {
@@ -263,15 +488,15 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         }
         host = uint64_t(h);
     }
-    bool fresh = !reuse && (host >> cluster_bits_) >= fresh_boundary;
+    // Clusters past everything ever allocated in the image file read as
+    // zeroes: copying zeroes there can be skipped.
+    bool fresh = !reuse && !has_data_file() && (host >> cluster_bits_) >= fresh_boundary;
     l2.reset();
 
-    auto reads_zero = [](uint64_t entry) {
-        ClusterType t = classify_l2_entry(entry);
-        return t == ClusterType::Unallocated || t == ClusterType::ZeroPlain || t == ClusterType::ZeroAlloc;
-    };
-    bool head_needed = head > 0 && !(fresh && reads_zero(old.front()));
-    bool tail_needed = tail > 0 && !(fresh && reads_zero(old.back()));
+    uint64_t last_base = (n - 1) << cluster_bits_;
+    bool head_needed = cow.from < w_start && !(fresh && range_reads_zero(old.front(), cow.from, w_start));
+    bool tail_needed = w_end < cow.to &&
+                       !(fresh && range_reads_zero(old.back(), w_end - last_base, cow.to - last_base));
 
     auto alloc = std::make_shared<InFlightAlloc>();
     alloc->guest_offset = guest_start;
@@ -279,7 +504,9 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     alloc->host_offset = host;
     alloc->data_offset = offset;
     alloc->data_bytes = data_bytes;
-    alloc->cow_free = !head_needed && !tail_needed;
+    // With subclusters the new entry marks only [cow.from, cow.to) as
+    // written, so writes elsewhere in the clusters cannot join.
+    alloc->cow_free = !head_needed && !tail_needed && !extended_l2_;
     in_flight_.push_back(alloc);
     ret = check_overlap(host, alloc_bytes, MetadataKind(0));
     if (ret >= 0 && fresh) {
@@ -302,48 +529,40 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     DataIoGuard guard(*this, host, alloc_bytes);
     lock_.unlock();
 
-    // Copy-on-write: the parts of the first and last cluster the request
-    // does not cover keep what the old clusters held.  One write carries
-    // them together with the new data.
+    // Copy-on-write: around the new data, the written range keeps what
+    // the guest reads there now (old clusters, zeroes, or the backing
+    // file).  The allocation in flight keeps other writers away, so the
+    // guest's view cannot change meanwhile.  One write carries the copies
+    // together with the new data.
     AlignedBuffer cow_head, cow_tail;
-    IOVector write;
-    auto fill_region = [&](uint64_t entry, uint64_t in_cluster, uint64_t len,
-                           AlignedBuffer& buf) -> Task<int> {
-        ClusterType t = classify_l2_entry(entry);
-        buf = AlignedBuffer(len, 4096);
-        if (t == ClusterType::Normal) {
-            IOVector q(buf.data(), len);
-            co_return co_await bdrv_co_preadv(file(), (entry & kOffsetMask) + in_cluster, len, q);
-        }
-        if (t == ClusterType::Compressed) {
-            IOVector q(buf.data(), len);
-            co_return co_await read_compressed(entry, in_cluster, len, q, 0);
-        }
-        memset(buf.data(), 0, len);
-        co_return 0;
+    auto read_current = [&](uint64_t from, uint64_t to, AlignedBuffer& buf) -> Task<int> {
+        buf = AlignedBuffer(to - from, 4096);
+        IOVector q(buf.data(), to - from);
+        co_return co_await read_guest(guest_start + from, to - from, q, 0);
     };
     ret = 0;
     if (head_needed) {
-        ret = co_await fill_region(old.front(), 0, head, cow_head);
+        ret = co_await read_current(cow.from, w_start, cow_head);
     }
     if (ret >= 0 && tail_needed) {
-        ret = co_await fill_region(old.back(), cluster_size_ - tail, tail, cow_tail);
+        ret = co_await read_current(w_end, cow.to, cow_tail);
     }
     if (ret >= 0) {
-        uint64_t write_offset = host + (head_needed ? 0 : head);
+        IOVector write;
+        uint64_t write_from = head_needed ? cow.from : w_start;
         if (head_needed) {
-            write.add(cow_head.data(), head);
+            write.add(cow_head.data(), w_start - cow.from);
         }
         write.add_slice(qiov, qiov_offset, data_bytes);
         if (tail_needed) {
-            write.add(cow_tail.data(), tail);
+            write.add(cow_tail.data(), cow.to - w_end);
         }
-        ret = co_await bdrv_co_pwritev(file(), write_offset, write.size(), write);
+        ret = co_await bdrv_co_pwritev(data_child(), host + write_from, write.size(), write);
     }
 
     co_await lock_.lock();
     if (ret < 0) {
-        if (!reuse) {
+        if (!reuse && !has_data_file()) {
             // Nothing references the new clusters, but requests that
             // joined may still be writing there: free them the safe way.
             free_clusters_later(host, alloc_bytes, FreeReason::Other);
@@ -355,24 +574,68 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         co_return finish(ret);
     }
     for (uint64_t k = 0; k < n; k++) {
-        uint64_t now_entry = l2.get64(idx + k);
-        l2.set64(idx + k, (host + (k << cluster_bits_)) | kCopied);
-        if (!reuse) {
-            free_l2_entry_later(now_entry, FreeReason::Other);
+        L2Entry now = get_l2_entry(l2, idx + k);
+        L2Entry linked{(host + (k << cluster_bits_)) | kCopied, 0};
+        if (extended_l2_) {
+            // Subclusters outside the written range keep their state.
+            uint64_t base = k << cluster_bits_;
+            uint64_t from = std::max(cow.from, base) - base;
+            uint64_t to = std::min(cow.to, base + cluster_size_) - base;
+            uint64_t written = subcluster_alloc_bits(uint32_t(from >> subcluster_bits_),
+                                                     uint32_t(((to - 1) >> subcluster_bits_) + 1));
+            uint64_t kept = l2_cluster_type(now.entry) == ClusterType::Compressed ? 0 : now.bitmap;
+            linked.bitmap = (kept | written) & ~(written << 32);
+        }
+        set_l2_entry(l2, idx + k, linked);
+        // With an external data file the old mapping was at the same
+        // offset: nothing to free.
+        if (!reuse && !has_data_file()) {
+            free_l2_entry_later(now.entry, FreeReason::Other);
         }
     }
     l2.reset();
     co_return finish(int(data_bytes));
 }
 
+Task<int> Qcow2State::release_l2_entry(uint64_t old, FreeReason reason)
+{
+    if (!has_data_file()) {
+        free_l2_entry_later(old, reason);
+        co_return 0;
+    }
+    // The data file has no refcounts: only its space can be given back.
+    // A raw data file must keep reading as the guest does, so the range
+    // is zeroed there (QEMU 7.2 skips this without pass-discard-request
+    // and leaves stale data in a file it still calls raw).
+    ClusterType t = l2_cluster_type(old);
+    if ((t != ClusterType::Normal && t != ClusterType::ZeroAlloc) || !data_file_) {
+        co_return 0;
+    }
+    bool pass = discard_passes_down(reason);
+    uint64_t host = old & kOffsetMask;
+    // The last cluster may end past the disk: the data file must not grow.
+    uint64_t len = std::min(cluster_size_, total_bytes() - std::min(host, total_bytes()));
+    if (len == 0) {
+        co_return 0;
+    }
+    if (data_file_is_raw() && (t == ClusterType::Normal || pass)) {
+        co_return co_await bdrv_co_pwrite_zeroes(data_file_, host, len,
+                                                 pass ? unsigned(BDRV_REQ_MAY_UNMAP) : 0u);
+    }
+    if (pass) {
+        co_await bdrv_co_pdiscard(data_file_, host, len);  // advisory
+    }
+    co_return 0;
+}
+
 Task<int> Qcow2State::zero_clusters(uint64_t offset, uint64_t bytes, bool unmap)
 {
-    // Caller holds lock_; offset and bytes are cluster aligned (or reach the
-    // end of the image).
-    while (bytes > 0) {
-        uint64_t cur = bytes;
+    // Caller holds lock_.
+    uint64_t end = offset + bytes;
+    while (offset < end) {
+        uint64_t cur = end - offset;
         while (co_await wait_for_dependencies(offset, cur)) {
-            cur = bytes;
+            cur = end - offset;
         }
         Qcow2Cache::Ref l2;
         int ret = co_await get_l2_table(offset, true, l2);
@@ -380,32 +643,78 @@ Task<int> Qcow2State::zero_clusters(uint64_t offset, uint64_t bytes, bool unmap)
             co_return ret;
         }
         uint64_t idx = l2_index(offset);
-        uint64_t n = std::min(size_to_clusters(cur), l2_entries_ - idx);
+        uint64_t first_cluster = offset & ~(cluster_size_ - 1);
+        uint64_t n = std::min(size_to_clusters(offset + cur - first_cluster), l2_entries_ - idx);
+        uint64_t run_end = std::min(offset + cur, first_cluster + (n << cluster_bits_));
         for (uint64_t k = 0; k < n; k++) {
-            uint64_t e = l2.get64(idx + k);
-            ClusterType t = classify_l2_entry(e);
-            uint64_t now;
-            if (t == ClusterType::Compressed || (unmap && (t == ClusterType::Normal || t == ClusterType::ZeroAlloc))) {
-                free_l2_entry_later(e, FreeReason::GuestDiscard);
-                now = kZero;
-            } else if (t == ClusterType::Normal || t == ClusterType::ZeroAlloc) {
-                now = (e & (kOffsetMask | kCopied)) | kZero;  // keep the allocation
+            uint64_t cluster = first_cluster + (k << cluster_bits_);
+            uint64_t from = std::max(offset, cluster);
+            uint64_t to = std::min(run_end, cluster + cluster_size_);
+            bool whole = from == cluster && (to == cluster + cluster_size_ || to >= total_bytes());
+            L2Entry e = get_l2_entry(l2, idx + k);
+            ClusterType t = l2_cluster_type(e.entry);
+            L2Entry now = e;
+            bool drop = false;
+            if (whole) {
+                drop = t == ClusterType::Compressed ||
+                       (unmap && (t == ClusterType::Normal || t == ClusterType::ZeroAlloc));
+                if (drop) {
+                    now.entry = 0;
+                }
+                if (extended_l2_) {
+                    now.bitmap = kBitmapAllZero;
+                } else {
+                    now.entry |= kZero;
+                }
             } else {
-                now = kZero;
+                // Some subclusters (extended L2 entries only): they read as
+                // zeroes, the cluster keeps its host cluster.  Compressed
+                // data has no subclusters.
+                if (!extended_l2_ || t == ClusterType::Compressed) {
+                    co_return -ENOTSUP;
+                }
+                uint64_t bits = subcluster_alloc_bits(
+                    uint32_t((from - cluster) >> subcluster_bits_),
+                    uint32_t(((to - cluster - 1) >> subcluster_bits_) + 1));
+                now.bitmap = (e.bitmap | (bits << 32)) & ~bits;
             }
-            if (now != e) {
-                l2.set64(idx + k, now);
+            if (now == e) {
+                continue;
+            }
+            set_l2_entry(l2, idx + k, now);
+            if (drop) {
+                ret = co_await release_l2_entry(e.entry, FreeReason::GuestDiscard);
+                if (ret < 0) {
+                    co_return ret;
+                }
             }
         }
-        uint64_t done = std::min(bytes, n << cluster_bits_);
-        offset += done;
-        bytes -= done;
+        offset = run_end;
     }
     co_return 0;
 }
 
 Task<int> Qcow2State::discard_clusters(uint64_t offset, uint64_t bytes, bool full)
 {
+    // What a discarded entry becomes (QEMU's discard_in_l2_slice): with
+    // `full`, unallocated; otherwise it must read as zeroes, which needs a
+    // change only for allocated clusters, or for any with a backing file
+    // behind.  Version 2 images cannot say "zero" and unallocate.
+    auto discarded = [&](const L2Entry& e) {
+        if (full) {
+            return L2Entry{};
+        }
+        ClusterType t = l2_cluster_type(e.entry);
+        bool allocated = t == ClusterType::Normal || t == ClusterType::ZeroAlloc ||
+                         t == ClusterType::Compressed;
+        if (!allocated && unallocated_reads_zero()) {
+            return e;
+        }
+        if (extended_l2_) {
+            return L2Entry{0, kBitmapAllZero};
+        }
+        return L2Entry{header_.version >= 3 ? kZero : 0, 0};
+    };
     while (bytes > 0) {
         uint64_t cur = bytes;
         while (co_await wait_for_dependencies(offset, cur)) {
@@ -415,14 +724,20 @@ Task<int> Qcow2State::discard_clusters(uint64_t offset, uint64_t bytes, bool ful
         uint64_t n = std::min(size_to_clusters(cur), l2_entries_ - idx);
         Qcow2Cache::Ref l2;
         int ret = co_await get_l2_table(offset, false, l2);
+        if (ret >= 0 && !l2 && !full && !unallocated_reads_zero() &&
+            (header_.version >= 3 || extended_l2_)) {
+            // As QEMU: the backing file must not show through a discarded
+            // range, so even clusters without a table get zero entries.
+            ret = co_await get_l2_table(offset, true, l2);
+        }
         if (ret < 0) {
             co_return ret;
         }
         if (l2) {
             bool needs_change = false;
             for (uint64_t k = 0; k < n && !needs_change; k++) {
-                ClusterType t = classify_l2_entry(l2.get64(idx + k));
-                needs_change = t != ClusterType::Unallocated && (full || t != ClusterType::ZeroPlain);
+                L2Entry e = get_l2_entry(l2, idx + k);
+                needs_change = !(discarded(e) == e);
             }
             if (needs_change && !(l1_[l1_index(offset)] & kCopied)) {
                 l2.reset();
@@ -432,15 +747,16 @@ Task<int> Qcow2State::discard_clusters(uint64_t offset, uint64_t bytes, bool ful
                 }
             }
             for (uint64_t k = 0; needs_change && k < n; k++) {
-                uint64_t e = l2.get64(idx + k);
-                ClusterType t = classify_l2_entry(e);
-                if (t == ClusterType::Unallocated || (!full && t == ClusterType::ZeroPlain)) {
+                L2Entry e = get_l2_entry(l2, idx + k);
+                L2Entry now = discarded(e);
+                if (now == e) {
                     continue;
                 }
-                free_l2_entry_later(e, full ? FreeReason::Always : FreeReason::GuestDiscard);
-                // Without a backing file a zero cluster and an unallocated
-                // one read alike; v3 keeps the explicit zero as QEMU does.
-                l2.set64(idx + k, (!full && header_.version >= 3) ? kZero : 0);
+                set_l2_entry(l2, idx + k, now);
+                ret = co_await release_l2_entry(e.entry, full ? FreeReason::Always : FreeReason::GuestDiscard);
+                if (ret < 0) {
+                    co_return ret;
+                }
             }
         }
         uint64_t done = std::min(bytes, n << cluster_bits_);
@@ -581,6 +897,9 @@ Task<int> Qcow2State::read_compressed(uint64_t entry, uint64_t in_cluster, uint6
 Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                        size_t qiov_offset)
 {
+    if (has_data_file()) {
+        co_return -ENOTSUP;  // the data file holds clusters at their guest offsets only
+    }
     if (offset_into_cluster(offset) ||
         (bytes != cluster_size_ && (bytes > cluster_size_ || offset + bytes != total_bytes()))) {
         co_return -EINVAL;
@@ -611,8 +930,8 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
         co_return ret;
     }
     uint64_t idx = l2_index(offset);
-    uint64_t old = l2.get64(idx);
-    if (classify_l2_entry(old) != ClusterType::Unallocated && classify_l2_entry(old) != ClusterType::ZeroPlain) {
+    ClusterType old = l2_cluster_type(get_l2_entry(l2, idx).entry);
+    if (old != ClusterType::Unallocated && old != ClusterType::ZeroPlain) {
         lock_.unlock();
         co_return -EIO;  // as QEMU: compression only into unallocated clusters
     }
@@ -644,7 +963,8 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
     if (ret >= 0) {
         uint32_t csize_shift = 62 - (cluster_bits_ - 8);
         uint64_t nb_csectors = ((uint64_t(host) + uint64_t(len) - 1) >> 9) - (uint64_t(host) >> 9);
-        l2.set64(idx, uint64_t(host) | kCompressed | (nb_csectors << csize_shift));
+        // Compressed clusters have no subclusters: bitmap 0.
+        set_l2_entry(l2, idx, {uint64_t(host) | kCompressed | (nb_csectors << csize_shift), 0});
         l2.reset();
         ret = 0;
     } else {
@@ -661,9 +981,16 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
 Task<int> Qcow2State::preallocate(uint64_t from, uint64_t to, PreallocMode mode, Error& err)
 {
     // Caller holds lock_.  Every unallocated cluster in [from, to) gets a
-    // host cluster; host clusters are contiguous per allocation run.
+    // host cluster; host clusters are contiguous per allocation run (with
+    // an external data file, each sits at its guest offset).  As in QEMU,
+    // subcluster bitmaps stay as they are: preallocated subclusters are
+    // unallocated ones with a host cluster.
     uint64_t offset = from & ~(cluster_size_ - 1);
     uint64_t host_end = 0;
+    auto needs_host = [&](const L2Entry& e) {
+        ClusterType t = l2_cluster_type(e.entry);
+        return t == ClusterType::Unallocated || t == ClusterType::ZeroPlain;
+    };
     while (offset < to) {
         Qcow2Cache::Ref l2;
         int ret = co_await get_l2_table(offset, true, l2);
@@ -675,40 +1002,46 @@ Task<int> Qcow2State::preallocate(uint64_t from, uint64_t to, PreallocMode mode,
         uint64_t n = std::min(size_to_clusters(to - offset), l2_entries_ - idx);
         uint64_t need = 0;
         for (uint64_t k = 0; k < n; k++) {
-            ClusterType t = classify_l2_entry(l2.get64(idx + k));
-            need += t == ClusterType::Unallocated || t == ClusterType::ZeroPlain;
+            need += needs_host(get_l2_entry(l2, idx + k));
         }
         l2.reset();
         if (need) {
-            int64_t host = co_await alloc_clusters(need << cluster_bits_);
-            if (host < 0) {
-                err.set_errno(-int(host), "Could not allocate clusters");
-                co_return int(host);
+            uint64_t next = 0;
+            if (!has_data_file()) {
+                int64_t host = co_await alloc_clusters(need << cluster_bits_);
+                if (host < 0) {
+                    err.set_errno(-int(host), "Could not allocate clusters");
+                    co_return int(host);
+                }
+                next = uint64_t(host);
             }
             ret = co_await get_l2_table(offset, true, l2);
             if (ret < 0) {
                 co_return ret;
             }
-            uint64_t next = uint64_t(host);
             for (uint64_t k = 0; k < n; k++) {
-                ClusterType t = classify_l2_entry(l2.get64(idx + k));
-                if (t == ClusterType::Unallocated || t == ClusterType::ZeroPlain) {
-                    l2.set64(idx + k, next | kCopied);
-                    next += cluster_size_;
+                L2Entry e = get_l2_entry(l2, idx + k);
+                if (!needs_host(e)) {
+                    continue;
                 }
+                uint64_t host = has_data_file() ? offset + (k << cluster_bits_) : next;
+                set_l2_entry(l2, idx + k, {host | kCopied, e.bitmap});
+                next = host + cluster_size_;
+                host_end = std::max(host_end, next);
             }
-            host_end = std::max(host_end, next);
             l2.reset();
         }
         offset += n << cluster_bits_;
     }
     if (host_end) {
-        // The file must cover what the L2 tables now point to; falloc and
-        // full also reserve (or write) the space.
-        uint64_t file_len = file()->bs->total_bytes();
-        if (host_end > file_len) {
+        // The file must cover what the L2 tables now point to (a data file:
+        // the disk, to its last byte); falloc and full also reserve (or
+        // write) the space.
+        BdrvChild* target = data_child();
+        uint64_t needed = has_data_file() ? to : host_end;
+        if (needed > target->bs->total_bytes()) {
             PreallocMode file_mode = mode == PreallocMode::Metadata ? PreallocMode::Off : mode;
-            int ret = co_await bdrv_co_truncate(file(), host_end, false, file_mode, 0, err);
+            int ret = co_await bdrv_co_truncate(target, needed, false, file_mode, 0, err);
             if (ret < 0) {
                 co_return ret;
             }

@@ -58,17 +58,6 @@ std::string Header::feature_name(FeatureType type, int bit) const
     return "";
 }
 
-ClusterType classify_l2_entry(uint64_t entry)
-{
-    if (entry & kCompressed) {
-        return ClusterType::Compressed;
-    }
-    if (entry & kZero) {
-        return (entry & kOffsetMask) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
-    }
-    return (entry & kOffsetMask) ? ClusterType::Normal : ClusterType::Unallocated;
-}
-
 const char* metadata_kind_name(MetadataKind kind)
 {
     switch (kind) {
@@ -81,6 +70,9 @@ const char* metadata_kind_name(MetadataKind kind)
     case META_SNAPSHOT_L1: return "inactive L1 table";
     case META_OTHER: return "other metadata";
     case META_ZONED: return "zoned metadata";
+    case META_SNAPSHOT_ZONED: return "snapshot zoned metadata";
+    case META_BITMAP_DIRECTORY: return "bitmap directory";
+    case META_BITMAP: return "bitmap data";
     }
     return "metadata";
 }
@@ -186,6 +178,7 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
 
     // Header extensions.
     backing_format.clear();
+    data_file.reset();
     feature_table.clear();
     extensions.clear();
     uint64_t pos = header_length;
@@ -211,6 +204,9 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
                 return false;
             }
             backing_format.assign(reinterpret_cast<const char*>(data), ext_len);
+            break;
+        case EXT_DATA_FILE:
+            data_file.emplace(reinterpret_cast<const char*>(data), ext_len);
             break;
         case EXT_ZONED: {
             if (ext_len < ZonedExtension::kBaseLength) {
@@ -294,6 +290,10 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
     if (zoned && !zoned->validate(size, cluster_bits, file_size, err)) {
         return false;
     }
+    if (zoned && (incompatible_features & INCOMPAT_DATA_FILE)) {
+        err.set("Zoned images cannot have an external data file");
+        return false;
+    }
     if (crypt_method != 0) {
         err.set("Encrypted images are not supported");
         return false;
@@ -326,9 +326,15 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
             return false;
         }
     }
+    bool extended_l2 = incompatible_features & INCOMPAT_EXTL2;
+    if (extended_l2 && cluster_bits - kSubclustersPerClusterBits < kMinClusterBits) {
+        err.set("Unsupported subcluster size: %u", 1u << (cluster_bits - kSubclustersPerClusterBits));
+        return false;
+    }
     uint64_t needed_l1 = 0;
     {
-        uint64_t l2_coverage_bits = cluster_bits + (cluster_bits - 3);
+        // An L2 table maps cluster_size / entry size clusters.
+        uint64_t l2_coverage_bits = cluster_bits + (cluster_bits - (extended_l2 ? 4 : 3));
         needed_l1 = (size + (1ULL << l2_coverage_bits) - 1) >> l2_coverage_bits;
     }
     if (size > uint64_t(INT64_MAX) || needed_l1 > l1_size) {
@@ -340,9 +346,12 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
 
 bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
 {
-    // The feature name table is optional: with small clusters (512 bytes)
-    // and more extensions, the header goes without it rather than fail.
-    return serialize_with(out, true, err) || serialize_with(out, false, err);
+    // The feature name table is optional.  QEMU 7.2 leaves it out with
+    // clusters of 4 KiB and less (to keep room for a backing file name),
+    // and so do we; with more extensions than fit, the header goes without
+    // it rather than fail.
+    bool wanted = version >= 3 && cluster_size() > 4096;
+    return serialize_with(out, wanted, err) || (wanted && serialize_with(out, false, err));
 }
 
 bool Header::serialize_with(std::vector<uint8_t>& out, bool feature_table_wanted, Error& err) const
@@ -393,10 +402,15 @@ bool Header::serialize_with(std::vector<uint8_t>& out, bool feature_table_wanted
         add_ext(EXT_BACKING_FORMAT, reinterpret_cast<const uint8_t*>(backing_format.data()),
                 backing_format.size());
     }
+    // QEMU's order: backing format, encryption header, data file name,
+    // feature table, ..., unknown extensions.
     for (const auto& e : extensions) {
-        if (e.magic == EXT_DATA_FILE || e.magic == EXT_CRYPTO) {
+        if (e.magic == EXT_CRYPTO) {
             add_ext(e.magic, e.data.data(), e.data.size());
         }
+    }
+    if (data_file) {
+        add_ext(EXT_DATA_FILE, reinterpret_cast<const uint8_t*>(data_file->data()), data_file->size());
     }
     if (version >= 3 && feature_table_wanted) {
         std::vector<uint8_t> table;
@@ -419,7 +433,7 @@ bool Header::serialize_with(std::vector<uint8_t>& out, bool feature_table_wanted
         add_ext(EXT_ZONED, z.data(), z.size());
     }
     for (const auto& e : extensions) {
-        if (e.magic != EXT_DATA_FILE && e.magic != EXT_CRYPTO) {
+        if (e.magic != EXT_CRYPTO) {
             add_ext(e.magic, e.data.data(), e.data.size());
         }
     }

@@ -245,7 +245,7 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
         uint64_t old = refcount_entry_get(block.data(), idx, refcount_bits_);
         if ((addend < 0 && old < uint64_t(-addend)) ||
             (addend > 0 && old > refcount_max_ - uint64_t(addend))) {
-            co_return addend < 0 ? -EINVAL : -ERANGE;
+            co_return -EINVAL;  // as QEMU, for overflow too
         }
         uint64_t now = old + uint64_t(addend);
         refcount_entry_set(block.data(), idx, refcount_bits_, now);
@@ -314,19 +314,40 @@ Task<int64_t> Qcow2State::alloc_clusters(uint64_t bytes)
 
 Task<int64_t> Qcow2State::alloc_bytes(uint64_t bytes)
 {
+    // QEMU's qcow2_alloc_bytes(), so that compressed images come out alike:
+    // compressed data is packed after the previous one in its cluster, and
+    // what does not fit there continues into the next cluster when that is
+    // the one allocated next and has a refcount block already (QEMU gives
+    // the span up when it must allocate one); a cluster whose refcount
+    // cannot grow any more is left.  Every cluster the bytes touch gets one
+    // more reference.
     uint64_t off = free_byte_offset_;
-    if (off && offset_into_cluster(off) && offset_into_cluster(off) + bytes <= cluster_size_) {
-        // Share the partly used cluster: one more reference to it.
-        int ret = co_await update_refcount(off, 1, 1);
+    if (off) {
+        uint64_t refcount;
+        int ret = co_await get_refcount(off >> cluster_bits_, refcount);
         if (ret < 0) {
             co_return ret;
         }
-    } else {
-        int64_t fresh = co_await alloc_clusters(bytes);
+        if (refcount >= refcount_max_) {
+            off = 0;
+        }
+    }
+    uint64_t free_in_cluster = off ? cluster_size_ - offset_into_cluster(off) : 0;
+    if (free_in_cluster < bytes) {
+        int64_t fresh = co_await find_free_run(1);
         if (fresh < 0) {
             co_return fresh;
         }
-        off = uint64_t(fresh);
+        uint64_t ti = uint64_t(fresh) >> (cluster_bits_ + refcount_block_bits_);
+        bool has_block = ti < refcount_table_.size() && (refcount_table_[ti] & kRefTableOffsetMask);
+        if (!off || ((off + cluster_size_ - 1) & ~(cluster_size_ - 1)) != uint64_t(fresh) ||
+            !has_block) {
+            off = uint64_t(fresh);
+        }
+    }
+    int ret = co_await update_refcount(off, bytes, 1);
+    if (ret < 0) {
+        co_return ret;
     }
     free_byte_offset_ = offset_into_cluster(off + bytes) ? off + bytes : 0;
     co_return int64_t(off);
@@ -341,10 +362,14 @@ void Qcow2State::free_clusters_later(uint64_t offset, uint64_t bytes, FreeReason
 
 void Qcow2State::free_l2_entry_later(uint64_t entry, FreeReason reason)
 {
-    switch (classify_l2_entry(entry)) {
+    switch (l2_cluster_type(entry)) {
     case ClusterType::Normal:
     case ClusterType::ZeroAlloc:
-        free_clusters_later(entry & kOffsetMask, cluster_size_, reason);
+        // Data in an external data file has no refcount (see
+        // release_l2_entry for giving its space back).
+        if (!has_data_file()) {
+            free_clusters_later(entry & kOffsetMask, cluster_size_, reason);
+        }
         break;
     case ClusterType::Compressed: {
         uint64_t host, len;
@@ -377,10 +402,7 @@ Task<int> Qcow2State::apply_pending_frees()
         if (ret < 0) {
             co_return ret;
         }
-        bool give_back = f.reason == FreeReason::Always ||
-                         (f.reason == FreeReason::GuestDiscard && discard_passthrough_) ||
-                         (f.reason == FreeReason::Other && pass_discard_other_);
-        if (!give_back) {
+        if (!discard_passes_down(f.reason)) {
             continue;
         }
         uint64_t first = f.offset >> cluster_bits_;
@@ -475,17 +497,38 @@ void Qcow2State::rebuild_metadata_map()
             register_metadata(e & kOffsetMask, cluster_size_, META_L2);
         }
     }
-    if (header_.nb_snapshots) {
-        register_metadata(header_.snapshots_offset, cluster_size_, META_SNAPSHOT_TABLE);
+    register_metadata(header_.snapshots_offset, snapshots_size_, META_SNAPSHOT_TABLE);
+    // Bitmaps: the directory and the tables of the valid ones (stale
+    // tables were never checked; data clusters are not tracked, as in QEMU).
+    register_metadata(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size, META_BITMAP_DIRECTORY);
+    for (const PersistentBitmap& bm : bitmaps_) {
+        if (!bm.stale) {
+            register_metadata(bm.entry.table_offset, uint64_t(bm.entry.table_size) * 8, META_BITMAP);
+        }
     }
     for (const Snapshot& sn : snapshots_) {
         register_metadata(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, META_SNAPSHOT_L1);
+    }
+    if (const auto& z = header_.zoned) {
+        register_metadata(z->meta_offset, z->meta_size, META_ZONED);
+        register_metadata(z->cond_offset, z->cond_size, META_ZONED);
+        register_metadata(z->zde_offset, z->zde_size, META_ZONED);
+        for (const Snapshot& sn : snapshots_) {
+            if (const auto& copy = sn.zone_state) {
+                register_metadata(copy->wp_offset, z->meta_size, META_SNAPSHOT_ZONED);
+                register_metadata(copy->cond_offset, copy->cond_offset ? uint64_t(z->nr_zones) : 0,
+                                  META_SNAPSHOT_ZONED);
+                register_metadata(copy->zde_offset, copy->zde_offset ? z->zde_size : 0,
+                                  META_SNAPSHOT_ZONED);
+            }
+        }
     }
 }
 
 int Qcow2State::check_overlap(uint64_t offset, uint64_t len, MetadataKind kind)
 {
-    if (len == 0) {
+    // Guest data in an external data file cannot hit metadata.
+    if (len == 0 || (kind == MetadataKind(0) && data_file_)) {
         return 0;
     }
     for (uint64_t c = offset >> cluster_bits_; c <= (offset + len - 1) >> cluster_bits_; c++) {

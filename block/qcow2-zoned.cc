@@ -29,7 +29,9 @@ namespace {
 constexpr uint8_t kCondDescExtValid = 0x80;
 }  // namespace
 
-Task<int> Qcow2State::zoned_open(Error& err)
+Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
+                                      std::vector<uint64_t>& entries, std::vector<uint8_t>& conds,
+                                      std::unique_ptr<ZoneStateMachine>& machine, Error& err)
 {
     const ZonedExtension& ext = *header_.zoned;
     ZoneGeometry g;
@@ -43,18 +45,19 @@ Task<int> Qcow2State::zoned_open(Error& err)
     g.max_active = ext.max_active_zones;
     auto zones = std::make_unique<ZoneStateMachine>(g);
 
-    AlignedBuffer wps(ext.meta_size, 4096);
-    IOVector q(wps.data(), ext.meta_size);
-    int ret = co_await bdrv_co_preadv(file(), ext.meta_offset, ext.meta_size, q);
+    uint64_t wp_bytes = uint64_t(ext.nr_zones) * 8;
+    AlignedBuffer wps(wp_bytes, 4096);
+    IOVector q(wps.data(), wp_bytes);
+    int ret = co_await bdrv_co_preadv(file(), wp_offset, wp_bytes, q);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read the zone write pointers");
         co_return ret;
     }
-    wp_on_disk_.resize(ext.nr_zones);
-    std::vector<uint8_t> conds(ext.nr_zones, 0);
-    if (ext.cond_offset) {
+    entries.resize(ext.nr_zones);
+    conds.assign(ext.nr_zones, 0);
+    if (cond_offset) {
         IOVector qc(conds.data(), conds.size());
-        ret = co_await bdrv_co_preadv(file(), ext.cond_offset, conds.size(), qc);
+        ret = co_await bdrv_co_preadv(file(), cond_offset, conds.size(), qc);
         if (ret < 0) {
             err.set_errno(-ret, "Could not read the zone conditions");
             co_return ret;
@@ -63,7 +66,7 @@ Task<int> Qcow2State::zoned_open(Error& err)
     for (uint32_t z = 0; z < ext.nr_zones; z++) {
         // Little-endian on disk, as the upstream proposal writes them on x86.
         uint64_t entry = load_le64(wps.data() + uint64_t(z) * 8);
-        wp_on_disk_[z] = entry;
+        entries[z] = entry;
         bool conventional = entry & ZonedExtension::kConventionalFlag;
         if (conventional != (z < ext.conventional_zones) || (entry >> 60)) {
             err.set("Image is corrupt: write pointer entry of zone %u (0x%llx) is malformed", z,
@@ -88,15 +91,17 @@ Task<int> Qcow2State::zoned_open(Error& err)
         }
     }
     zones->finish_restore();
-    zones_ = std::move(zones);
-    register_metadata(ext.meta_offset, ext.meta_size, META_ZONED);
-    if (ext.cond_offset) {
-        register_metadata(ext.cond_offset, ext.cond_size, META_ZONED);
-    }
-    if (ext.zde_offset) {
-        register_metadata(ext.zde_offset, ext.zde_size, META_ZONED);
-    }
+    machine = std::move(zones);
     co_return 0;
+}
+
+Task<int> Qcow2State::zoned_open(Error& err)
+{
+    // The areas are protected as metadata by rebuild_metadata_map().
+    const ZonedExtension& ext = *header_.zoned;
+    std::vector<uint8_t> conds;
+    co_return co_await load_zone_state(ext.meta_offset, ext.cond_offset, wp_on_disk_, conds, zones_,
+                                       err);
 }
 
 Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
@@ -149,6 +154,7 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
     if (ret < 0) {
         co_return ret;
     }
+    rebuild_metadata_map();
     co_return co_await zoned_open(err);
 }
 
@@ -272,41 +278,51 @@ Task<int> Qcow2State::drv_zone_report(uint64_t offset, uint32_t& nr_zones, Block
     co_return 0;
 }
 
+Task<int> Qcow2State::zone_condition_array()
+{
+    // Caller holds lock_.  The array is created on first use, which
+    // lengthens the header extension (docs/interop/qcow2-zoned.rst).
+    ZonedExtension& ext = *header_.zoned;
+    if (ext.cond_offset) {
+        co_return 0;
+    }
+    int64_t area = co_await alloc_clusters(ext.nr_zones);
+    if (area < 0) {
+        co_return int(area);
+    }
+    std::vector<uint8_t> conds(ext.nr_zones, 0);
+    IOVector q(conds.data(), conds.size());
+    int ret = co_await bdrv_co_pwritev(file(), uint64_t(area), conds.size(), q);
+    if (ret >= 0) {
+        ret = co_await flush_metadata();
+    }
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (ret < 0) {
+        co_return ret;
+    }
+    ext.cond_offset = uint64_t(area);
+    ext.cond_size = ext.nr_zones;
+    register_metadata(ext.cond_offset, ext.cond_size, META_ZONED);
+    Error err;
+    co_return co_await rewrite_header(err);
+}
+
 Task<int> Qcow2State::zone_set_condition(uint32_t zone)
 {
-    // Caller holds lock_.  The condition array is created on first use,
-    // which lengthens the header extension (docs/interop/qcow2-zoned.rst).
-    ZonedExtension& ext = *header_.zoned;
-    if (!ext.cond_offset) {
-        int64_t area = co_await alloc_clusters(ext.nr_zones);
-        if (area < 0) {
-            co_return int(area);
-        }
-        std::vector<uint8_t> conds(ext.nr_zones, 0);
-        IOVector q(conds.data(), conds.size());
-        int ret = co_await bdrv_co_pwritev(file(), uint64_t(area), conds.size(), q);
-        if (ret >= 0) {
-            ret = co_await flush_metadata();
-        }
-        if (ret >= 0) {
-            ret = co_await bdrv_co_flush(file()->bs.get());
-        }
-        if (ret < 0) {
-            co_return ret;
-        }
-        ext.cond_offset = uint64_t(area);
-        ext.cond_size = ext.nr_zones;
-        register_metadata(ext.cond_offset, ext.cond_size, META_ZONED);
-        Error err;
-        ret = co_await rewrite_header(err);
-        if (ret < 0) {
-            co_return ret;
-        }
+    // Caller holds lock_.
+    int ret = co_await zone_condition_array();
+    if (ret < 0) {
+        co_return ret;
     }
-    uint8_t c = uint8_t(zones_->persistent_condition(zone)) |
-                (zones_->desc_ext_valid(zone) ? kCondDescExtValid : 0);
+    const ZonedExtension& ext = *header_.zoned;
+    uint8_t c = uint8_t(zones_->persistent_condition(zone));
+    if (zones_->desc_ext_valid(zone)) {
+        c |= kCondDescExtValid;
+    }
     IOVector q(&c, 1);
-    int ret = check_overlap(ext.cond_offset + zone, 1, META_ZONED);
+    ret = check_overlap(ext.cond_offset + zone, 1, META_ZONED);
     if (ret >= 0) {
         ret = co_await bdrv_co_pwritev(file(), ext.cond_offset + zone, 1, q);
     }
@@ -344,24 +360,27 @@ Task<int> Qcow2State::zone_finish_data(uint32_t zone, uint64_t wp)
     uint64_t cap_end = zones_->zone_start(zone) + zones_->zone_capacity(zone);
     uint64_t next = std::min((wp + cluster_size_ - 1) & ~(cluster_size_ - 1), zone_end);
     uint64_t head = std::min(next, cap_end) - std::min(wp, cap_end);
-    if (head) {
+    // With extended L2 entries the rest of the cluster may be several runs
+    // (data, zero or unallocated subclusters): zero each run of data.
+    for (uint64_t pos = wp; pos < wp + head;) {
         Mapping m;
-        int ret = co_await get_mapping(wp, head, m);
+        int ret = co_await get_mapping(pos, wp + head - pos, m);
         if (ret < 0) {
             co_return ret;
         }
         if (m.type == ClusterType::Normal) {
-            AlignedBuffer zeroes(head, 4096);
-            memset(zeroes.data(), 0, head);
-            IOVector q(zeroes.data(), head);
-            ret = check_overlap(m.host_offset, head, MetadataKind(0));
+            AlignedBuffer zeroes(m.bytes, 4096);
+            memset(zeroes.data(), 0, m.bytes);
+            IOVector q(zeroes.data(), m.bytes);
+            ret = check_overlap(m.host_offset, m.bytes, MetadataKind(0));
             if (ret >= 0) {
-                ret = co_await bdrv_co_pwritev(file(), m.host_offset, head, q);
+                ret = co_await bdrv_co_pwritev(data_child(), m.host_offset, m.bytes, q);
             }
             if (ret < 0) {
                 co_return ret;
             }
         }
+        pos += m.bytes;
     }
     if (next < zone_end) {
         co_return co_await discard_clusters(next, zone_end - next, true);
@@ -381,6 +400,13 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
     uint64_t end = offset + len;
     if (offset % g.zone_size || (len % g.zone_size && end != g.device_size) || len == 0) {
         co_return zone_error_to_errno(ZoneError::InvalidRequest);
+    }
+    // Resets and finishes change what the zones read: persistent bitmaps
+    // record them like writes (conservatively, the whole range).
+    if ((op == BlockZoneOp::Reset || op == BlockZoneOp::Finish) && !bitmaps_.empty()) {
+        if (int ret = co_await bitmaps_note_change(offset, len); ret < 0) {
+            co_return ret;
+        }
     }
     // Over the whole device, an operation skips conventional zones (QEMU's
     // reset-all); aimed at one, it is an error.
@@ -455,10 +481,15 @@ Task<int> Qcow2State::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned
     if (len == 0 || len % 512 || len > header_.zoned->max_append_bytes) {
         co_return zone_error_to_errno(ZoneError::InvalidRequest);
     }
+    // The zone's new bytes are known only afterwards: the marks first.
+    if (int ret = bitmaps_.empty() ? 0 : co_await bitmaps_prepare_change(false); ret < 0) {
+        co_return ret;
+    }
     uint64_t pos;
     int ret = co_await zoned_write(offset, len, qiov, 0, flags, true, &pos);
     if (ret >= 0) {
         offset = pos;
+        bitmaps_mark_dirty(pos, len);
     }
     co_return ret;
 }

@@ -8,6 +8,8 @@
 #include <cstdarg>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "qemu/bswap.h"
 #include "qemu/cutils.h"
 
@@ -151,6 +153,9 @@ Task<int> Qcow2State::flush_metadata()
         // Data and refcounts first, then the L2 tables that point at them,
         // then the L1 entries that point at those tables.
         ret = co_await bdrv_co_flush(file()->bs.get());
+        if (ret >= 0 && data_file_) {
+            ret = co_await bdrv_co_flush(data_file_->bs.get());  // the data lives there
+        }
         if (ret >= 0) {
             ret = co_await l2_cache_->write_back();
         }
@@ -225,11 +230,18 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
     if (!header_.parse(head.data(), head_len, file_size, err)) {
         co_return -EINVAL;
     }
-    if (!header_.backing_file.empty()) {
-        err.set("Backing files are not supported yet (image has backing file '%s')",
+    // The generic layer opens the backing file after us; the zone rules
+    // cannot hold over data that shows through from one.
+    if (header_.zoned && !header_.backing_file.empty()) {
+        err.set("Zoned images cannot have a backing file (image has backing file '%s')",
                 header_.backing_file.c_str());
         co_return -ENOTSUP;
     }
+    if (header_.zoned && (options.has_subtree("backing") || options.has("backing"))) {
+        err.set("Zoned images cannot have a backing file");
+        co_return -ENOTSUP;
+    }
+    set_backing_file(header_.backing_file, header_.backing_format);
     if ((header_.incompatible_features & INCOMPAT_CORRUPT) && !read_only() &&
         !(open_flags() & BDRV_O_CHECK)) {
         err.set("qcow2: Image is corrupt; cannot be opened read/write");
@@ -239,8 +251,14 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
 
     cluster_bits_ = header_.cluster_bits;
     cluster_size_ = 1ULL << cluster_bits_;
-    l2_bits_ = cluster_bits_ - 3;
+    extended_l2_ = header_.incompatible_features & INCOMPAT_EXTL2;
+    subcluster_bits_ = extended_l2_ ? cluster_bits_ - kSubclustersPerClusterBits : cluster_bits_;
+    subcluster_size_ = 1ULL << subcluster_bits_;
+    l2_bits_ = cluster_bits_ - (extended_l2_ ? 4 : 3);  // 16- or 8-byte entries
     l2_entries_ = 1ULL << l2_bits_;
+    if (int ret = co_await open_data_file(options, err); ret < 0) {
+        co_return ret;
+    }
     refcount_bits_ = header_.refcount_bits();
     refcount_block_bits_ = cluster_bits_ + 3 - header_.refcount_order;
     refcount_block_entries_ = 1ULL << refcount_block_bits_;
@@ -260,6 +278,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
     }
     lazy_refcounts_ = lazy;
     pass_discard_other_ = *pass_other;
+    pass_discard_snapshot_ = *pass_snapshot;
     bool pass_req = open_flags() & BDRV_O_UNMAP;
     if (pass_request) {
         auto v = parse_bool_option("pass-discard-request", *pass_request, err);
@@ -272,7 +291,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
 
     // Cache sizes: by default the L2 cache covers the whole disk, up to
     // 32 MiB; the refcount cache is a quarter of it, at least 4 clusters.
-    uint64_t l2_tables_needed = std::max<uint64_t>(l1_size_for(header_.size, cluster_bits_), 1);
+    uint64_t l2_tables_needed = std::max<uint64_t>(l1_size_for(header_.size, cluster_bits_, extended_l2_), 1);
     uint64_t l2_bytes = std::min(l2_tables_needed * cluster_size_, std::max(kDefaultL2CacheMax, 2 * cluster_size_));
     uint64_t rc_bytes = std::max(l2_bytes / 4, 4 * cluster_size_);
     auto parse_cache = [&](const std::optional<std::string>& v, const char* name, uint64_t& out) {
@@ -360,40 +379,15 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
         co_return ret;
     }
 
-    // Internal snapshots: read (and validated) so that our writes keep
-    // their clusters intact; managing them is qemu-img snapshot's job.
-    if (header_.nb_snapshots) {
-        uint64_t pos = header_.snapshots_offset;
-        std::vector<uint8_t> table;
-        for (uint32_t i = 0; i < header_.nb_snapshots; i++) {
-            uint8_t fixed[40];
-            IOVector q(fixed, sizeof(fixed));
-            if (pos + sizeof(fixed) > file_size || co_await bdrv_co_preadv(file(), pos, sizeof(fixed), q) < 0) {
-                err.set("Could not read snapshot table");
-                co_return -EIO;
-            }
-            uint64_t entry_len = 40 + uint64_t(load_be32(fixed + 36)) + load_be16(fixed + 12) + load_be16(fixed + 14);
-            entry_len = (entry_len + 7) & ~7ULL;
-            if (entry_len > 40 + 1024 + 2 * 65535 + 7 || pos + entry_len > file_size ||
-                table.size() + entry_len > 64 * MiB) {
-                err.set("Snapshot table is corrupt");
-                co_return -EINVAL;
-            }
-            size_t at = table.size();
-            table.resize(at + entry_len);
-            IOVector qe(table.data() + at, entry_len);
-            if (co_await bdrv_co_preadv(file(), pos, entry_len, qe) < 0) {
-                err.set("Could not read snapshot table");
-                co_return -EIO;
-            }
-            pos += entry_len;
-        }
-        if (!parse_snapshot_table(table.data(), table.size(), header_.nb_snapshots, file_size,
-                                  cluster_bits_, snapshots_, err)) {
-            co_return -EINVAL;
-        }
+    ret = co_await read_snapshot_table(err);
+    if (ret < 0) {
+        co_return ret;
     }
 
+    ret = co_await bitmaps_open(err);
+    if (ret < 0) {
+        co_return ret;
+    }
     rebuild_metadata_map();
     fresh_from_ = (file_size + cluster_size_ - 1) >> cluster_bits_;
     set_total_bytes(header_.size);
@@ -436,6 +430,51 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
     co_return 0;
 }
 
+Task<int> Qcow2State::open_data_file(QDict& options, Error& err)
+{
+    if (open_flags() & BDRV_O_NO_IO) {
+        // qemu-img info: an untrusted image must not make us open (or
+        // reveal the existence of) another file.
+        options.take_subtree("data-file");
+        options.erase("data-file");
+        co_return 0;
+    }
+    // A missing child is no error here; a failing one is (err may hold a
+    // stale message on entry, so the child gets its own).
+    Error child_err;
+    data_file_ = co_await open_child("data-file", options, true, child_err);
+    if (child_err) {
+        err = child_err;
+        co_return -EINVAL;
+    }
+    if (has_data_file()) {
+        if (!data_file_ && header_.data_file) {
+            // The name from the image is a plain file name: no protocol
+            // prefix, no json: (as QEMU since CVE-2024-4467), and like QEMU
+            // 7.2 it is not made relative to the image.
+            options.set("data-file.filename", *header_.data_file);
+            data_file_ = co_await open_child("data-file", options, false, err);
+            if (!data_file_) {
+                co_return -EINVAL;
+            }
+        }
+        if (!data_file_) {
+            err.set("'data-file' is required for this image");
+            co_return -EINVAL;
+        }
+    } else {
+        if (data_file_) {
+            err.set("'data-file' can only be set for images with an external data file");
+            co_return -EINVAL;
+        }
+        if (data_file_is_raw()) {
+            err.set("data-file-raw requires a data file");
+            co_return -EINVAL;
+        }
+    }
+    co_return 0;
+}
+
 Task<void> Qcow2State::drv_close()
 {
     cache_clean_timer_.reset();
@@ -447,6 +486,11 @@ Task<void> Qcow2State::drv_close()
         co_return;  // nothing more is written to a corrupt image
     }
     co_await lock_.lock();
+    Error bitmap_err;
+    if (co_await bitmaps_store(bitmap_err) < 0) {
+        error_report("Lost persistent bitmaps during inactivation of node '%s': %s",
+                     node_name().c_str(), bitmap_err.pretty().c_str());
+    }
     int ret = co_await flush_metadata();
     if (ret >= 0 && file_extended_) {
         // Give back what was extended ahead and never allocated.
@@ -476,6 +520,9 @@ Task<void> Qcow2State::drv_close()
 Task<int> Qcow2State::drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                  size_t qiov_offset, unsigned)
 {
+    if (data_inaccessible()) {
+        co_return -EIO;
+    }
     if (zones_) {
         co_return co_await zoned_read(offset, bytes, qiov, qiov_offset);
     }
@@ -495,6 +542,9 @@ Task<int> Qcow2State::read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov
         }
         switch (m.type) {
         case ClusterType::Unallocated:
+            lock_.unlock();
+            ret = co_await read_unallocated(offset, m.bytes, qiov, qiov_offset);
+            break;
         case ClusterType::ZeroPlain:
         case ClusterType::ZeroAlloc:
             lock_.unlock();
@@ -503,7 +553,7 @@ Task<int> Qcow2State::read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov
         case ClusterType::Normal: {
             DataIoGuard guard(*this, m.host_offset, m.bytes);
             lock_.unlock();
-            ret = co_await bdrv_co_preadv(file(), m.host_offset, m.bytes, qiov, qiov_offset);
+            ret = co_await bdrv_co_preadv(data_child(), m.host_offset, m.bytes, qiov, qiov_offset);
             break;
         }
         case ClusterType::Compressed:
@@ -522,11 +572,25 @@ Task<int> Qcow2State::read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov
     co_return 0;
 }
 
+Task<int> Qcow2State::read_unallocated(uint64_t offset, uint64_t bytes, IOVector& qiov,
+                                       size_t qiov_offset)
+{
+    if (!backing()) {
+        qiov.memset(qiov_offset, 0, bytes);
+        co_return 0;
+    }
+    // The request path reads zeroes past the end of the backing node.
+    co_return co_await bdrv_co_preadv(backing(), offset, bytes, qiov, qiov_offset);
+}
+
 Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                   size_t qiov_offset, unsigned flags)
 {
-    if (corrupt_) {
+    if (corrupt_ || data_inaccessible()) {
         co_return -EIO;
+    }
+    if ((flags & BDRV_REQ_WRITE_COMPRESSED) && has_data_file()) {
+        co_return -ENOTSUP;  // as QEMU: no compressed clusters in a data file
     }
     if (bytes == 0 && (flags & BDRV_REQ_WRITE_COMPRESSED)) {
         // The end of a stream of compressed writes (qemu-img convert -c):
@@ -535,6 +599,11 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
         Error err;
         co_return co_await bdrv_co_truncate(file(), file()->bs->total_bytes(), false,
                                             PreallocMode::Off, 0, err);
+    }
+    if (!bitmaps_.empty()) {
+        if (int ret = co_await bitmaps_note_change(offset, bytes); ret < 0) {
+            co_return ret;
+        }
     }
     if (zones_) {
         // Admission happens here, before anything can suspend, so that
@@ -598,7 +667,7 @@ Task<int> Qcow2State::write_guest(uint64_t offset, uint64_t bytes, IOVector& qio
             }
             DataIoGuard guard(*this, m.host_offset, m.bytes);
             lock_.unlock();
-            ret = co_await bdrv_co_pwritev(file(), m.host_offset, m.bytes, qiov, qiov_offset);
+            ret = co_await bdrv_co_pwritev(data_child(), m.host_offset, m.bytes, qiov, qiov_offset);
             if (ret < 0) {
                 co_return ret;
             }
@@ -630,14 +699,27 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
     if (corrupt_) {
         co_return -EIO;
     }
-    bool whole = !offset_into_cluster(offset) &&
-                 (!offset_into_cluster(bytes) || offset + bytes == total_bytes());
+    // Whole clusters, or with extended L2 entries whole subclusters.
+    uint64_t unit_mask = subcluster_size_ - 1;
+    bool whole = !(offset & unit_mask) && (!(bytes & unit_mask) || offset + bytes == total_bytes());
     // Zoned images write zeroes as data, through the zone rules.
-    if (!whole || header_.version < 3 || zones_) {
+    if (!whole || header_.version < 3 || zones_ || data_inaccessible()) {
         co_return -ENOTSUP;  // the generic layer writes zeroes instead
     }
+    if (!bitmaps_.empty()) {
+        if (int ret = co_await bitmaps_note_change(offset, bytes); ret < 0) {
+            co_return ret;
+        }
+    }
     co_await lock_.lock();
-    int ret = co_await zero_clusters(offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
+    int ret = 0;
+    if (data_file_is_raw()) {
+        // The raw data file must read as the guest does: zero it first.
+        ret = co_await bdrv_co_pwrite_zeroes(data_file_, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
+    }
+    if (ret >= 0) {
+        ret = co_await zero_clusters(offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
+    }
     lock_.unlock();
     co_return ret;
 }
@@ -650,8 +732,13 @@ Task<int> Qcow2State::drv_pdiscard(uint64_t offset, uint64_t bytes)
     if (offset_into_cluster(offset) || (offset_into_cluster(bytes) && offset + bytes != total_bytes())) {
         co_return -ENOTSUP;
     }
-    if (zones_) {
+    if (zones_ || data_inaccessible()) {
         co_return -ENOTSUP;  // zones free their space by reset only
+    }
+    if (!bitmaps_.empty()) {
+        if (int ret = co_await bitmaps_note_change(offset, bytes); ret < 0) {
+            co_return ret;
+        }
     }
     co_await lock_.lock();
     int ret = co_await discard_clusters(offset, bytes, false);
@@ -684,11 +771,13 @@ Task<int> Qcow2State::drv_flush_to_os()
     co_return ret;
 }
 
-Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc, unsigned,
+Task<int> Qcow2State::drv_truncate(uint64_t offset, bool exact, PreallocMode prealloc, unsigned,
                                    Error& err)
 {
-    if (!snapshots_.empty()) {
-        err.set("Can't resize an image which has snapshots");
+    // As QEMU: snapshots keep their own size (goto restores it); v2
+    // snapshot tables may lack it.
+    if (!snapshots_.empty() && header_.version < 3) {
+        err.set("Can't resize a v2 image which has snapshots");
         co_return -ENOTSUP;
     }
     if (header_.zoned) {
@@ -699,8 +788,19 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
         err.set("The new size must be a multiple of 512");
         co_return -EINVAL;
     }
+    // Bitmaps cover the whole disk: all of them are rewritten at close.
+    if (!bitmaps_can_resize(err)) {
+        co_return -ENOTSUP;
+    }
+    if (int ret = bitmaps_.empty() ? 0 : co_await bitmaps_prepare_change(true); ret < 0) {
+        err.set_errno(-ret, "Failed to update the bitmap directory");
+        co_return ret;
+    }
     co_await lock_.lock();
     uint64_t old_size = header_.size;
+    // As QEMU: a backing file that reaches into the new area must not
+    // show through there, so it is made to read as zeroes.
+    bool backing_shows = backing() && backing()->bs->total_bytes() > old_size;
     int ret = 0;
     if (offset < old_size) {
         if (prealloc != PreallocMode::Off) {
@@ -718,7 +818,11 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
             co_return ret;
         }
     } else if (offset > old_size) {
-        ret = co_await grow_l1_table(l1_size_for(offset, cluster_bits_), err);
+        if (data_file_is_raw() && prealloc == PreallocMode::Off) {
+            // A raw data file keeps every cluster mapped 1:1 (as QEMU).
+            prealloc = PreallocMode::Metadata;
+        }
+        ret = co_await grow_l1_table(l1_size_for(offset, cluster_bits_, extended_l2_), err);
         if (ret < 0) {
             lock_.unlock();
             co_return ret;
@@ -730,6 +834,26 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
                 co_return ret;
             }
         }
+        // Whole clusters here, the old last cluster's tail below.
+        uint64_t zero_from = (old_size + cluster_size_ - 1) & ~(cluster_size_ - 1);
+        if (backing_shows && zero_from < offset) {
+            ret = header_.version >= 3 ? co_await zero_clusters(zero_from, offset - zero_from, false)
+                                       : -ENOTSUP;  // v2 cannot say "zero"
+            if (ret < 0) {
+                lock_.unlock();
+                err.set_errno(-ret, "Failed to zero out new clusters");
+                co_return ret;
+            }
+        }
+    }
+    if (data_file_ && prealloc == PreallocMode::Off && offset != old_size) {
+        // An external data file follows the disk's size (preallocation
+        // sizes it itself).
+        ret = co_await bdrv_co_truncate(data_file_, offset, exact, PreallocMode::Off, 0, err);
+        if (ret < 0) {
+            lock_.unlock();
+            co_return ret;
+        }
     }
     ret = co_await flush_metadata();
     if (ret >= 0) {
@@ -738,6 +862,7 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
     }
     if (ret >= 0) {
         set_total_bytes(offset);
+        bitmaps_resize(total_bytes());
     }
     lock_.unlock();
     if (ret < 0) {
@@ -755,7 +880,8 @@ Task<int> Qcow2State::drv_truncate(uint64_t offset, bool, PreallocMode prealloc,
         co_await lock_.lock();
         ret = co_await get_mapping(old_size, end - old_size, m);
         lock_.unlock();
-        if (ret >= 0 && (m.type == ClusterType::Normal || m.type == ClusterType::Compressed)) {
+        if (ret >= 0 && (m.type == ClusterType::Normal || m.type == ClusterType::Compressed ||
+                         (m.type == ClusterType::Unallocated && backing_shows))) {
             ret = co_await drv_pwritev(old_size, end - old_size, q, 0, 0);
         }
         if (ret < 0) {
@@ -809,24 +935,25 @@ Task<int> Qcow2State::drv_block_status(bool, uint64_t offset, uint64_t bytes, Bl
         out.flags = 0;
         break;
     case ClusterType::ZeroPlain:
+    case ClusterType::ZeroAlloc:
         out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
         break;
-    case ClusterType::ZeroAlloc:
-        out.flags = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
-        out.map = m.host_offset;
-        out.file = file()->bs.get();
-        break;
     case ClusterType::Normal:
-        out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+        out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
         if (*metadata_preallocation_) {
             out.flags |= BDRV_BLOCK_RECURSE;
         }
-        out.map = m.host_offset;
-        out.file = file()->bs.get();
         break;
     case ClusterType::Compressed:
         out.flags = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
         break;
+    }
+    // As QEMU, where there is a host cluster its offset is reported, also
+    // for zero and (extended L2) unallocated subclusters.
+    if (m.host_allocated && !data_inaccessible()) {
+        out.flags |= BDRV_BLOCK_OFFSET_VALID;
+        out.map = m.host_offset;
+        out.file = data_child()->bs.get();
     }
     co_return 0;
 }
@@ -838,7 +965,7 @@ void Qcow2State::drv_refresh_limits(BlockLimits& bl)
     bl.request_alignment = 1;
     bl.max_transfer = 0;
     bl.pdiscard_alignment = uint32_t(cluster_size_);
-    bl.pwrite_zeroes_alignment = uint32_t(cluster_size_);
+    bl.pwrite_zeroes_alignment = uint32_t(subcluster_size_);
     bl.max_pdiscard = 0;
     bl.max_pwrite_zeroes = 0;
     if (header_.zoned) {
@@ -858,6 +985,158 @@ void Qcow2State::drv_refresh_limits(BlockLimits& bl)
     }
 }
 
+Task<int> Qcow2State::drv_change_backing_file(const std::string& name, const std::string& format,
+                                               Error& err)
+{
+    if (!name.empty() && data_file_is_raw()) {
+        // The raw data file alone would no longer say what the disk holds.
+        err.set("A raw external data file cannot be combined with a backing file");
+        co_return -EINVAL;
+    }
+    if (!name.empty() && header_.zoned) {
+        err.set("Zoned images cannot have a backing file");
+        co_return -ENOTSUP;
+    }
+    if (name.size() > kMaxBackingFileNameBytes) {
+        err.set("Backing file name too long");
+        co_return -EINVAL;
+    }
+    co_await lock_.lock();
+    std::string old_file = std::move(header_.backing_file);
+    std::string old_format = std::move(header_.backing_format);
+    header_.backing_file = name;
+    header_.backing_format = format;
+    std::vector<uint8_t> buf;
+    int ret = header_.serialize(buf, err) ? co_await rewrite_header(err) : -ENOSPC;
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+        if (ret < 0) {
+            err.set_errno(-ret, "Could not write qcow2 header");
+        }
+    }
+    if (ret < 0) {
+        header_.backing_file = std::move(old_file);
+        header_.backing_format = std::move(old_format);
+    } else {
+        set_backing_file(name, format);
+    }
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<int> Qcow2State::drv_make_empty(Error& err)
+{
+    if (corrupt_) {
+        err.set("Image is corrupt");
+        co_return -EIO;
+    }
+    // The whole disk changes (it reads the backing file again): persistent
+    // bitmaps record it (QEMU's make_empty leaves them unaware).
+    if (!bitmaps_.empty()) {
+        if (int ret = co_await bitmaps_note_change(0, total_bytes()); ret < 0) {
+            err.set_errno(-ret, "Failed to update the bitmap directory");
+            co_return ret;
+        }
+    }
+    co_await lock_.lock();
+    // As QEMU's qcow2_make_empty(): images with nothing but the active
+    // clusters get QEMU's fresh layout back; others discard every cluster.
+    uint64_t l1_clusters = size_to_clusters(uint64_t(l1_.size()) * 8);
+    bool completely = header_.version >= 3 && snapshots_.empty() && bitmaps_ext_.nb_bitmaps == 0 &&
+                      3 + l1_clusters <= refcount_block_entries_ && !has_data_file() &&
+                      !header_.zoned;
+    int ret = completely ? co_await make_completely_empty()
+                         : co_await discard_clusters(0, total_bytes(), true);
+    if (ret >= 0) {
+        ret = co_await flush_metadata();
+    }
+    lock_.unlock();
+    if (ret < 0) {
+        err.set_errno(-ret, "Failed to empty %s", filename().c_str());
+    }
+    co_return ret;
+}
+
+Task<int> Qcow2State::make_completely_empty()
+{
+    const uint64_t cs = cluster_size_;
+    const uint64_t l1_clusters = size_to_clusters(uint64_t(l1_.size()) * 8);
+    const uint64_t used = 3 + l1_clusters;
+    // Whatever is cached goes out first; afterwards the old tables are
+    // forgotten, their clusters are reused.
+    int ret = co_await flush_metadata();
+    if (ret < 0) {
+        co_return ret;
+    }
+    for (uint64_t e : l1_) {
+        if (e & kOffsetMask) {
+            l2_cache_->discard(e & kOffsetMask);
+        }
+    }
+    for (uint64_t e : refcount_table_) {
+        if (e & ~kRefTableReservedMask) {
+            refblock_cache_->discard(e & ~kRefTableReservedMask);
+        }
+    }
+    // The refcounts are wrong until the end: the dirty bit makes the next
+    // open repair them if we crash before.
+    ret = co_await mark_dirty();
+    if (ret < 0) {
+        co_return ret;
+    }
+    // QEMU's layout of a new image: header, refcount table, its first
+    // refcount block, the (empty) L1 table.
+    ret = co_await bdrv_co_pwrite_zeroes(file(), header_.l1_table_offset, l1_clusters * cs, 0);
+    if (ret >= 0) {
+        ret = co_await bdrv_co_pwrite_zeroes(file(), cs, (used - 1) * cs, 0);
+    }
+    if (ret >= 0) {
+        header_.l1_table_offset = 3 * cs;
+        header_.refcount_table_offset = cs;
+        header_.refcount_table_clusters = 1;
+        ret = co_await write_header_fields();
+    }
+    AlignedBuffer block(cs, 4096);
+    memset(block.data(), 0, cs);
+    if (ret >= 0) {
+        store_be64(block.data(), 2 * cs);
+        IOVector q(block.data(), 8);
+        ret = co_await bdrv_co_pwritev(file(), cs, 8, q);
+    }
+    if (ret >= 0) {
+        memset(block.data(), 0, 8);
+        for (uint64_t c = 0; c < used; c++) {
+            refcount_entry_set(block.data(), c, refcount_bits_, 1);
+        }
+        IOVector q(block.data(), cs);
+        ret = co_await bdrv_co_pwritev(file(), 2 * cs, cs, q);
+    }
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (ret < 0) {
+        co_return ret;  // the dirty bit stays: the next open repairs
+    }
+    std::fill(l1_.begin(), l1_.end(), 0);
+    dirty_l1_.clear();
+    refcount_table_.assign(cs / 8, 0);
+    refcount_table_[0] = 2 * cs;
+    dirty_reftable_.clear();
+    pending_frees_.clear();  // their clusters are free already
+    free_cluster_index_ = used;
+    fresh_from_ = used;
+    free_byte_offset_ = 0;
+    metadata_preallocation_.reset();
+    rebuild_metadata_map();
+    ret = co_await mark_clean();
+    if (ret >= 0) {
+        Error err;
+        ret = co_await bdrv_co_truncate(file(), used * cs, false, PreallocMode::Off, 0, err);
+        file_extended_ = false;
+    }
+    co_return ret;
+}
+
 int Qcow2State::drv_get_info(BlockDriverInfo& info)
 {
     info.cluster_size = uint32_t(cluster_size_);
@@ -874,9 +1153,20 @@ void Qcow2State::drv_get_specific_info(nlohmann::ordered_json& info) const
         data["refcount-bits"] = refcount_bits_;
     } else {
         data["compat"] = "1.1";
+        // Members are added in QEMU's schema order (it decides the order
+        // of members that share a hash bucket; see qemu-img/qjson.h).
+        if (header_.data_file) {
+            data["data-file"] = *header_.data_file;
+        }
+        if (has_data_file()) {
+            data["data-file-raw"] = data_file_is_raw();
+        }
         data["compression-type"] = header_.compression_type == CompressionType::Zstd ? "zstd" : "zlib";
         data["lazy-refcounts"] = bool(header_.compatible_features & COMPAT_LAZY_REFCOUNTS);
         data["refcount-bits"] = refcount_bits_;
+        if (!bitmaps_.empty()) {
+            data["bitmaps"] = bitmaps_info();
+        }
         data["corrupt"] = bool(header_.incompatible_features & INCOMPAT_CORRUPT);
         data["extended-l2"] = bool(header_.incompatible_features & INCOMPAT_EXTL2);
         if (const auto& z = header_.zoned) {
@@ -910,6 +1200,11 @@ struct CreateParams {
     bool lazy_refcounts = false;
     CompressionType compression = CompressionType::Zlib;
     PreallocMode prealloc = PreallocMode::Off;
+    bool extended_l2 = false;
+    std::optional<std::string> data_file;  // created by co_create
+    bool data_file_raw = false;
+    std::optional<std::string> backing_file;  // recorded as given, not opened
+    std::optional<std::string> backing_format;
 };
 
 // zone.* options: defaults as documented in docs/interop/qcow2-zoned.rst;
@@ -1030,11 +1325,7 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
         err.set("Parameter 'version' does not accept value '%s'", compat.c_str());
         return false;
     }
-    if (opts.has("backing_fmt") && !opts.has("backing_file")) {
-        err.set("Backing format cannot be used without backing file");
-        return false;
-    }
-    for (const char* unsupported : {"backing_file", "data_file", "encrypt.format", "encryption"}) {
+    for (const char* unsupported : {"encrypt.format", "encryption"}) {
         if (opts.has(unsupported) && !(std::string(unsupported) == "encryption" &&
                                        *opts.get(unsupported) == "off")) {
             err.set("Option '%s' is not supported by this qcow2 driver yet", unsupported);
@@ -1042,10 +1333,16 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
         }
     }
     opts.erase("encryption");
-    if (auto raw = take_bool(opts, "data_file_raw", false, err); !raw) {
+    // The checks come in QEMU's order, so that the same options fail with
+    // the same message.
+    auto extended_l2 = take_bool(opts, "extended_l2", false, err);
+    if (!extended_l2) {
         return false;
-    } else if (*raw) {
-        err.set("data-file-raw requires data-file");
+    }
+    p.extended_l2 = *extended_l2;
+    if (p.extended_l2 && p.version < 3) {
+        err.set("Extended L2 entries are only supported with compatibility level 1.1 and above "
+                "(use version=v3 or greater)");
         return false;
     }
     auto cluster_size = take_size(opts, "cluster_size", 1ULL << kDefaultClusterBits, err);
@@ -1057,21 +1354,32 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
         return false;
     }
     p.cluster_bits = uint32_t(__builtin_ctzll(*cluster_size));
-    auto extended_l2 = take_bool(opts, "extended_l2", false, err);
-    if (!extended_l2) {
+    if (p.extended_l2 && p.cluster_bits < kMinExtendedL2ClusterBits) {
+        err.set("Extended L2 entries are only supported with cluster sizes of at least %u bytes",
+                1u << kMinExtendedL2ClusterBits);
         return false;
     }
-    if (*extended_l2) {
-        if (*cluster_size < 16384) {
-            err.set("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
-        } else {
-            err.set("Extended L2 entries are not supported by this qcow2 driver yet");
-        }
+    p.data_file = opts.take("data_file");
+    auto raw = take_bool(opts, "data_file_raw", false, err);
+    if (!raw) {
         return false;
     }
+    p.data_file_raw = *raw;
     std::string prealloc = take_string(opts, "preallocation", "off");
     if (!parse_prealloc_mode(prealloc, p.prealloc)) {
         err.set("Parameter 'preallocation' does not accept value '%s'", prealloc.c_str());
+        return false;
+    }
+    p.backing_file = opts.take("backing_file");
+    p.backing_format = opts.take("backing_fmt");
+    if (p.backing_file && p.prealloc != PreallocMode::Off && !p.extended_l2) {
+        // Preallocated clusters would hide the backing file.
+        err.set("Backing file and preallocation can only be used at the same time if "
+                "extended_l2 is on");
+        return false;
+    }
+    if (p.backing_format && !p.backing_file) {
+        err.set("Backing format cannot be used without backing file");
         return false;
     }
     auto lazy = take_bool(opts, "lazy_refcounts", false, err);
@@ -1113,6 +1421,34 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
                     "above (use version=v3 or greater)");
             return false;
         }
+    }
+    if (p.data_file && p.version < 3) {
+        err.set("External data files are only supported with compatibility level 1.1 and above "
+                "(use version=v3 or greater)");
+        return false;
+    }
+    if (p.data_file_raw && !p.data_file) {
+        err.set("data-file-raw requires data-file");
+        return false;
+    }
+    if (p.data_file_raw && p.backing_file) {
+        err.set("Backing file and data-file-raw cannot be used at the same time");
+        return false;
+    }
+    if (p.data_file && p.zoned) {
+        err.set("Zoned images cannot have an external data file");
+        return false;
+    }
+    if (p.backing_file && p.zoned) {
+        err.set("Zoned images cannot have a backing file");
+        return false;
+    }
+    if (p.data_file_raw && p.prealloc == PreallocMode::Off) {
+        // A raw data file must be usable without the metadata, and the
+        // metadata must agree: every cluster mapped, 1:1 (as QEMU).
+        p.prealloc = PreallocMode::Metadata;
+    }
+    if (p.version == 2) {
         if (p.compression != CompressionType::Zlib) {
             err.set("Non-zlib compression type is only supported with compatibility level 1.1 "
                     "and above (use version=v3 or greater)");
@@ -1185,31 +1521,48 @@ public:
     Task<int> co_create(const std::string& filename, QDict& opts, AioContext& ctx,
                         Error& err) const override;
 
+    // qemu-img amend's options, QEMU's list (qcow2-amend.cc has the rules);
+    // encryption is never present, so the encrypt.* options only fail.
+    const OptionSchema* amend_schema() const override
+    {
+        static const OptionSchema schema = {
+            {"encrypt.state", OptionType::String, "Select new state of affected keyslots (active/inactive)", ""},
+            {"encrypt.keyslot", OptionType::Number, "Select a single keyslot to modify explicitly", ""},
+            {"encrypt.old-secret", OptionType::String, "Select all keyslots that match this password", ""},
+            {"encrypt.new-secret", OptionType::String, "New secret to set in the matching keyslots. Empty string to erase", ""},
+            {"encrypt.iter-time", OptionType::Number, "Time to spend in PBKDF in milliseconds", ""},
+            {"size", OptionType::Size, "Virtual disk size", ""},
+            {"compat", OptionType::String, "Compatibility level (v2 [0.10] or v3 [1.1])", ""},
+            {"backing_file", OptionType::String, "File name of a base image", ""},
+            {"backing_fmt", OptionType::String, "Image format of the base image", ""},
+            {"data_file", OptionType::String, "File name of an external data file", ""},
+            {"data_file_raw", OptionType::Bool, "The external data file must stay valid as a raw image", ""},
+            {"lazy_refcounts", OptionType::Bool, "Postpone refcount updates", ""},
+            {"refcount_bits", OptionType::Number, "Width of a reference count entry in bits", ""},
+        };
+        return &schema;
+    }
+
+    Task<int> co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInfo& out,
+                         Error& err) const override
+    {
+        return qcow2_co_measure(opts, in_bs, out, err);
+    }
+
     std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const override
     {
         return std::make_shared<Qcow2State>(*this, ctx);
     }
 };
 
-Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioContext& ctx,
-                                 Error& err) const
+// Writes a new image into the (created) file `filename`: header, refcount
+// table and block, then the driver itself sizes and preallocates it.
+Task<int> format_image(const std::string& filename, const BlockDriver& proto,
+                       const BlockDriver* data_proto, const CreateParams& p, AioContext& ctx,
+                       Error& err)
 {
-    CreateParams p;
-    if (!parse_create_params(opts, p, err)) {
-        co_return -EINVAL;
-    }
-    // The protocol layer gets what is left (nocow, ...), and an empty file.
-    opts.erase("size");
-    const BlockDriver* proto = bdrv_find_protocol(filename, err);
-    if (!proto) {
-        co_return -EINVAL;
-    }
-    int ret = co_await bdrv_co_create_file(filename, opts, ctx, err);
-    if (ret < 0) {
-        co_return ret;
-    }
     QDict file_opts;
-    file_opts.set("driver", std::string(proto->name()));
+    file_opts.set("driver", std::string(proto.name()));
     auto file = co_await bdrv_co_open(filename, file_opts, BDRV_O_RDWR | BDRV_O_PROTOCOL, ctx, err);
     if (!file) {
         co_return -EIO;
@@ -1232,6 +1585,16 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
     if (p.compression != CompressionType::Zlib) {
         h.incompatible_features |= INCOMPAT_COMPRESSION;
     }
+    if (p.extended_l2) {
+        h.incompatible_features |= INCOMPAT_EXTL2;
+    }
+    if (p.data_file) {
+        h.incompatible_features |= INCOMPAT_DATA_FILE;
+        h.data_file = p.data_file;
+    }
+    if (p.data_file_raw) {
+        h.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
+    }
     if (p.lazy_refcounts) {
         h.compatible_features |= COMPAT_LAZY_REFCOUNTS;
     }
@@ -1247,17 +1610,21 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
         refcount_entry_set(meta.data() + 2 * cs, c, h.refcount_bits(), 1);
     }
     IOVector q(meta.data(), 3 * cs);
-    ret = co_await bdrv_co_pwritev(&fc, 0, 3 * cs, q);
+    int ret = co_await bdrv_co_pwritev(&fc, 0, 3 * cs, q);
     if (ret < 0) {
         err.set_errno(-ret, "Could not write qcow2 header");
         co_return ret;
     }
 
     // Open what we wrote and let the driver do the rest: L1 table, size,
-    // preallocation.
+    // preallocation (and the data file's size).
     QDict node_opts;
     node_opts.set("driver", "qcow2");
-    node_opts.set("file.driver", std::string(proto->name()));
+    node_opts.set("file.driver", std::string(proto.name()));
+    if (p.data_file) {
+        node_opts.set("data-file.driver", std::string(data_proto->name()));
+        node_opts.set("data-file.filename", *p.data_file);
+    }
     file.reset();
     fc.bs.reset();
     auto bs = co_await bdrv_co_open(filename, node_opts, BDRV_O_RDWR, ctx, err);
@@ -1274,8 +1641,56 @@ Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioCo
         ret = co_await qs->zoned_format(*p.zoned, err);
         qs->lock_.unlock();
     }
+    if (ret >= 0 && p.backing_file) {
+        const std::string format = p.backing_format.value_or("");
+        ret = co_await bs->drv_change_backing_file(*p.backing_file, format, err);
+        if (ret < 0) {
+            err.set_errno(-ret, "Could not assign backing file '%s' with format '%s'",
+                          p.backing_file->c_str(), format.c_str());
+        }
+    }
     co_await bdrv_co_close(bs.get());
     co_return ret < 0 ? ret : 0;
+}
+
+Task<int> Qcow2Driver::co_create(const std::string& filename, QDict& opts, AioContext& ctx,
+                                 Error& err) const
+{
+    CreateParams p;
+    if (!parse_create_params(opts, p, err)) {
+        co_return -EINVAL;
+    }
+    // The protocol layer gets what is left (nocow, ...), and an empty file.
+    opts.erase("size");
+    const BlockDriver* proto = bdrv_find_protocol(filename, err);
+    if (!proto) {
+        co_return -EINVAL;
+    }
+    // The external data file comes first, as in QEMU, with the same
+    // protocol options; the driver gives it its size.  It is removed
+    // again if the image cannot be made (unless it existed before).
+    const BlockDriver* data_proto = nullptr;
+    bool data_existed = false;
+    if (p.data_file) {
+        data_proto = bdrv_find_protocol(*p.data_file, err);
+        if (!data_proto) {
+            co_return -EINVAL;
+        }
+        data_existed = access(p.data_file->c_str(), F_OK) == 0;
+        QDict data_opts = opts;
+        int ret = co_await bdrv_co_create_file(*p.data_file, data_opts, ctx, err);
+        if (ret < 0) {
+            co_return ret;
+        }
+    }
+    int ret = co_await bdrv_co_create_file(filename, opts, ctx, err);
+    if (ret >= 0) {
+        ret = co_await format_image(filename, *proto, data_proto, p, ctx, err);
+    }
+    if (ret < 0 && p.data_file && !data_existed) {
+        unlink(p.data_file->c_str());
+    }
+    co_return ret;
 }
 
 }  // namespace

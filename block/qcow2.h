@@ -75,10 +75,10 @@ enum AutoclearFeature : uint64_t {
     AUTOCLEAR_DATA_FILE_RAW = 1ULL << 1,
 };
 // Incompatible features this driver implements (others refuse to open).
-constexpr uint64_t kSupportedIncompatible =
-    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION | INCOMPAT_ZONED;
+constexpr uint64_t kSupportedIncompatible = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE |
+                                            INCOMPAT_COMPRESSION | INCOMPAT_EXTL2 | INCOMPAT_ZONED;
 // Autoclear features whose data this driver keeps consistent.
-constexpr uint64_t kSupportedAutoclear = 0;
+constexpr uint64_t kSupportedAutoclear = AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW;
 
 enum ExtensionMagic : uint32_t {
     EXT_END = 0,
@@ -166,6 +166,9 @@ struct Header {
 
     std::string backing_file;
     std::string backing_format;
+    // The external data file's name from its header extension, as stored
+    // (QEMU 7.2 opens it relative to the working directory, unparsed).
+    std::optional<std::string> data_file;
     std::vector<FeatureName> feature_table;
     std::vector<HeaderExtension> extensions;  // all but the ones parsed above
     std::optional<ZonedExtension> zoned;
@@ -189,15 +192,56 @@ struct Header {
 // The feature names this driver writes into every v3 header.
 const std::vector<FeatureName>& known_feature_names();
 
-// What an L2 entry says about a guest cluster.
+// What an L2 entry says about a guest cluster (QEMU's QCow2ClusterType).
+// Use Qcow2State::l2_cluster_type(): the answer depends on the image (an
+// offset of 0 is a data cluster with an external data file, and the zero
+// flag does not exist with extended L2 entries).
 enum class ClusterType {
     Unallocated,  // reads from the backing file, or zeroes
     ZeroPlain,    // reads as zeroes, no host cluster
     ZeroAlloc,    // reads as zeroes, host cluster kept (preallocated)
-    Normal,       // data at the host offset
+    Normal,       // data at the host offset (extended L2: the cluster has
+                  // a host cluster; its subclusters say what they hold)
     Compressed,   // compressed data somewhere in the file
 };
-ClusterType classify_l2_entry(uint64_t entry);
+
+// Extended L2 entries (incompatible bit 4): every standard cluster is cut
+// into 32 subclusters, and each L2 entry is followed by a 64-bit bitmap:
+// bit n (0-31) says subcluster n is allocated, bit 32+n that it reads as
+// zeroes.  Compressed clusters have no subclusters (bitmap 0).
+constexpr uint32_t kSubclustersPerClusterBits = 5;  // 32 subclusters
+constexpr uint32_t kMinExtendedL2ClusterBits = 14;  // QEMU's create-time limit
+constexpr uint64_t kBitmapAllAlloc = 0xffffffffULL;
+constexpr uint64_t kBitmapAllZero = kBitmapAllAlloc << 32;
+// The allocation bits of subclusters [first, end) (end <= 32); shifted
+// left by 32, their zero bits.
+constexpr uint64_t subcluster_alloc_bits(uint32_t first, uint32_t end)
+{
+    return ((end >= 32 ? (1ULL << 32) : (1ULL << end)) - 1) & ~((1ULL << first) - 1);
+}
+
+// One L2 table entry: the cluster descriptor and, with extended L2
+// entries, its subcluster bitmap (always 0 with standard entries).  All
+// code reads and writes L2 tables through Qcow2State::get_l2_entry and
+// set_l2_entry (or load/store_l2_entry for tables in a buffer), which know
+// the entry size (8 or 16 bytes) and the number of entries per table.
+struct L2Entry {
+    uint64_t entry = 0;
+    uint64_t bitmap = 0;
+    bool operator==(const L2Entry&) const = default;
+};
+
+// What one subcluster reads as (QEMU's QCow2SubclusterType); with standard
+// entries a cluster is its own single subcluster.
+enum class SubclusterType {
+    UnallocatedPlain,  // backing file or zeroes; no host cluster
+    UnallocatedAlloc,  // backing file or zeroes; the cluster has a host cluster
+    ZeroPlain,
+    ZeroAlloc,
+    Normal,
+    Compressed,
+    Invalid,  // the bitmap contradicts the entry (the image is corrupt)
+};
 
 // Offsets that metadata overlap checks distinguish (QEMU's QCOW2_OL_*).
 enum MetadataKind : uint8_t {
@@ -210,6 +254,9 @@ enum MetadataKind : uint8_t {
     META_SNAPSHOT_L1 = 7,
     META_OTHER = 8,  // extension data (bitmaps, crypto header): never written by us
     META_ZONED = 9,  // write pointers, zone conditions, descriptor extensions
+    META_SNAPSHOT_ZONED = 10,  // a snapshot's copies of the zoned metadata
+    META_BITMAP_DIRECTORY = 11,
+    META_BITMAP = 12,  // bitmap tables and bitmap data
 };
 const char* metadata_kind_name(MetadataKind kind);
 
@@ -242,8 +289,6 @@ public:
         explicit operator bool() const { return entry_ != nullptr; }
         uint8_t* data() const { return entry_->data.data(); }
         uint64_t offset() const { return entry_->offset; }
-        uint64_t get64(size_t index) const;
-        void set64(size_t index, uint64_t value);  // and mark dirty
         void mark_dirty() { entry_->dirty = true; }
 
     private:
@@ -286,11 +331,21 @@ private:
     CoQueue slot_waiters_;
 };
 
-// One internal snapshot, as read from the snapshot table.
 // Reads and writes one entry of a refcount block of any width.
 uint64_t refcount_entry_get(const uint8_t* block, uint64_t index, uint32_t bits);
 void refcount_entry_set(uint8_t* block, uint64_t index, uint32_t bits, uint64_t value);
 
+// Where a snapshot of a zoned image keeps its copy of the zone state
+// (docs/interop/qcow2-zoned.rst, "Internal snapshots"): clusters holding
+// the write pointer array, the condition array (0: there was none) and the
+// descriptor extension area (0: none), each as large as the live one.
+struct SnapshotZoneState {
+    uint64_t wp_offset = 0;
+    uint64_t cond_offset = 0;
+    uint64_t zde_offset = 0;
+};
+
+// One internal snapshot, as read from (and written to) the snapshot table.
 struct Snapshot {
     uint64_t l1_table_offset = 0;
     uint32_t l1_size = 0;
@@ -301,13 +356,69 @@ struct Snapshot {
     uint64_t vm_clock_nsec = 0;
     uint64_t vm_state_size = 0;
     uint64_t disk_size = 0;
-    std::vector<uint8_t> extra_data;  // all of it, known fields included
+    uint64_t icount = UINT64_MAX;  // UINT64_MAX: not recorded
+    std::optional<SnapshotZoneState> zone_state;
+    // The extra data as read: what we do not interpret is written back.
+    std::vector<uint8_t> extra_data;
 };
 
-// Snapshot table parsing (qcow2-snapshot.cc): validates every field against
-// the file size and the table's limits.
+// The snapshot table (qcow2-snapshot.cc).  Parsing validates the entries
+// against the file size and QEMU's limits (extra data, table size) and
+// refuses duplicate IDs; `table_bytes` is the table's length, as QEMU
+// counts it (no padding after the last entry).  Serialising writes every
+// entry with at least QEMU 7.2's 24 bytes of extra data.
 bool parse_snapshot_table(const uint8_t* buf, size_t len, uint32_t count, uint64_t file_size,
-                          uint32_t cluster_bits, std::vector<Snapshot>& out, Error& err);
+                          uint32_t cluster_bits, std::vector<Snapshot>& out, uint64_t& table_bytes,
+                          Error& err);
+std::vector<uint8_t> serialize_snapshot_table(const std::vector<Snapshot>& table);
+
+// Persistent dirty bitmaps (qcow2-bitmap.cc), QEMU's bitmaps extension:
+// the extension points to a directory of bitmaps; each names a table with
+// one entry per cluster of bitmap data (0: all zeroes, 1: all ones, else
+// the cluster's offset).  Bit i of the data, least significant bit of
+// byte i / 8 first, says whether guest bytes [i << granularity_bits,
+// (i + 1) << granularity_bits) changed.
+constexpr uint32_t kBitmapFlagInUse = 1u << 0;  // the data may be stale
+constexpr uint32_t kBitmapFlagAuto = 1u << 1;   // guest writes are recorded
+constexpr uint64_t kBitmapTableOffsetMask = 0x00fffffffffffe00ULL;
+constexpr uint64_t kBitmapTableAllOnes = 1;
+
+struct BitmapsExtension {
+    uint32_t nb_bitmaps = 0;
+    uint64_t dir_size = 0;
+    uint64_t dir_offset = 0;
+};
+
+struct BitmapEntry {
+    std::string name;
+    uint64_t table_offset = 0;
+    uint32_t table_size = 0;  // entries
+    uint32_t flags = 0;
+    uint8_t granularity_bits = 0;
+};
+
+// Parse the extension and the directory with QEMU's checks and messages
+// (the directory against `disk_size`, the virtual size); the extension's
+// directory must lie inside a file of `file_size` bytes.
+bool parse_bitmaps_extension(const std::vector<uint8_t>& data, uint32_t cluster_bits,
+                             uint64_t file_size, BitmapsExtension& out, Error& err);
+bool parse_bitmap_directory(const uint8_t* dir, uint64_t size, uint32_t count,
+                            uint32_t cluster_bits, uint64_t disk_size,
+                            std::vector<BitmapEntry>& out, Error& err);
+// Is a bitmap table entry well formed (reserved bits clear, data cluster
+// aligned and inside a file of `file_size` bytes)?
+bool bitmap_table_entry_valid(uint64_t entry, uint32_t cluster_bits, uint64_t file_size);
+// The number of table entries a bitmap of a disk of `disk_size` bytes has.
+uint64_t bitmap_table_entries(uint64_t disk_size, uint8_t granularity_bits,
+                              uint32_t cluster_bits);
+
+// qemu-img measure (qcow2-measure.cc), QEMU's arithmetic: the refcount
+// table and blocks that count `clusters` clusters and themselves, a fully
+// allocated image of `virtual_size` bytes, and the driver's measure.
+uint64_t refcount_metadata_bytes(uint64_t clusters, uint64_t cluster_size, uint32_t refcount_order);
+uint64_t fully_allocated_bytes(uint64_t virtual_size, uint64_t cluster_size, uint32_t refcount_order,
+                               bool extended_l2);
+Task<int> qcow2_co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInfo& out, Error& err);
 
 // Compression (qcow2-compress.cc).  decompress fills exactly `out_len`
 // bytes or fails; compress returns the compressed size, or -ENOSPC when the
@@ -340,7 +451,11 @@ struct InFlightAlloc {
 // A run of guest bytes with one mapping (the result of a lookup).
 struct Mapping {
     ClusterType type = ClusterType::Unallocated;
-    uint64_t host_offset = 0;  // for Normal/ZeroAlloc: host offset of `offset`
+    // Whether the run has a host cluster (Normal, ZeroAlloc, and with
+    // extended L2 entries Unallocated subclusters of an allocated
+    // cluster), and then the host offset of `offset` in data_child().
+    bool host_allocated = false;
+    uint64_t host_offset = 0;
     uint64_t l2_entry = 0;     // the raw entry of the first cluster
     uint64_t bytes = 0;        // length of the run
 };
@@ -391,11 +506,13 @@ public:
     int drv_get_info(BlockDriverInfo& info) override;
     void drv_get_specific_info(nlohmann::ordered_json& info) const override;
     // As QEMU: an image without preallocated metadata reads as zeroes; a
-    // preallocated one (its first L2 table exists) only if its file does.
+    // preallocated one (its first L2 table exists) only if the file
+    // holding its data does.
+    // An overlay reads as its backing file.
     bool drv_has_zero_init() override
     {
         bool preallocated = !l1_.empty() && l1_[0] != 0;
-        return !preallocated || file()->bs->drv_has_zero_init();
+        return !backing() && (!preallocated || data_child()->bs->drv_has_zero_init());
     }
     // qcow2-check.cc: counts every reference the metadata makes to each host
     // cluster and compares the counts with the refcounts, as QEMU's check
@@ -403,9 +520,35 @@ public:
     // repairs in place, rebuilding the refcount structure when it cannot be
     // trusted.  Takes lock_.
     Task<int> drv_check(BdrvCheckResult& result, unsigned fix) override;
+    // qcow2-amend.cc: qemu-img amend (compat, lazy_refcounts, refcount_bits,
+    // size, data_file, data_file_raw), as QEMU 7.2 does it.
+    Task<int> drv_amend(QDict& opts, const AmendProgress& progress, bool force,
+                        Error& err) override;
+    // Rewrites the header with the new backing file name and format
+    // extension (the whole header cluster, as QEMU's qcow2_update_header).
+    Task<int> drv_change_backing_file(const std::string& file, const std::string& format,
+                                      Error& err) override;
+    // Every cluster becomes unallocated and is freed, as QEMU's
+    // qcow2_make_empty(): v3 images without snapshots, bitmaps or a data
+    // file get the layout of a new image back (make_completely_empty),
+    // others a full discard of the whole disk.  No request may be in
+    // flight.
+    Task<int> drv_make_empty(Error& err) override;
+    // Rewrites the image as header, refcount table, one refcount block and
+    // an empty L1 table, and truncates the file after them.  Caller holds
+    // lock_.
+    Task<int> make_completely_empty();
     Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones) override;
     Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
     Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
+    // qcow2-snapshot.cc: internal snapshots, kept as QEMU keeps them; a
+    // snapshot of a zoned image also keeps the zone state.  Each takes
+    // lock_ and fails with -EBUSY while requests are in flight.
+    int drv_snapshot_list(std::vector<SnapshotInfo>& out) const override;
+    Task<int> drv_snapshot_create(SnapshotInfo& sn) override;
+    Task<int> drv_snapshot_goto(const std::string& id_or_name, Error& err) override;
+    Task<int> drv_snapshot_delete(const std::string& id, const std::string& name,
+                                  Error& err) override;
     Task<int> drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data) override;
     Task<int> drv_zone_get_desc_ext(uint64_t offset, uint8_t* data) override;
 
@@ -415,6 +558,15 @@ public:
     uint32_t cluster_bits_ = 0;
     uint64_t l2_entries_ = 0;  // entries per L2 table
     uint32_t l2_bits_ = 0;
+    // Extended L2 entries: 16-byte entries, 32 subclusters per cluster.
+    // Without them a subcluster is the whole cluster.
+    bool extended_l2_ = false;
+    uint32_t subcluster_bits_ = 0;
+    uint64_t subcluster_size_ = 0;
+    // The external data file (incompatible bit 2): guest data lives there
+    // at host offset == guest offset, and only metadata is refcounted.
+    // Null without one (and when opened with BDRV_O_NO_IO).
+    BdrvChild* data_file_ = nullptr;
     uint32_t refcount_bits_ = 16;
     uint64_t refcount_block_entries_ = 0;
     uint32_t refcount_block_bits_ = 0;
@@ -427,6 +579,7 @@ public:
     std::unique_ptr<Qcow2Cache> l2_cache_;
     std::unique_ptr<Qcow2Cache> refblock_cache_;
     std::vector<Snapshot> snapshots_;
+    uint64_t snapshots_size_ = 0;  // bytes of the snapshot table on disk
 
     CoMutex lock_;
     std::list<std::shared_ptr<InFlightAlloc>> in_flight_;
@@ -438,7 +591,19 @@ public:
         GuestDiscard,  // discard / write-zeroes with unmap: pass-discard-request
         Always,        // shrinking, zone reset: the space must come back
         Other,         // copy-on-write, moved tables: pass-discard-other
+        Snapshot,      // deleted or reverted snapshot data: pass-discard-snapshot
     };
+    // Whether space freed for this reason is given back to the host.
+    bool discard_passes_down(FreeReason reason) const
+    {
+        switch (reason) {
+        case FreeReason::GuestDiscard: return discard_passthrough_;
+        case FreeReason::Always: return true;
+        case FreeReason::Other: return pass_discard_other_;
+        case FreeReason::Snapshot: return pass_discard_snapshot_;
+        }
+        return false;
+    }
     struct PendingFree {
         uint64_t offset;
         uint64_t bytes;
@@ -449,6 +614,7 @@ public:
     // them (DataIoGuard).
     std::vector<PendingFree> pending_frees_;
     bool pass_discard_other_ = false;
+    bool pass_discard_snapshot_ = true;
     uint64_t free_cluster_index_ = 0;  // no free cluster below this
     uint64_t fresh_from_ = 0;          // clusters from here on read as zeroes
     uint64_t free_byte_offset_ = 0;    // packing point for compressed clusters
@@ -469,6 +635,46 @@ public:
     // detect_metadata_preallocation): data clusters answer with RECURSE.
     std::optional<bool> metadata_preallocation_;
 
+    // --- qcow2-bitmap.cc (persistent dirty bitmaps) ---------------------
+    // A bitmap of the directory.  Bitmaps we change (guest writes reach an
+    // enabled one, a resize reaches all) are first marked in use on disk;
+    // at close their data, new tables and a new directory are written and
+    // the marks go.  Bitmaps in use when the image was opened are stale
+    // (another writer crashed) and are left alone.
+    struct PersistentBitmap {
+        BitmapEntry entry;
+        bool stale = false;          // in use when opened
+        bool marked = false;         // marked in use by us: rewritten at close
+        std::vector<uint64_t> dirty;  // granules written since marked (enabled ones)
+    };
+    std::vector<PersistentBitmap> bitmaps_;
+    BitmapsExtension bitmaps_ext_;   // nb_bitmaps 0: no (valid) extension
+    // Reads and checks the extension, the directory and the tables (as
+    // QEMU does at open); an extension a writer without bitmap support
+    // left behind is reported and, read-write, dropped.
+    Task<int> bitmaps_open(Error& err);
+    // Before guest data changes: marks the enabled bitmaps (all of them
+    // with `all`, for a resize) in use on disk.  Takes lock_.
+    Task<int> bitmaps_prepare_change(bool all);
+    // Records a change of guest bytes in the marked enabled bitmaps.
+    void bitmaps_mark_dirty(uint64_t offset, uint64_t bytes);
+    // Both, before guest bytes [offset, offset + bytes) change.  The write
+    // paths call it only when the image has bitmaps (bitmaps_ not empty),
+    // so that images without any pay nothing.
+    Task<int> bitmaps_note_change(uint64_t offset, uint64_t bytes);
+    // After a resize: the marked bitmaps cover the new size.
+    void bitmaps_resize(uint64_t new_size);
+    // Fails (QEMU's message) if a stale bitmap forbids a resize.
+    bool bitmaps_can_resize(Error& err) const;
+    // At close (lock_ held): writes the marked bitmaps, a new directory
+    // and the header, then frees what they replace.
+    Task<int> bitmaps_store(Error& err);
+    // qemu-img info's "bitmaps" list; empty when there are none.
+    nlohmann::ordered_json bitmaps_info() const;
+    // What copying these bitmaps into an image of `cluster_size` takes
+    // (qemu-img measure's "bitmaps size").
+    uint64_t bitmaps_copy_size(uint64_t cluster_size) const;
+
     // --- qcow2-zoned.cc (zoned images only) --------------------------------
     std::unique_ptr<ZoneStateMachine> zones_;
     // The write pointer array as it is on disk (entries, host order), so
@@ -477,6 +683,14 @@ public:
     CoQueue zone_writes_done_;  // woken as zone writes complete
     // Loads write pointers and conditions and builds the state machine.
     Task<int> zoned_open(Error& err);
+    // Reads and validates zone state kept at these offsets (cond_offset 0:
+    // no condition array): the write pointer entries as stored, the
+    // conditions, and a state machine restored from them.
+    Task<int> load_zone_state(uint64_t wp_offset, uint64_t cond_offset, std::vector<uint64_t>& entries,
+                              std::vector<uint8_t>& conds, std::unique_ptr<ZoneStateMachine>& machine,
+                              Error& err);
+    // Gives the image its condition array (every zone 0) if it has none.
+    Task<int> zone_condition_array();
     // Formats a new image as zoned (create time).
     Task<int> zoned_format(const ZonedExtension& ext, Error& err);
     // Writes the durable write pointers that changed; the data and mappings
@@ -492,12 +706,27 @@ public:
     Task<int> zone_finish_data(uint32_t zone, uint64_t wp);
     Task<void> wait_zone_idle(uint32_t zone);
 
+    // --- qcow2-snapshot.cc ---------------------------------------------------
+    // Reads and validates the snapshot table the header names (at open).
+    Task<int> read_snapshot_table(Error& err);
+    // Writes the snapshot table anew (qemu-img amend's upgrade to v3).
+    Task<int> rewrite_snapshot_table();
+
     // --- qcow2.cc ----------------------------------------------------------
+    // Opens the external data file child (option data-file.*, else the
+    // name in the header), with QEMU's checks and messages.
+    Task<int> open_data_file(QDict& options, Error& err);
+    // Opened with BDRV_O_NO_IO, an image with an external data file has no
+    // data child: its guest data cannot be read or written.
+    bool data_inaccessible() const { return has_data_file() && !data_file_; }
     Task<bool> detect_metadata_preallocation();
     // The guest write and read paths (without zone rules).
     Task<int> write_guest(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
                           unsigned flags);
     Task<int> read_guest(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
+    // Guest bytes this image does not allocate: the backing file's (zeroes
+    // past its end), or zeroes without one.
+    Task<int> read_unallocated(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
     // Marks the image corrupt (on disk too, unless read-only), prints
     // QEMU's message and returns -EIO for the failing request.
     int signal_corruption(bool fatal, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -516,7 +745,33 @@ public:
     uint64_t l1_index(uint64_t guest) const { return guest >> (cluster_bits_ + l2_bits_); }
     uint64_t l2_index(uint64_t guest) const { return (guest >> cluster_bits_) & (l2_entries_ - 1); }
     uint64_t size_to_clusters(uint64_t bytes) const { return (bytes + cluster_size_ - 1) >> cluster_bits_; }
-    static uint64_t l1_size_for(uint64_t virtual_size, uint32_t cluster_bits);
+    // L1 entries needed for a virtual size (an L2 table maps fewer
+    // clusters with extended L2 entries).
+    static uint64_t l1_size_for(uint64_t virtual_size, uint32_t cluster_bits, bool extended_l2);
+    bool has_data_file() const { return header_.incompatible_features & INCOMPAT_DATA_FILE; }
+    bool data_file_is_raw() const { return header_.autoclear_features & AUTOCLEAR_DATA_FILE_RAW; }
+    // Where guest data lives: the external data file, or the image file.
+    BdrvChild* data_child() const { return data_file_ ? data_file_ : file(); }
+    // Without a backing file, unallocated ranges read as zeroes.
+    bool unallocated_reads_zero() const { return !backing(); }
+
+    // L2 table entries (see L2Entry): `index` counts entries, not bytes.
+    uint32_t l2_entry_bytes() const { return extended_l2_ ? 16 : 8; }
+    L2Entry load_l2_entry(const uint8_t* table, uint64_t index) const;
+    void store_l2_entry(uint8_t* table, uint64_t index, const L2Entry& e) const;
+    L2Entry get_l2_entry(const Qcow2Cache::Ref& l2, uint64_t index) const
+    {
+        return load_l2_entry(l2.data(), index);
+    }
+    // Stores the entry and marks the table dirty.
+    void set_l2_entry(Qcow2Cache::Ref& l2, uint64_t index, const L2Entry& e);
+    // QEMU's qcow2_get_cluster_type() and qcow2_get_subcluster_type().
+    ClusterType l2_cluster_type(uint64_t entry) const;
+    SubclusterType subcluster_type(const L2Entry& e, uint32_t subcluster) const;
+    uint32_t subcluster_index(uint64_t guest) const
+    {
+        return uint32_t(offset_into_cluster(guest) >> subcluster_bits_);
+    }
 
     // Looks up the mapping of guest `offset` for up to `bytes` bytes; the
     // run stops at a mapping change or at the end of the L2 table.  Caller
@@ -527,9 +782,26 @@ public:
     Task<int> get_l2_table(uint64_t offset, bool allocate, Qcow2Cache::Ref& out);
     // Writes guest data that needs new clusters.  Takes and releases lock_.
     Task<int> write_allocating(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
-    // Zeroes or discards whole clusters in [offset, offset+bytes).
+    // Makes [offset, offset+bytes) read as zeroes in the L2 tables (the
+    // data file of a raw external data file is the caller's business):
+    // whole clusters, or with extended L2 entries whole subclusters (the
+    // end may be the end of the image).  Partial clusters that are
+    // compressed cannot be zeroed: -ENOTSUP before anything changed.
     Task<int> zero_clusters(uint64_t offset, uint64_t bytes, bool unmap);
+    // Discards whole clusters in [offset, offset+bytes): `full` leaves them
+    // unallocated (shrinking, zone reset), otherwise they read as zeroes.
     Task<int> discard_clusters(uint64_t offset, uint64_t bytes, bool full);
+    // A changed L2 entry no longer references the data of `old`: frees its
+    // clusters (later), or with an external data file passes a discard of
+    // its range to the data file when `reason` says so.
+    Task<int> release_l2_entry(uint64_t old, FreeReason reason);
+    // Whether subclusters [from, to) of a cluster (offsets in the cluster)
+    // read as zeroes according to its entry.
+    bool range_reads_zero(const L2Entry& e, uint64_t from, uint64_t to) const;
+    // Checks the entry that maps guest `offset` before its data is used;
+    // signals corruption (QEMU's messages) and returns -EIO when it is
+    // invalid.  `l2_offset`/`index` locate it for the message.
+    int validate_l2_entry(const L2Entry& e, uint64_t offset, uint64_t l2_offset, uint64_t index);
     Task<int> grow_l1_table(uint64_t min_size, Error& err);
     Task<int> write_l1_entries();
     Task<int> read_compressed(uint64_t l2_entry, uint64_t offset_in_cluster, uint64_t bytes,

@@ -170,6 +170,23 @@ public:
     {
         co_return co_await bdrv_co_create_file(filename, opts, ctx, err);
     }
+    // Every byte of the disk is in the file, allocated or not (QEMU's
+    // raw_measure()): the source's whole size, or the size in sectors.
+    Task<int> co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInfo& out,
+                         Error& err) const override
+    {
+        if (in_bs) {
+            out.required = in_bs->total_bytes();
+        } else {
+            auto size = take_size(opts, "size", 0, err);
+            if (!size) {
+                co_return -EINVAL;
+            }
+            out.required = (*size + 511) / 512 * 512;
+        }
+        out.fully_allocated = out.required;
+        co_return 0;
+    }
     std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const override
     {
         return std::make_shared<RawState>(*this, ctx);

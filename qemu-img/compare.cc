@@ -3,9 +3,10 @@
 //   0  identical    1  different    2  an image could not be opened
 //   3  block status failed          4  a read failed
 //
-// Both images are walked by block status.  Ranges that read as zeroes in
-// both are skipped without reading; ranges allocated in only one image must
-// be zeroes there; only ranges allocated in both are read and compared.
+// Both images are walked by the block status of their whole backing chains.
+// Ranges that read as zeroes in both are skipped without reading; ranges
+// allocated (in some layer) in only one image must be zeroes there; only
+// ranges allocated in both are read and compared.
 // Where the images differ in size, the common part must match and the rest
 // of the larger one must read as zeroes (with -s a size mismatch, or any
 // difference in block status, is a difference already).  Mismatches are
@@ -125,7 +126,8 @@ private:
     int block_status(Side& side, uint64_t offset, BlockStatus& st)
     {
         BlockDriverState* bs = side.blk->bs();
-        int ret = run_sync(bs->ctx(), bdrv_co_block_status_above(bs, offset, side.size - offset, st));
+        int ret = run_sync(bs->ctx(), bdrv_co_block_status_chain(bs, nullptr, true, offset,
+                                                                 side.size - offset, st));
         if (ret < 0) {
             error_report("Sector allocation test failed for %s", side.filename.c_str());
             return kBlockStatusFailed;
@@ -188,7 +190,7 @@ private:
             return check_zeroes(allocated1 ? a_ : b_, offset, chunk);
         }
         if (!allocated1) {
-            return kIdentical;  // both read from below, which is the same
+            return kIdentical;  // allocated nowhere in either chain
         }
         chunk = std::min(chunk, kBufferSize);
         ret = read(a_, offset, chunk);
@@ -213,7 +215,8 @@ private:
             BlockStatus st;
             BlockDriverState* bs = larger.blk->bs();
             int ret = run_sync(bs->ctx(),
-                               bdrv_co_block_status_above(bs, offset, progress_base_ - offset, st));
+                               bdrv_co_block_status_chain(bs, nullptr, true, offset,
+                                                          progress_base_ - offset, st));
             if (ret < 0) {
                 error_report("Sector allocation test failed for %s", larger.filename.c_str());
                 return kBlockStatusFailed;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "qemu/coroutine-lock.h"
+#include "rate-limit.h"
 #include "tool.h"
 
 namespace qemu::img {
@@ -17,7 +18,10 @@ constexpr uint64_t kMaxRequestSectors = (INT32_MAX & ~uint64_t(kSectorBytes - 1)
 
 constexpr int kInProgress = 1;  // ConvertJob::ret_ while nothing failed
 
-enum class PieceStatus { Data, Zero };
+// Data is read and written, Zero written as zeroes (unless the target reads
+// as zeroes already), BackingFile left alone: the target's backing file has
+// it (QEMU's BLK_DATA, BLK_ZERO, BLK_BACKING_FILE).
+enum class PieceStatus { Data, Zero, BackingFile };
 
 bool sector_is_zero(const uint8_t* sector)
 {
@@ -87,29 +91,6 @@ bool leading_run_has_data_min(const uint8_t* buf, uint64_t n, uint64_t min,
     run = used;
     return true;
 }
-
-// Spaces writes out to an average rate (-r), as QEMU's write throttling.
-class RateLimiter {
-public:
-    explicit RateLimiter(uint64_t bytes_per_second) : rate_(bytes_per_second) {}
-
-    Task<void> admit(AioContext& ctx, uint64_t bytes)
-    {
-        if (rate_ == 0) {
-            co_return;
-        }
-        int64_t now = AioContext::now_ns();
-        int64_t start = std::max(next_ns_, now);
-        next_ns_ = start + int64_t(double(bytes) * 1e9 / double(rate_));
-        if (start > now) {
-            co_await ctx.sleep_ns(start - now);
-        }
-    }
-
-private:
-    uint64_t rate_;
-    int64_t next_ns_ = 0;
-};
 
 class ConvertJob {
 public:
@@ -189,13 +170,30 @@ private:
         uint64_t cur_start = source_start_[cur];
         uint64_t n = std::min(total_sectors_ - sector_num, kMaxRequestSectors);
 
+        // Zeroes past the end of the target's backing file are there
+        // already: pieces stop at that end.
+        bool past_target_backing = false;
+        if (p_.target_backing_sectors >= 0) {
+            uint64_t end = uint64_t(p_.target_backing_sectors);
+            if (sector_num >= end) {
+                past_target_backing = true;
+            } else if (sector_num + n > end) {
+                n = end - sector_num;
+            }
+        }
+
         if (sector_next_status_ <= sector_num) {
             uint64_t offset = (sector_num - cur_start) * kSectorBytes;
             BlockDriverState* bs = sources_[cur].blk->bs();
+            // The whole backing chain, or with a target backing file only
+            // the source's top layer.
+            const BlockDriverState* base =
+                p_.target_has_backing && bs->backing() ? bs->backing()->bs.get() : nullptr;
             BlockStatus st;
             uint64_t count;
             for (;;) {
-                int ret = co_await bdrv_co_block_status_above(bs, offset, n * kSectorBytes, st);
+                int ret = co_await bdrv_co_block_status_chain(bs, base, true, offset,
+                                                              n * kSectorBytes, st);
                 if (ret >= 0) {
                     count = st.pnum;
                     break;
@@ -223,7 +221,13 @@ private:
             if (n > tail) {
                 n -= tail;
             }
-            status_ = (st.flags & BDRV_BLOCK_ZERO) ? PieceStatus::Zero : PieceStatus::Data;
+            if (st.flags & BDRV_BLOCK_ZERO) {
+                status_ = past_target_backing ? PieceStatus::BackingFile : PieceStatus::Zero;
+            } else if (st.flags & BDRV_BLOCK_DATA) {
+                status_ = PieceStatus::Data;
+            } else {
+                status_ = p_.target_has_backing ? PieceStatus::BackingFile : PieceStatus::Data;
+            }
             sector_next_status_ = sector_num + n;
         }
 
@@ -327,6 +331,9 @@ private:
     // data are skipped like zero pieces.
     Task<int> write(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf, PieceStatus status)
     {
+        if (status == PieceStatus::BackingFile) {
+            co_return 0;
+        }
         while (nb_sectors > 0) {
             uint64_t n = nb_sectors;
             bool data = false;
@@ -401,7 +408,7 @@ private:
                                  sector_num * kSectorBytes, strerror(-ret));
                     fail(ret);
                 }
-            } else if (!p_.min_sparse) {
+            } else if (!p_.min_sparse && status == PieceStatus::Zero) {
                 status = PieceStatus::Data;  // -S 0: zeroes are written as data
                 memset(buf.data(), 0, n * kSectorBytes);
             }

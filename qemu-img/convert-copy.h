@@ -7,7 +7,8 @@
 // size.  Each worker coroutine takes the next piece, reads it (data only),
 // and writes it: data as data, except that runs of at least `min_sparse`
 // zero sectors inside it are skipped (or written as zeroes when the target
-// does not read as zeroes already); zero ranges likewise.  Writes happen in
+// does not read as zeroes already); zero ranges likewise; ranges left to the
+// target's backing file (-B) are not written at all.  Writes happen in
 // order unless `in_order` is off (-W).  Compressed targets are written one
 // whole cluster at a time.
 #pragma once
@@ -41,6 +42,13 @@ struct ConvertParams {
     // of a driver that says so): zero ranges need no writes.
     bool has_zero_init = false;
     bool target_is_new = false;
+    // -B: the target has a backing file that holds what the source's own
+    // backing chain holds, so only the source's top layer is copied: its
+    // unallocated ranges stay unallocated in the target.
+    bool target_has_backing = false;
+    // The length of the target's backing file in sectors, -1 when unknown:
+    // zeroes past it need no writing (they read as zeroes already).
+    int64_t target_backing_sectors = -1;
     unsigned num_coroutines = 8;
     uint64_t min_sparse = 8;       // sectors; 0: write everything (-S 0)
     uint64_t buf_sectors = 4096;   // the largest piece of data

@@ -7,9 +7,13 @@
 // every check that does not need it has passed; once created, it stays
 // even if the copy fails, as in QEMU.
 //
-// Not supported yet, each refused with an error: backing files for the
-// target (-B, -o backing_file), internal snapshots of the source (-l),
-// persistent bitmaps (--bitmaps) and user-creatable objects (--object).
+// A target with a backing file (-B, or -o backing_file) gets only what the
+// source's top layer allocates: the rest is left to its backing file,
+// which must hold what the source's backing chain holds.
+//
+// Not supported yet, each refused with an error: internal snapshots of the
+// source (-l), persistent bitmaps (--bitmaps) and user-creatable objects
+// (--object).
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -42,6 +46,7 @@ struct ConvertCommand {
     bool target_image_opts = false;
     std::optional<std::string> options;  // -o, accumulated
     std::optional<std::string> backing;  // -B
+    std::optional<std::string> backing_fmt;  // -F
     std::optional<std::string> snapshot;  // -l
     std::string cache = "unsafe";
     std::string src_cache = "writeback";
@@ -84,7 +89,7 @@ bool parse_command_line(int argc, char** argv, ConvertCommand& cmd)
     };
     ConvertParams& p = cmd.params;
     int c;
-    while ((c = get_option(argc, argv, ":hf:O:B:Cco:l:S:pt:T:qnm:WUr:", long_options)) != -1) {
+    while ((c = get_option(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", long_options)) != -1) {
         switch (c) {
         case 'f':
             cmd.source.format = optarg;
@@ -94,6 +99,9 @@ bool parse_command_line(int argc, char** argv, ConvertCommand& cmd)
             break;
         case 'B':
             cmd.backing = optarg;
+            break;
+        case 'F':
+            cmd.backing_fmt = optarg;
             break;
         case 'C':
             p.copy_verbatim = true;
@@ -377,6 +385,7 @@ private:
         }
         // The size is the sources', whatever -o said.
         opts->set_size(total_sectors_ * kSectorBytes);
+        // -B and -F go over -o (string options: setting cannot fail).
         if (cmd_.backing) {
             if (!opts->supports("backing_file")) {
                 error_report("Backing file not supported for file format '%s'",
@@ -384,6 +393,14 @@ private:
                 return nullptr;
             }
             opts->set("backing_file", *cmd_.backing, err);
+        }
+        if (cmd_.backing_fmt) {
+            if (!opts->supports("backing_fmt")) {
+                error_report("Backing file format not supported for file format '%s'",
+                             cmd_.out_fmt->c_str());
+                return nullptr;
+            }
+            opts->set("backing_fmt", *cmd_.backing_fmt, err);
         }
         return bdrv_find_driver(*cmd_.out_fmt);
     }
@@ -413,8 +430,8 @@ private:
             error_report("Use of backing file requires explicit backing format");
             return false;
         }
-        error_report("Backing files are not supported yet");
-        return false;
+        p_.target_has_backing = true;
+        return true;
     }
 
     bool create_target(const BlockDriver& drv, const CreateOptions& opts)
@@ -440,6 +457,9 @@ private:
             return false;
         }
         BlockDriverState* bs = target_->bs();
+        if (p_.target_has_backing && p_.target_is_new && bs->backing()) {
+            p_.target_backing_sectors = int64_t(bs->backing()->bs->total_bytes() / kSectorBytes);
+        }
         if (p_.compressed && !(bs->supported_write_flags() & BDRV_REQ_WRITE_COMPRESSED)) {
             error_report("Compression not supported for this file format");
             return false;

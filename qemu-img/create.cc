@@ -14,11 +14,36 @@ namespace {
 
 constexpr uint64_t kNoSize = UINT64_MAX;  // QEMU's "-1": no size given
 
-// -b and -F.
+// -b, -F and -u.
 struct BackingSpec {
     std::optional<std::string> file;
     std::optional<std::string> format;
+    bool no_open = false;  // -u: the backing file need not exist yet
 };
+
+// Opens the backing file of a new image, as QEMU does for its size and to
+// make sure it exists: read-only, with its own backing chain, sharing it
+// with whoever uses it.  nullptr after setting err.
+std::unique_ptr<BlockBackend> open_backing_image(const std::string& filename,
+                                                 const std::string& backing_file,
+                                                 const std::optional<std::string>& backing_fmt,
+                                                 AioContext& ctx, Error& err)
+{
+    auto full = bdrv_full_backing_filename(filename, backing_file, err);
+    if (!full) {
+        return nullptr;
+    }
+    QDict options;
+    if (backing_fmt) {
+        options.set("driver", *backing_fmt);
+    }
+    options.set("force-share", "on");
+    auto blk = BlockBackend::open(*full, std::move(options), 0, ctx, err);
+    if (!blk) {
+        err.add_hint("Could not open backing image.");
+    }
+    return blk;
+}
 
 // QEMU's bdrv_img_create(): checks the options, announces the image and has
 // the driver create it.  On failure nothing new is left on disk.
@@ -40,18 +65,54 @@ bool create_image(const std::string& filename, const std::string& fmt,
         err.set("The image size must be specified only once");
         return false;
     }
-    if (backing.file && !opts.supports("backing_file")) {
-        err.set("Backing file not supported for file format '%s'", fmt.c_str());
+    // -b and -F override -o backing_file and backing_fmt (string options:
+    // setting them cannot fail).
+    if (backing.file) {
+        if (!opts.supports("backing_file")) {
+            err.set("Backing file not supported for file format '%s'", fmt.c_str());
+            return false;
+        }
+        opts.set("backing_file", *backing.file, err);
+    }
+    if (backing.format) {
+        if (!opts.supports("backing_fmt")) {
+            err.set("Backing file format not supported for file format '%s'", fmt.c_str());
+            return false;
+        }
+        opts.set("backing_fmt", *backing.format, err);
+    }
+    QDict given = opts.to_qdict();
+    std::optional<std::string> backing_file = given.take("backing_file");
+    std::optional<std::string> backing_fmt = given.take("backing_fmt");
+    if (backing_file && *backing_file == filename) {
+        err.set("Error: Trying to create an image with the same filename as the backing file");
         return false;
     }
-    if (backing.format && !opts.supports("backing_fmt")) {
-        err.set("Backing file format not supported for file format '%s'", fmt.c_str());
+    if (backing_file && backing_file->empty()) {
+        err.set("Expected backing file name, got empty string");
         return false;
     }
-    if (backing.file || opts.has("backing_file")) {
-        // Creating an overlay means opening the backing image (for its size
-        // and format), which none of our drivers can point to yet.
-        err.set("Backing files are not supported yet");
+    // QEMU 7.2 insists on the backing format: probing it is unsafe.  The
+    // backing file is opened unless -u says it may not exist yet; then it
+    // also gives the size when none was given.
+    AioContext ctx;
+    if (backing_file && !backing.no_open) {
+        auto blk = open_backing_image(filename, *backing_file, backing_fmt, ctx, err);
+        if (!blk) {
+            return false;
+        }
+        if (!backing_fmt) {
+            err.set("Backing file specified without backing format");
+            err.add_hint(string_printf("Detected format of %.*s.",
+                                       int(blk->bs()->drv().name().size()),
+                                       blk->bs()->drv().name().data()));
+            return false;
+        }
+        if (*opts.size() == kNoSize) {
+            opts.set_size(blk->getlength());
+        }
+    } else if (backing_file && !backing_fmt) {
+        err.set("Backing file specified without backing format");
         return false;
     }
     if (*opts.size() == kNoSize) {
@@ -65,7 +126,6 @@ bool create_image(const std::string& filename, const std::string& fmt,
     }
 
     QDict dict = opts.to_qdict();
-    AioContext ctx;
     int ret = run_sync(ctx, bdrv_co_create(*bdrv_find_driver(fmt), filename, dict, ctx, err));
     if (ret == -EFBIG) {
         // Better than the driver's "File too large", and a hint for formats
@@ -101,7 +161,8 @@ int img_create(int argc, char** argv)
             fmt = optarg;
             break;
         case 'u':
-            break;  // "do not open the backing file": there is none to open yet
+            backing.no_open = true;
+            break;
         case 'o':
             if (!is_valid_option_list(optarg)) {
                 error_report("Invalid option list: %s", optarg);

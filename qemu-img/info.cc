@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "block/snapshot.h"
 #include "commands.h"
 #include "qjson.h"
 #include "qemu/cutils.h"
@@ -22,7 +24,13 @@ struct ImageInfo {
     std::optional<int64_t> actual_size;  // host bytes used, when known
     uint64_t virtual_size = 0;
     std::optional<uint64_t> cluster_size;
+    // The backing file as the image names it, where that is when opened
+    // (absent when it cannot be worked out), and its recorded format.
+    std::optional<std::string> backing_filename;
+    std::optional<std::string> full_backing_filename;
+    std::optional<std::string> backing_format;
     nlohmann::ordered_json format_specific;  // {"type": ..., "data": {...}} or null
+    std::vector<SnapshotInfo> snapshots;     // absent when empty or not supported
 };
 
 ImageInfo query_image_info(BlockDriverState& bs)
@@ -42,7 +50,16 @@ ImageInfo query_image_info(BlockDriverState& bs)
         }
         info.dirty_flag = bdi.is_dirty;
     }
+    if (!bs.backing_file().empty()) {
+        info.backing_filename = bs.backing_file();
+        if (!bs.backing_format().empty()) {
+            info.backing_format = bs.backing_format();
+        }
+        Error err;  // as QEMU: no full name, no field, no error
+        info.full_backing_filename = bdrv_backing_filename_to_open(bs, err);
+    }
     bs.drv_get_specific_info(info.format_specific);
+    bdrv_snapshot_list(&bs, info.snapshots);
     return info;
 }
 
@@ -92,6 +109,19 @@ void dump_human(const ImageInfo& info)
     if (info.dirty_flag.value_or(false)) {
         printf("cleanly shut down: no\n");
     }
+    if (info.backing_filename) {
+        printf("backing file: %s", info.backing_filename->c_str());
+        if (!info.full_backing_filename) {
+            printf(" (cannot determine actual path)");
+        } else if (*info.full_backing_filename != *info.backing_filename) {
+            printf(" (actual path: %s)", info.full_backing_filename->c_str());
+        }
+        printf("\n");
+        if (info.backing_format) {
+            printf("backing file format: %s\n", info.backing_format->c_str());
+        }
+    }
+    dump_snapshots(info.snapshots);
     if (info.format_specific.is_object()) {
         printf("Format specific information:\n");
         dump_specific(info.format_specific.at("data"), 1);
@@ -114,6 +144,34 @@ nlohmann::ordered_json to_json(const ImageInfo& info)
     obj["virtual-size"] = int64_t(info.virtual_size);
     if (info.cluster_size) {
         obj["cluster-size"] = int64_t(*info.cluster_size);
+    }
+    if (info.backing_filename) {
+        obj["backing-filename"] = *info.backing_filename;
+    }
+    if (info.full_backing_filename) {
+        obj["full-backing-filename"] = *info.full_backing_filename;
+    }
+    if (info.backing_format) {
+        obj["backing-filename-format"] = *info.backing_format;
+    }
+    if (!info.snapshots.empty()) {
+        nlohmann::ordered_json list = nlohmann::ordered_json::array();
+        for (const SnapshotInfo& sn : info.snapshots) {
+            // QAPI's SnapshotInfo, in schema order.
+            nlohmann::ordered_json s = nlohmann::ordered_json::object();
+            s["id"] = sn.id;
+            s["name"] = sn.name;
+            s["vm-state-size"] = int64_t(sn.vm_state_size);
+            s["date-sec"] = int64_t(sn.date_sec);
+            s["date-nsec"] = int64_t(sn.date_nsec);
+            s["vm-clock-sec"] = int64_t(sn.vm_clock_nsec / 1000000000);
+            s["vm-clock-nsec"] = int64_t(sn.vm_clock_nsec % 1000000000);
+            if (sn.icount != UINT64_MAX) {
+                s["icount"] = int64_t(sn.icount);
+            }
+            list.push_back(s);
+        }
+        obj["snapshots"] = list;
     }
     if (info.format_specific.is_object()) {
         obj["format-specific"] = info.format_specific;
@@ -173,14 +231,38 @@ int img_info(int argc, char** argv)
         return 1;
     }
 
-    AioContext ctx;
-    auto blk = open_image(spec, 0, ctx);
-    if (!blk) {
-        return 1;
+    // The images of the backing chain, top first (QEMU's
+    // collect_image_info_list()): each is opened on its own, without its
+    // backing file, and named by the full name of the one above.
+    std::vector<ImageInfo> images;
+    std::set<std::string> seen;
+    std::optional<ImageSpec> next = spec;
+    while (next) {
+        if (!seen.insert(next->filename).second) {
+            error_report("Backing file '%s' creates an infinite loop.", next->filename.c_str());
+            return 1;
+        }
+        AioContext ctx;
+        // As QEMU (since CVE-2024-4467): no guest data is read, so formats
+        // open no other files (a qcow2 image's external data file).
+        auto blk = open_image(*next, BDRV_O_NO_IO | BDRV_O_NO_BACKING, ctx);
+        if (!blk) {
+            return 1;
+        }
+        images.push_back(query_image_info(*blk->bs()));
+        next.reset();
+        const ImageInfo& info = images.back();
+        if (chain && info.full_backing_filename) {
+            next = ImageSpec{};
+            next->filename = *info.full_backing_filename;
+            next->format = info.backing_format.value_or("");
+            next->force_share = spec.force_share;
+        } else if (chain && info.backing_filename) {
+            error_report("Could not determine absolute backing filename, but backing filename "
+                         "'%s' present", info.backing_filename->c_str());
+            return 1;
+        }
     }
-    // The images of the backing chain, top first.  Our drivers have no
-    // backing files yet, so the chain is the image alone.
-    std::vector<ImageInfo> images = {query_image_info(*blk->bs())};
 
     if (format == OutputFormat::Human) {
         for (size_t i = 0; i < images.size(); i++) {

@@ -28,7 +28,7 @@ struct MapEntry {
     bool data = false;
     bool zero = false;
     bool present = false;  // allocated in some layer (BDRV_BLOCK_ALLOCATED)
-    int depth = 0;         // how far down the backing chain; we have no chains
+    int depth = 0;         // backing links down to the layer that answers
     std::optional<uint64_t> offset;
     std::optional<std::string> filename;  // the file holding the data
 
@@ -52,14 +52,27 @@ struct MapEntry {
 
 enum class OutputFormat { Human, Json };
 
-int query_entry(BlockDriverState& bs, uint64_t offset, uint64_t bytes, MapEntry& e)
+// QEMU's get_block_status(): asks each layer of the backing chain in turn,
+// from the top, until one says data or zeroes (or the chain ends).
+int query_entry(BlockDriverState& top, uint64_t offset, uint64_t bytes, MapEntry& e)
 {
+    BlockDriverState* bs = &top;
     BlockStatus st;
-    int ret = run_sync(bs.ctx(), bdrv_co_block_status_above(&bs, offset, bytes, st));
-    if (ret < 0) {
-        return ret;
+    int depth = 0;
+    for (;;) {
+        int ret = run_sync(bs->ctx(), bdrv_co_block_status_above(bs, offset, bytes, st));
+        if (ret < 0) {
+            return ret;
+        }
+        if ((st.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) || !bs->backing()) {
+            break;
+        }
+        bs = bs->backing()->bs.get();
+        bytes = st.pnum;
+        depth++;
     }
     e = MapEntry{};
+    e.depth = depth;
     e.start = offset;
     e.length = st.pnum;
     e.data = st.flags & BDRV_BLOCK_DATA;

@@ -40,7 +40,10 @@ void ProgressMeter::update(float delta, int max)
         current = 100;
     }
     current_ = current;
-    if (current > last_print_ + min_skip_ || current == 100 || current == 0) {
+    // As QEMU: a move by more than min_skip either way is printed (an
+    // amend that starts a new operation may report less than before).
+    if (current > last_print_ + min_skip_ || current < last_print_ - min_skip_ ||
+        current == 100 || current == 0) {
         last_print_ = current_;
         print();
     }

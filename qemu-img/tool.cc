@@ -29,6 +29,7 @@ void set_program_name(const char* argv0)
 {
     const char* slash = strrchr(argv0, '/');
     program_name = slash ? slash + 1 : argv0;
+    qemu::set_program_name(argv0);  // for the block layer's own messages
 }
 
 void error_report(const char* fmt, ...)

@@ -216,7 +216,7 @@ bool flatten_json(QDict& dict, const nlohmann::json& node, const std::string& pr
         } else if (v.is_number_float()) {
             dict.set_literal(key, v.dump());
         } else if (v.is_null()) {
-            dict.set(key, "");
+            dict.set_literal(key, "null");
         } else {
             err.set("Parameter '%s' has an unsupported type (arrays are not accepted)", key.c_str());
             return false;

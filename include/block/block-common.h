@@ -26,6 +26,7 @@ enum BdrvRequestFlags : unsigned {
 enum BdrvOpenFlags : int {
     BDRV_O_RDWR = 0x0002,
     BDRV_O_NOCACHE = 0x0020,    // cache.direct=on: bypass the host page cache
+    BDRV_O_NO_BACKING = 0x0100,  // do not open the backing file (qemu-img info, rebase -u)
     BDRV_O_NO_FLUSH = 0x0200,   // cache.no-flush=on: flushes are no-ops
     // Opened to be checked (qemu-img check): formats skip their automatic
     // repair at open and let images marked corrupt open read-write.
@@ -34,6 +35,10 @@ enum BdrvOpenFlags : int {
     BDRV_O_UNMAP = 0x4000,      // discard=unmap: discards reach the file
     BDRV_O_NO_SHARE = 0x10000,  // take no shared permissions (qemu-img's exclusive opens)
     BDRV_O_RESIZE = 0x20000,    // the user intends to resize (take the resize permission)
+    // No guest data will be read or written (qemu-img info): formats open
+    // only their metadata, e.g. qcow2 not its external data file, so that
+    // looking at an untrusted image touches no other file.
+    BDRV_O_NO_IO = 0x40000,
 };
 
 // Permissions a parent takes on a node and shares with others (QEMU's
@@ -93,6 +98,17 @@ struct BdrvCheckResult {
 enum BdrvCheckMode : unsigned {
     BDRV_FIX_LEAKS = 1,
     BDRV_FIX_ERRORS = 2,
+};
+
+// An internal snapshot as tools see it (QEMU's QEMUSnapshotInfo).
+struct SnapshotInfo {
+    std::string id;    // unique in the image; chosen by the driver
+    std::string name;  // the user's tag; need not be unique
+    uint64_t vm_state_size = 0;
+    uint32_t date_sec = 0;
+    uint32_t date_nsec = 0;
+    uint64_t vm_clock_nsec = 0;
+    uint64_t icount = UINT64_MAX;  // UINT64_MAX: not recorded
 };
 
 // What a tool may ask of any node (qemu-img info, qemu-io info).

@@ -20,6 +20,8 @@
 // data I/O.
 #pragma once
 
+#include <cerrno>
+#include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
@@ -46,6 +48,10 @@ struct BdrvChild {
     BlockDriverState* parent = nullptr;
     uint64_t perm = 0;    // what the parent does with the child
     uint64_t shared = 0;  // what the parent lets others do
+    // A backing child opened from the parent's own record of its backing
+    // file, with no options from the user: it does not make the parent's
+    // name a json:{...} one.
+    bool implicit = false;
 };
 
 class BlockDriverState {
@@ -71,6 +77,15 @@ public:
 
     BdrvChild* file() const { return file_; }
     BdrvChild* child(std::string_view name) const;
+    // The backing child of formats that support backing files (see
+    // BlockDriver::supports_backing), nullptr without one.
+    BdrvChild* backing() const { return backing_; }
+    // The backing file the image names, as stored in it (QEMU's
+    // bs->backing_file: a relative name is relative to the image's
+    // directory), and the format it records; empty for none.  drv_open
+    // and drv_change_backing_file set them.
+    const std::string& backing_file() const { return backing_file_; }
+    const std::string& backing_format() const { return backing_format_; }
     const std::vector<std::unique_ptr<BdrvChild>>& children() const { return children_; }
 
     // --- Driver interface --------------------------------------------------
@@ -114,7 +129,7 @@ public:
     // bdrv_co_block_status; `out.pnum` must be > 0 and <= bytes.  The
     // generic layer adds ALLOCATED to DATA and ZERO results, and ZERO to
     // unallocated ranges of formats that support backing files but have
-    // none.
+    // none, or whose backing file ends before the range (want_zero).
     // The default reports data (and for nodes with a file child and no
     // mapping of their own, the caller should override).
     virtual Task<int> drv_block_status(bool want_zero, uint64_t offset, uint64_t bytes,
@@ -137,6 +152,41 @@ public:
     // Checks (and with BDRV_FIX_* repairs) the image's consistency;
     // -ENOTSUP for formats without checks.
     virtual Task<int> drv_check(BdrvCheckResult& result, unsigned fix);
+    // Formats with backing files: records `file` (empty: none) and its
+    // `format` (may be empty) as the image's backing file, as QEMU's
+    // bdrv_change_backing_file(); the open backing child stays as it is.
+    // -ENOTSUP (the default): the format has no such record.
+    virtual Task<int> drv_change_backing_file(const std::string& file, const std::string& format,
+                                              Error& err);
+    // Makes the whole node unallocated, so that it reads from its backing
+    // file again (QEMU's bdrv_make_empty, which qemu-img commit uses).
+    // -ENOTSUP (the default): the format cannot.
+    virtual Task<int> drv_make_empty(Error& err);
+    // qemu-img amend: changes format options of the open image in place.
+    // `opts` holds only the options the user gave, type-checked against
+    // the driver's amend_schema(); `progress(done, total)` reports how far
+    // the work is.  `force` allows changes the driver would otherwise
+    // refuse as dangerous.  -ENOTSUP (the default): the format cannot.
+    using AmendProgress = std::function<void(int64_t done, int64_t total)>;
+    virtual Task<int> drv_amend(QDict& /*opts*/, const AmendProgress& /*progress*/,
+                                bool /*force*/, Error& /*err*/)
+    {
+        co_return -ENOTSUP;
+    }
+    // Internal snapshots (block/snapshot.cc has the callers' side).  The
+    // defaults say the format has none: list and create fail with
+    // -ENOTSUP, goto sets "Block driver does not support snapshots".
+    // Drivers need an idle node (no requests in flight) and may fail with
+    // -EBUSY otherwise.  The snapshots in table order:
+    virtual int drv_snapshot_list(std::vector<SnapshotInfo>& out) const;
+    // Takes a snapshot of the current state; fills in sn.id.
+    virtual Task<int> drv_snapshot_create(SnapshotInfo& sn);
+    // Makes the snapshot with this ID, or else the first with this name,
+    // the current state.  Sets err when it knows more than an errno says.
+    virtual Task<int> drv_snapshot_goto(const std::string& id_or_name, Error& err);
+    // Deletes the first snapshot with this ID and name (empty: any).
+    virtual Task<int> drv_snapshot_delete(const std::string& id, const std::string& name,
+                                          Error& err);
     // Called once before the node goes away, after a final flush: the place
     // to leave the image clean (clear a dirty bit).  Children are closed
     // after their parents.
@@ -209,10 +259,22 @@ public:
 
 protected:
     BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
+    // For drv_open and drv_change_backing_file (see backing_file()).
+    void set_backing_file(std::string file, std::string format)
+    {
+        backing_file_ = std::move(file);
+        backing_format_ = std::move(format);
+    }
 
 private:
     friend Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string>, QDict,
-                                                                 int, AioContext&, Error&);
+                                                                 int, AioContext&, Error&,
+                                                                 const BlockDriverState*);
+
+    // Opens the backing child after drv_open (see bdrv_co_open): from the
+    // "backing." options, or from backing_file() resolved against this
+    // node's directory, read-only.
+    Task<int> open_backing(QDict& options, Error& err);
 
     const BlockDriver& drv_;
     AioContext& ctx_;
@@ -224,8 +286,24 @@ private:
     BlockLimits bl_;
     std::vector<std::unique_ptr<BdrvChild>> children_;
     BdrvChild* file_ = nullptr;
+    BdrvChild* backing_ = nullptr;
+    std::string backing_file_;
+    std::string backing_format_;
+    // While this node is being opened as the backing file of another: that
+    // overlay (the chain above is checked for loops).
+    const BlockDriverState* opening_overlay_ = nullptr;
     uint64_t perm_ = 0;
     uint64_t shared_ = BLK_PERM_ALL;
+};
+
+// What qemu-img measure reports (QEMU's BlockMeasureInfo): the bytes a new
+// image needs for the given data, the bytes it needs fully allocated, and
+// for formats that can store persistent bitmaps, the bytes the source's
+// bitmaps would take.
+struct BlockMeasureInfo {
+    uint64_t required = 0;
+    uint64_t fully_allocated = 0;
+    std::optional<uint64_t> bitmaps;
 };
 
 class BlockDriver {
@@ -270,6 +348,18 @@ public:
     virtual Task<int> co_create(const std::string& filename, QDict& opts, AioContext& ctx,
                                 Error& err) const;
 
+    // The options qemu-img amend accepts; nullptr: the format cannot amend.
+    virtual const OptionSchema* amend_schema() const { return nullptr; }
+    // qemu-img measure: the size of a new image made with the create
+    // options `opts` (size included when no source is given), holding the
+    // data of `in_bs` when it is not null.  -ENOTSUP (the default): the
+    // driver cannot tell.
+    virtual Task<int> co_measure(QDict& /*opts*/, BlockDriverState* /*in_bs*/,
+                                 BlockMeasureInfo& /*out*/, Error& /*err*/) const
+    {
+        co_return -ENOTSUP;
+    }
+
     // A new, unopened node of this driver.
     virtual std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const = 0;
 };
@@ -289,15 +379,42 @@ const BlockDriver* bdrv_find_protocol(const std::string& filename, Error& err);
 
 // --- Opening and creating (block/block.cc) ----------------------------------
 
-// Opens a node graph from a filename and/or options.  `filename` may be a
-// json:{...} pseudo-filename or carry a protocol prefix; without a "driver"
-// option the format is probed (BDRV_O_PROTOCOL skips the format layer).
 // The largest size a node can have (QEMU's BDRV_MAX_LENGTH).
 constexpr uint64_t BDRV_MAX_LENGTH = uint64_t(INT64_MAX) / (1ULL << 30) * (1ULL << 30);
 
+// Opens a node graph from a filename and/or options.  `filename` may be a
+// json:{...} pseudo-filename or carry a protocol prefix; without a "driver"
+// option the format is probed (BDRV_O_PROTOCOL skips the format layer).
+// Formats that support backing files then get their backing child, as in
+// QEMU: from the "backing." options, else from the backing file the image
+// names (relative names resolved against the image's directory, the
+// recorded format as its driver), opened read-only; "backing": null (or,
+// deprecated, "") and BDRV_O_NO_BACKING open none.  Errors there read
+// "Could not open backing file: ...".  `overlay` is the node whose backing
+// file is being opened, if any: a chain that leads back to a file above it
+// is refused as an infinite loop.
 Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
                                                      QDict options, int flags, AioContext& ctx,
-                                                     Error& err);
+                                                     Error& err,
+                                                     const BlockDriverState* overlay = nullptr);
+
+// QEMU's bdrv_get_full_backing_filename_from_filename(): the name to open
+// for the backing file `backing` of the image named `backed`: `backing`
+// itself when it is absolute or has a protocol prefix, else `backing`
+// in `backed`'s directory.  Fails ("Cannot use relative backing file
+// names for ...") when `backed` is empty or a json: name.
+std::optional<std::string> bdrv_full_backing_filename(const std::string& backed,
+                                                      const std::string& backing, Error& err);
+// The same for the backing file an open node names (QEMU's
+// bdrv_get_full_backing_filename()): relative to the directory of the file
+// holding the node; "" when it names none.
+std::optional<std::string> bdrv_backing_filename_to_open(const BlockDriverState& bs, Error& err);
+// QEMU's bdrv_find_backing_image(): the backing child in bs's chain whose
+// node is the file `name`, where name is compared with what the image above
+// records (as given, or resolved: relative names against that image's
+// directory, both sides with symlinks resolved); for a backing file opened
+// from options, with the node's own name.  nullptr if there is none.
+BdrvChild* bdrv_find_backing_image(BlockDriverState* bs, const std::string& name);
 
 // Creates an image with drv; no file is left behind on failure.
 Task<int> bdrv_co_create(const BlockDriver& drv, const std::string& filename, QDict& opts,
@@ -321,9 +438,24 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
 Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
                                uint64_t bytes, BlockStatus& out);
 // Like block_status, but follows BDRV_BLOCK_RAW down to the node that really
-// holds the data (what qemu-img map and qemu-io map report).
+// holds the data (QEMU's bdrv_block_status(): one layer of a backing
+// chain, what qemu-io alloc and map report).
 Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out);
+// The status of a backing chain (QEMU's bdrv_block_status_above()): that of
+// the first node from bs down the backing children, stopping before `base`
+// (nullptr: the whole chain), where the range is allocated; a range past
+// the end of a shorter backing file is allocated zeroes there.  pnum is cut
+// where any layer's status changes.  `depth` (optional) gets the number of
+// backing links followed to the answering node.
+Task<int> bdrv_co_block_status_chain(BlockDriverState* bs, const BlockDriverState* base,
+                                     bool want_zero, uint64_t offset, uint64_t bytes,
+                                     BlockStatus& out, unsigned* depth = nullptr);
+// QEMU's bdrv_is_allocated_above(top, base, include_base=false): 1 when
+// [offset, offset + pnum) is allocated in a node from top down to base
+// (exclusive), 0 when in none of them, or -errno.
+Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverState* base,
+                                     uint64_t offset, uint64_t bytes, uint64_t& pnum);
 
 // The zoned API: checks the node is zoned and the range is inside it, then
 // calls the driver.

@@ -41,6 +41,12 @@ public:
         map_[key] = std::move(value);
         literals_.insert(key);
     }
+    // A JSON null (stored as the literal "null"): "backing": null.
+    bool is_null(const std::string& key) const
+    {
+        const std::string* v = get(key);
+        return v && *v == "null" && literals_.count(key);
+    }
     // Sets key only if absent (for defaults and inherited options).
     void set_default(const std::string& key, std::string value) { map_.emplace(key, std::move(value)); }
     // Copies one entry (keeping its JSON type) from other, if present.
@@ -82,7 +88,8 @@ private:
 bool keyval_parse(QDict& dict, std::string_view text, const char* implied_key, Error& err);
 
 // Parses the text after "json:" and flattens nested objects into dotted keys.
-// Scalars become their string forms (true -> "on", numbers in decimal).
+// Scalars become their string forms (true -> "on", numbers in decimal, null
+// the literal "null", see is_null()).
 bool json_parse_flat(QDict& dict, std::string_view json_text, Error& err);
 
 enum class OptionType { String, Bool, Number, Size };

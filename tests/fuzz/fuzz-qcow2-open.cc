@@ -22,6 +22,7 @@
 
 #include "block/block-backend.h"
 #include "block/zoned.h"
+#include "qemu/bswap.h"
 
 namespace qemu::fuzz {
 namespace {
@@ -123,11 +124,35 @@ AioContext& fuzz_context()
     return *ctx;
 }
 
+// Whether the input claims an external data file (incompatible bit 2 of a
+// version 3 header): it then gets an in-memory one too, never the file its
+// header names.
+bool has_data_file_bit()
+{
+    return g_input.size() >= 80 && load_be32(g_input.data() + 4) >= 3 && (g_input[79] & 4);
+}
+
+// Whether the input names a backing file (header bytes 8-15): it then gets
+// an in-memory one (zeroes, 1 MiB, so that reads past its end are covered
+// too), never the file its header names.
+bool has_backing_file()
+{
+    return g_input.size() >= 16 && load_be64(g_input.data() + 8) != 0;
+}
+
 std::unique_ptr<BlockBackend> open_image(int flags)
 {
     QDict options;
     options.set("driver", "qcow2");
     options.set("file.driver", "fuzz-mem");
+    if (has_backing_file()) {
+        options.set("backing.driver", "null-co");
+        options.set("backing.read-zeroes", "on");
+        options.set("backing.size", "1M");
+    }
+    if (has_data_file_bit()) {
+        options.set("data-file.driver", "fuzz-mem");
+    }
     // No cache-clean timer: nothing would ever run it here.
     options.set("cache-clean-interval", "0");
     Error err;

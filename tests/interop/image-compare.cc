@@ -109,7 +109,9 @@ int compare_zero_status(BlockBackend& blk, const RawReference& raw, uint64_t siz
     uint64_t off = 0;
     while (off < size) {
         BlockStatus st;
-        int ret = run_sync(blk.ctx(), bdrv_co_block_status_above(blk.bs(), off, size - off, st));
+        // The whole backing chain, as qemu-img convert and compare see it.
+        int ret = run_sync(blk.ctx(), bdrv_co_block_status_chain(blk.bs(), nullptr, true, off,
+                                                                 size - off, st));
         if (ret < 0 || st.pnum == 0) {
             printf("block status at offset %" PRIu64 " failed: %s\n", off,
                    ret < 0 ? strerror(-ret) : "no progress");

@@ -110,10 +110,12 @@ check_clean() {
     fi
 }
 
-# verify SIZE: every check of a stage, against the history so far; SIZE is
-# the virtual size the case started with (truncates in the history move it).
+# verify SIZE [IMAGE]: every check of a stage, against the history so far;
+# SIZE is the virtual size the case started with (truncates in the history
+# move it).  IMAGE is the case's image unless given (another image that must
+# read the same, through its backing chain if it has one).
 verify() {
-    local img=$CASE_DIR/img.qcow2 ref=$CASE_DIR/ref.raw reads=() args=()
+    local img=${2:-$CASE_DIR/img.qcow2} ref=$CASE_DIR/ref.raw reads=() args=()
     mapfile -t reads < <(awk -v size="$1" -f "$INTEROP_DIR/expected-reads.awk" "$CASE_DIR/history")
     mapfile -d '' args < <(io_args "${reads[@]}")
 

@@ -325,30 +325,6 @@ snapshot() {
     verify $SIZE
 }
 
-# Persistent bitmaps: ours cannot update them, so writing must clear their
-# autoclear bit; QEMU then reports them inconsistent (warning) and their
-# clusters as leaks, which `qemu-img check -r leaks` reclaims.
-qemu_bitmaps_then_ours() {
-    local cs=$1 ops=() out rc=0
-    new_reference $SIZE
-    qemu_create "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
-    must "$QEMU_IMG" bitmap --add "$CASE_DIR/img.qcow2" bitmap0
-    qemu_writes "write -P 0xb1 $((20 * cs)) $((3 * cs))"
-    verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    ours_writes "${ops[@]}"
-    out=$(x "$QEMU_IMG" check -f qcow2 "$CASE_DIR/img.qcow2" 2>&1) || rc=$?
-    if [ "$rc" -ne 3 ] || ! grep -q "a program lacking bitmap support modified this file" <<<"$out"; then
-        echo "expected QEMU to find stale bitmaps (leaks, exit 3), got exit $rc:"
-        head -n 20 <<<"$out"
-        return 1
-    fi
-    x "$QEMU_IMG" check -q -r leaks -f qcow2 "$CASE_DIR/img.qcow2" >/dev/null 2>&1 || true
-    verify $SIZE
-}
-
 # killed_writes WHO CMD...: WHO's qemu-io runs the commands and a flush,
 # then dies (SIGKILL) without closing the image.
 killed_writes() {
@@ -467,7 +443,14 @@ for cs in 512 65536; do
     run_case "shrink-grow ours-then-qemu cluster_size=$cs" shrink_grow ours qemu "$cs"
     run_case "shrink-grow qemu-then-ours cluster_size=$cs" shrink_grow qemu ours "$cs"
 done
-run_case "bitmaps qemu-then-ours cluster_size=65536" qemu_bitmaps_then_ours 65536
+# shellcheck source=tests/interop/cases-subclusters-data-file.sh
+. "$INTEROP_DIR/cases-subclusters-data-file.sh"
+# shellcheck source=tests/interop/cases-snapshots.sh
+. "$INTEROP_DIR/cases-snapshots.sh"
+# shellcheck source=tests/interop/cases-maintenance.sh
+. "$INTEROP_DIR/cases-maintenance.sh"
+# shellcheck source=tests/interop/cases-backing.sh
+. "$INTEROP_DIR/cases-backing.sh"
 run_queue
 if [ ${#skips[@]} -gt 0 ]; then
     printf '%s\n' "${skips[@]}"

@@ -9,73 +9,12 @@
 #include <random>
 
 #include "block/block-backend.h"
+#include "qcow2-test-util.h"
 #include "qemu/bswap.h"
 #include "qemu/units.h"
 
 using namespace qemu;
-
-namespace {
-
-struct TempImage {
-    std::string path;
-    TempImage()
-    {
-        char tmpl[] = "/var/tmp/qz-qcow2-XXXXXX";
-        int fd = mkstemp(tmpl);
-        close(fd);
-        unlink(tmpl);
-        path = tmpl;
-    }
-    ~TempImage() { unlink(path.c_str()); }
-};
-
-int create(AioContext& ctx, const std::string& path, const std::string& opts, Error& err)
-{
-    bdrv_init();
-    QDict o;
-    REQUIRE(keyval_parse(o, opts, nullptr, err));
-    return run_sync(ctx, bdrv_co_create(*bdrv_find_driver("qcow2"), path, o, ctx, err));
-}
-
-std::unique_ptr<BlockBackend> open_rw(AioContext& ctx, const std::string& path, Error& err,
-                                      const std::string& extra = "")
-{
-    QDict o;
-    o.set("driver", "qcow2");
-    if (!extra.empty()) {
-        REQUIRE(keyval_parse(o, extra, nullptr, err));
-    }
-    return BlockBackend::open(path, o, BDRV_O_RDWR, ctx, err);
-}
-
-std::vector<uint8_t> pattern(size_t n, uint32_t seed)
-{
-    std::vector<uint8_t> v(n);
-    std::mt19937 rng(seed);
-    for (auto& b : v) {
-        b = uint8_t(rng());
-    }
-    return v;
-}
-
-// Patches bytes of an image file directly (to corrupt it on purpose).
-void patch_file(const std::string& path, uint64_t offset, const void* data, size_t len)
-{
-    int fd = open(path.c_str(), O_WRONLY);
-    REQUIRE(fd >= 0);
-    REQUIRE(pwrite(fd, data, len, off_t(offset)) == ssize_t(len));
-    close(fd);
-}
-
-void read_file(const std::string& path, uint64_t offset, void* data, size_t len)
-{
-    int fd = open(path.c_str(), O_RDONLY);
-    REQUIRE(fd >= 0);
-    REQUIRE(pread(fd, data, len, off_t(offset)) == ssize_t(len));
-    close(fd);
-}
-
-}  // namespace
+using namespace qcow2_test;
 
 TEST_CASE("qcow2: create refuses bad options with QEMU's messages", "[qcow2][create]")
 {
@@ -294,7 +233,7 @@ TEST_CASE("qcow2: hostile headers are refused with clear errors", "[qcow2][valid
         {96, be32(7), "Reference count entry width too large; may not exceed 64 bits"},
         {100, be32(0x20000), "qcow2 header exceeds cluster size"},
         {72, be64(1ULL << 20), "Unsupported qcow2 feature(s): Unknown incompatible feature: 100000"},
-        {72, be64(1ULL << 4), "Unsupported qcow2 feature(s): extended L2 entries"},
+        {72, be64(1ULL << 2), "'data-file' is required for this image"},
         {24, be64(1ULL << 50), "L1 table is too small"},
         {0, be32(0x12345678), "Image is not in qcow2 format"},
     };
