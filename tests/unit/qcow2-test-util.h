@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -67,6 +69,27 @@ inline std::unique_ptr<BlockBackend> open_rw(AioContext& ctx, const std::string&
     return BlockBackend::open(path, o, flags, ctx, err);
 }
 
+// A scratch qcow2 image created with `opts` ("size=1M,..."), removed at
+// the end; open() fails the test when the image does not open.
+struct CreatedImage : TempImage {
+    explicit CreatedImage(const std::string& opts)
+    {
+        AioContext ctx;
+        Error err;
+        REQUIRE(create(ctx, path, opts, err) == 0);
+    }
+
+    std::unique_ptr<BlockBackend> open(AioContext& ctx, const std::string& extra = "",
+                                       int flags = BDRV_O_RDWR) const
+    {
+        Error err;
+        auto blk = open_rw(ctx, path, err, extra, flags);
+        INFO(err.message);
+        REQUIRE(blk);
+        return blk;
+    }
+};
+
 inline std::vector<uint8_t> pattern(size_t n, uint32_t seed)
 {
     std::vector<uint8_t> v(n);
@@ -104,6 +127,52 @@ inline uint64_t l2_entry_offset(const std::string& path, uint64_t guest_cluster,
     uint64_t l2 = load_be64(buf) & 0x00fffffffffffe00ULL;
     REQUIRE(l2 != 0);
     return l2 + guest_cluster * (extended ? 16 : 8);
+}
+
+// Writes `size` bytes in blocks of `block` bytes in a shuffled order (seed
+// `seed`), `depth` requests in flight, each block filled with a byte of its
+// own; then checks that every block reads back with its byte.  Concurrent
+// writes into shared clusters must all land exactly.
+inline void write_shuffled_and_verify(AioContext& ctx, BlockBackend& blk, uint64_t size,
+                                      uint64_t block, unsigned depth, uint32_t seed)
+{
+    const uint64_t n = size / block;
+    auto fill = [](uint64_t b) { return uint8_t(b * 31 + 1); };
+    std::vector<uint64_t> order(n);
+    for (uint64_t i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+    size_t next = 0, done = 0, failures = 0;
+    std::function<void()> issue;
+    auto writer = [&](uint64_t b) -> Task<void> {
+        std::vector<uint8_t> data(block, fill(b));
+        IOVector q(data.data(), data.size());
+        if (co_await blk.co_pwritev(b * block, block, q) < 0) {
+            failures++;
+        }
+        done++;
+        issue();
+    };
+    issue = [&] {
+        if (next < n) {
+            co_spawn(writer(order[next++]));
+        }
+    };
+    for (unsigned i = 0; i < depth; i++) {
+        issue();
+    }
+    while (done < n) {
+        ctx.poll(true);
+    }
+    REQUIRE(failures == 0);
+    std::vector<uint8_t> back(size);
+    REQUIRE(blk.pread(0, back.size(), back.data()) == 0);
+    for (uint64_t b = 0; b < n; b++) {
+        if (back[b * block] != fill(b) || back[b * block + block - 1] != fill(b)) {
+            FAIL("block " << b << " holds the wrong data");
+        }
+    }
 }
 
 }  // namespace qcow2_test

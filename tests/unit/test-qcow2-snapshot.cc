@@ -23,6 +23,7 @@
 #include "qemu/bswap.h"
 #include "qemu/units.h"
 #include "qemu-io-capture.h"
+#include "qcow2-test-util.h"
 
 using namespace qemu;
 
@@ -31,35 +32,7 @@ namespace {
 constexpr uint64_t kCopied = 1ULL << 63;
 constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ULL;
 
-struct TempImage {
-    std::string path;
-    explicit TempImage(const std::string& opts)
-    {
-        char tmpl[] = "/var/tmp/qz-snap-XXXXXX";
-        int fd = mkstemp(tmpl);
-        close(fd);
-        unlink(tmpl);
-        path = tmpl;
-        bdrv_init();
-        AioContext ctx;
-        Error err;
-        QDict o;
-        REQUIRE(keyval_parse(o, opts, nullptr, err));
-        REQUIRE(run_sync(ctx, bdrv_co_create(*bdrv_find_driver("qcow2"), path, o, ctx, err)) == 0);
-    }
-    ~TempImage() { unlink(path.c_str()); }
-
-    std::unique_ptr<BlockBackend> open(AioContext& ctx, int flags = BDRV_O_RDWR) const
-    {
-        Error err;
-        QDict o;
-        o.set("driver", "qcow2");
-        auto blk = BlockBackend::open(path, o, flags, ctx, err);
-        INFO(err.message);
-        REQUIRE(blk);
-        return blk;
-    }
-};
+using TempImage = qcow2_test::CreatedImage;
 
 // The qcow2 structures of a (small) image file, read directly.
 struct Qcow2File {
@@ -441,7 +414,7 @@ TEST_CASE("qcow2 snapshots: lookups and errors", "[qcow2][snapshot]")
     require_clean(ctx, *blk);
     blk.reset();
     // Read-only images list but change nothing.
-    auto ro = img.open(ctx, 0);
+    auto ro = img.open(ctx, "", 0);
     REQUIRE(bdrv_snapshot_list(ro->bs(), list) == 3);
     REQUIRE(create_snapshot(ctx, *ro, "z") == -EACCES);
 }

@@ -306,42 +306,7 @@ TEST_CASE("qcow2 subclusters: concurrent writes into shared clusters", "[qcow2][
     REQUIRE(blk);
     // 1 KiB writes in a shuffled order, 32 in flight: many share a
     // subcluster, all share clusters.
-    const uint64_t n = 4 * MiB / 1024;
-    std::vector<uint64_t> order(n);
-    for (uint64_t i = 0; i < n; i++) {
-        order[i] = i;
-    }
-    std::shuffle(order.begin(), order.end(), std::mt19937(5));
-    size_t next = 0, done = 0, failures = 0;
-    std::function<void()> issue;
-    auto writer = [&](uint64_t block) -> Task<void> {
-        std::vector<uint8_t> data(1024, uint8_t(block * 7 + 3));
-        IOVector q(data.data(), data.size());
-        if (co_await blk->co_pwritev(block * 1024, 1024, q) < 0) {
-            failures++;
-        }
-        done++;
-        issue();
-    };
-    issue = [&] {
-        if (next < n) {
-            co_spawn(writer(order[next++]));
-        }
-    };
-    for (int i = 0; i < 32; i++) {
-        issue();
-    }
-    while (done < n) {
-        ctx.poll(true);
-    }
-    REQUIRE(failures == 0);
-    std::vector<uint8_t> back(4 * MiB);
-    REQUIRE(blk->pread(0, back.size(), back.data()) == 0);
-    for (uint64_t b = 0; b < n; b++) {
-        if (back[b * 1024] != uint8_t(b * 7 + 3) || back[b * 1024 + 1023] != uint8_t(b * 7 + 3)) {
-            FAIL("block " << b << " holds the wrong data");
-        }
-    }
+    write_shuffled_and_verify(ctx, *blk, 4 * MiB, 1024, 32, 5);
     REQUIRE(blk->flush() == 0);
     REQUIRE(l2_entry(img.path, 0).bitmap == 0xffffffff);
 }

@@ -7,43 +7,13 @@
 
 #include "block/block-backend.h"
 #include "qemu/units.h"
+#include "qcow2-test-util.h"
 
 using namespace qemu;
 
 namespace {
 
-struct ZonedImage {
-    std::string path;
-    explicit ZonedImage(const std::string& opts)
-    {
-        char tmpl[] = "/var/tmp/qz-zoned-XXXXXX";
-        int fd = mkstemp(tmpl);
-        close(fd);
-        unlink(tmpl);
-        path = tmpl;
-        bdrv_init();
-        AioContext ctx;
-        Error err;
-        QDict o;
-        REQUIRE(keyval_parse(o, opts, nullptr, err));
-        REQUIRE(run_sync(ctx, bdrv_co_create(*bdrv_find_driver("qcow2"), path, o, ctx, err)) == 0);
-    }
-    ~ZonedImage() { unlink(path.c_str()); }
-
-    std::unique_ptr<BlockBackend> open(AioContext& ctx, const std::string& extra = "") const
-    {
-        Error err;
-        QDict o;
-        o.set("driver", "qcow2");
-        if (!extra.empty()) {
-            REQUIRE(keyval_parse(o, extra, nullptr, err));
-        }
-        auto blk = BlockBackend::open(path, o, BDRV_O_RDWR, ctx, err);
-        INFO(err.message);
-        REQUIRE(blk);
-        return blk;
-    }
-};
+using ZonedImage = qcow2_test::CreatedImage;
 
 BlockZoneDescriptor report_one(AioContext& ctx, BlockBackend& blk, uint64_t offset)
 {

@@ -79,42 +79,7 @@ TEST_CASE("qcow2: concurrent writes at queue depth 32 land exactly", "[qcow2][io
     auto blk = open_rw(ctx, img.path, err);
     REQUIRE(blk);
     // 4 KiB writes in a shuffled order, 32 in flight, several per cluster.
-    const uint64_t n = 16 * MiB / 4096;
-    std::vector<uint64_t> order(n);
-    for (uint64_t i = 0; i < n; i++) {
-        order[i] = i;
-    }
-    std::shuffle(order.begin(), order.end(), std::mt19937(7));
-    size_t next = 0, done = 0, failures = 0;
-    std::function<void()> issue;
-    auto writer = [&](uint64_t block) -> Task<void> {
-        std::vector<uint8_t> data(4096, uint8_t(block * 31 + 1));
-        IOVector q(data.data(), data.size());
-        if (co_await blk->co_pwritev(block * 4096, 4096, q) < 0) {
-            failures++;
-        }
-        done++;
-        issue();
-    };
-    issue = [&] {
-        if (next < n) {
-            co_spawn(writer(order[next++]));
-        }
-    };
-    for (int i = 0; i < 32; i++) {
-        issue();
-    }
-    while (done < n) {
-        ctx.poll(true);
-    }
-    REQUIRE(failures == 0);
-    std::vector<uint8_t> back(16 * MiB);
-    REQUIRE(blk->pread(0, back.size(), back.data()) == 0);
-    for (uint64_t b = 0; b < n; b++) {
-        if (back[b * 4096] != uint8_t(b * 31 + 1) || back[b * 4096 + 4095] != uint8_t(b * 31 + 1)) {
-            FAIL("block " << b << " holds the wrong data");
-        }
-    }
+    write_shuffled_and_verify(ctx, *blk, 16 * MiB, 4096, 32, 7);
 }
 
 TEST_CASE("qcow2: write-zeroes and discard read back as zeroes and free clusters", "[qcow2][zero]")
