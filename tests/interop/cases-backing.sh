@@ -43,8 +43,7 @@ backing_layers() {
     local first=$1 second=$2 cs=$3 extra=${4:+,$4} ops=()
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs$extra" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     push_layer base "$second" "cluster_size=$cs$extra"
     verify $SIZE
     mapfile -t ops < <(second_writes "$cs" $SIZE)
@@ -65,14 +64,12 @@ backing_layers() {
 # onto an unrelated image (which the case writes first), onto the base
 # (dropping the middle), onto nothing; the top image reads the same.
 backing_rebase() {
-    local first=$1 second=$2 cs=$3 ops=()
+    local first=$1 second=$2 cs=$3
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     push_layer base "$first" "cluster_size=$cs"
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" second_writes "$cs"
     push_layer mid "$first" "cluster_size=$cs"
     "${first}_writes" "write -P 0x5a $((3 * cs + 7)) $((2 * cs))" \
         "write -z $((11 * cs)) $cs" "write -P 0x5b $((SIZE / 2 - 100)) 300"
@@ -95,14 +92,12 @@ backing_rebase() {
 
 # Unsafe rebase repairs a moved backing file; the other side reads on.
 backing_rebase_unsafe() {
-    local first=$1 second=$2 cs=$3 ops=()
+    local first=$1 second=$2 cs=$3
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     push_layer base "$first" "cluster_size=$cs"
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" second_writes "$cs"
     x mv "$CASE_DIR/base.qcow2" "$CASE_DIR/moved.qcow2"
     must "$(img_of "$second")" rebase -u -b moved.qcow2 -F qcow2 "$CASE_DIR/img.qcow2"
     verify $SIZE
@@ -116,11 +111,9 @@ backing_commit() {
     local first=$1 second=$2 cs=$3 ops=()
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     push_layer base "$first" "cluster_size=$cs"
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" second_writes "$cs"
     push_layer mid "$first" "cluster_size=$cs"
     mapfile -t ops < <(concurrent_writes "$cs" 64)
     "${first}_writes" "${ops[@]}"
@@ -142,14 +135,12 @@ backing_commit() {
 # first builds a chain; second flattens it (convert) and converts its top
 # layer into an overlay on the same base (-B); both results read the same.
 backing_convert() {
-    local first=$1 second=$2 cs=$3 ops=()
+    local first=$1 second=$2 cs=$3
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     push_layer base "$first" "cluster_size=$cs"
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" second_writes "$cs"
     verify $SIZE
     must "$(img_of "$second")" convert -O qcow2 -o "cluster_size=$cs" "$CASE_DIR/img.qcow2" \
         "$CASE_DIR/flat.qcow2"

@@ -95,8 +95,7 @@ bitmaps_written() {
     local first=$1 cs=$2 ops=()
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     must "$QEMU_IMG" bitmap --add "$CASE_DIR/img.qcow2" auto
     must "$QEMU_IMG" bitmap --add -g 512 "$CASE_DIR/img.qcow2" fine
     must "$QEMU_IMG" bitmap --add -g 4M "$CASE_DIR/img.qcow2" coarse
@@ -141,11 +140,10 @@ bitmaps_resized() {
 # when SNAPSHOT is 1; ours amends it with AMEND and QEMU amends a copy: the
 # two results must be the same bytes.  Then QEMU writes on ours.
 amended() {
-    local first=$1 cs=$2 options=$3 snapshot=$4 amend=$5 ops=()
+    local first=$1 cs=$2 options=$3 snapshot=$4 amend=$5
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs${options:+,$options}" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     if [ "$snapshot" = 1 ]; then
         must "$QEMU_IMG" snapshot -c snap "$CASE_DIR/img.qcow2"
     fi
@@ -157,8 +155,7 @@ amended() {
         return 1
     fi
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu second_writes "$cs"
     verify $SIZE
 }
 
@@ -190,8 +187,7 @@ ours_convert_compressed() {
         return 1
     fi
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu second_writes "$cs"
     verify $SIZE
 }
 
@@ -199,11 +195,10 @@ ours_convert_compressed() {
 
 # Both programs measure the image (and dd it) alike.
 same_measure_dd() {
-    local first=$1 cs=$2 ops=() args out
+    local first=$1 cs=$2 args out
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     must "$QEMU_IMG" bitmap --add "$CASE_DIR/img.qcow2" auto
     for args in "-O raw" "-O qcow2" "-O qcow2 --output=json" "-O qcow2 -o cluster_size=2M" \
                 "-O qcow2 -o refcount_bits=1,extended_l2=on" "-O qcow2 -o compat=0.10" \

@@ -52,12 +52,10 @@ snapshots_both_ways() {
     local first=$1 second=$2 cs=$3 opts=${4:-} ops=()
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs${opts:+,$opts}" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     snapshot_by "$first" -c "first's"
     save_state a
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${second}_writes" "${ops[@]}"
+    writes_by "$second" second_writes "$cs"
     snapshot_by "$second" -c "second's"
     save_state b
     mapfile -t ops < <(concurrent_writes "$cs" 96)
@@ -69,8 +67,7 @@ snapshots_both_ways() {
     snapshot_by "$second" -a "first's"
     restore_state a
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${second}_writes" "${ops[@]}"
+    writes_by "$second" second_writes "$cs"
     verify $SIZE
     snapshot_by "$first" -a 2
     restore_state b

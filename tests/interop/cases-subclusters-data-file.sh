@@ -60,8 +60,7 @@ data_file() {
     cd "$CASE_DIR"
     new_reference $SIZE
     "${first}_create" "data_file=data.raw,cluster_size=$cs${opts:+,$opts}" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     verify $SIZE
     if [[ $opts == *data_file_raw=on* ]]; then
         check_raw_data_file
@@ -93,8 +92,7 @@ data_file_resize() {
         return 1
     fi
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${second}_writes" "${ops[@]}"
+    writes_by "$second" second_writes "$cs"
     verify $SIZE
 }
 

@@ -181,6 +181,15 @@ write -P 0xa8 $((12 * cs + cs / 2)) 17
 EOF
 }
 
+# writes_by WRITER LIST CS: WRITER (ours, qemu, ...: its WRITER_writes)
+# runs the commands that LIST (first_writes, second_writes) gives for
+# cluster size CS on an image of $SIZE bytes.
+writes_by() {
+    local ops=()
+    mapfile -t ops < <("$2" "$3" "$SIZE")
+    "$1_writes" "${ops[@]}"
+}
+
 # Concurrent writes (qemu-io aio_write, then aio_flush): eight requests
 # into each of a few clusters, disjoint but sharing clusters, so that they
 # race to allocate the same cluster or to update the same L2 table.

@@ -143,27 +143,23 @@ SIZE=$((64 * MiB))
 # Ours creates and writes, QEMU verifies, writes on and verifies again (and
 # so do we).
 ours_first() {
-    local opts=$1 cs=$2 ops=()
+    local opts=$1 cs=$2
     new_reference $SIZE
     ours_create "$opts,cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    ours_writes "${ops[@]}"
+    writes_by ours first_writes "$cs"
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu second_writes "$cs"
     verify $SIZE
 }
 
 # The other way round.
 qemu_first() {
-    local opts=$1 cs=$2 ops=()
+    local opts=$1 cs=$2
     new_reference $SIZE
     qemu_create "$opts,cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu first_writes "$cs"
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    ours_writes "${ops[@]}"
+    writes_by ours second_writes "$cs"
     verify $SIZE
 }
 
@@ -182,8 +178,7 @@ qemu_compressed() {
         return 1
     fi
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    ours_writes "${ops[@]}"
+    writes_by ours second_writes "$cs"
     verify $SIZE
 }
 
@@ -199,23 +194,20 @@ ours_compressed() {
          "write -c -P 0x34 $((20 * cs)) $cs")
     ours_writes "${ops[@]}"
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu second_writes "$cs"
     verify $SIZE
 }
 
 # Ours creates a preallocated image; QEMU checks it empty, after our writes
 # and after its own.
 ours_preallocated() {
-    local mode=$1 cs=$2 ops=()
+    local mode=$1 cs=$2
     new_reference $SIZE
     ours_create "preallocation=$mode,cluster_size=$cs" $SIZE
     verify $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    ours_writes "${ops[@]}"
+    writes_by ours first_writes "$cs"
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    qemu_writes "${ops[@]}"
+    writes_by qemu second_writes "$cs"
     verify $SIZE
 }
 
@@ -284,8 +276,7 @@ shrink_grow() {
     "${first}_writes" "${ops[@]}" "truncate $((SIZE / 2 - 3 * cs))" "truncate $SIZE" \
         "write -P 0xd1 $((SIZE / 2 - 4 * cs + 7)) $((2 * cs))"
     verify $SIZE
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${second}_writes" "${ops[@]}"
+    writes_by "$second" second_writes "$cs"
     verify $SIZE
 }
 
@@ -309,15 +300,13 @@ concurrent() {
 # 2, no COPIED flag).  The snapshot must still hold the old data, and
 # deleting it must leave consistent refcounts.
 snapshot() {
-    local first=$1 second=$2 cs=$3 ops=()
+    local first=$1 second=$2 cs=$3
     new_reference $SIZE
     "${first}_create" "cluster_size=$cs" $SIZE
-    mapfile -t ops < <(first_writes "$cs" $SIZE)
-    "${first}_writes" "${ops[@]}"
+    writes_by "$first" first_writes "$cs"
     must "$QEMU_IMG" snapshot -c snap1 "$CASE_DIR/img.qcow2"
     x cp "$CASE_DIR/ref.raw" "$CASE_DIR/snap1.raw"
-    mapfile -t ops < <(second_writes "$cs" $SIZE)
-    "${second}_writes" "${ops[@]}"
+    writes_by "$second" second_writes "$cs"
     verify $SIZE
     must "$QEMU_IMG" convert -l snap1 -f qcow2 -O raw "$CASE_DIR/img.qcow2" "$CASE_DIR/snap1-now.raw"
     must "$QEMU_IMG" compare -f raw -F raw "$CASE_DIR/snap1-now.raw" "$CASE_DIR/snap1.raw"
