@@ -62,8 +62,7 @@ int amend(ImageSpec& spec, const std::string& options, const std::string& cache,
 {
     int flags = BDRV_O_RDWR;
     bool writethrough;
-    if (!parse_cache_mode(cache, flags, writethrough)) {
-        error_report("Invalid cache option: %s", cache.c_str());
+    if (!parse_cache_option(cache, flags, writethrough)) {
         return 1;
     }
     AioContext ctx;

@@ -265,8 +265,7 @@ int img_commit(int argc, char** argv)
 
     int flags = BDRV_O_RDWR | BDRV_O_UNMAP;
     bool writethrough = false;
-    if (!parse_cache_mode(cache, flags, writethrough)) {
-        error_report("Invalid cache option: %s", cache.c_str());
+    if (!parse_cache_option(cache, flags, writethrough)) {
         return 1;
     }
     AioContext ctx;

@@ -298,8 +298,7 @@ public:
         // (QEMU checks it after, and leaves the new image behind).
         int flags = p_.min_sparse ? BDRV_O_RDWR | BDRV_O_UNMAP : BDRV_O_RDWR;
         bool writethrough;
-        if (!parse_cache_mode(cmd_.cache, flags, writethrough)) {
-            error_report("Invalid cache option: %s", cmd_.cache.c_str());
+        if (!parse_cache_option(cmd_.cache, flags, writethrough)) {
             return 1;
         }
         if (flags & BDRV_O_NOCACHE) {

@@ -65,8 +65,7 @@ public:
     {
         int flags = BDRV_O_RDWR | (cmd_.unsafe ? BDRV_O_NO_BACKING : 0);
         bool writethrough = false;
-        if (!parse_cache_mode(cmd_.cache, flags, writethrough)) {
-            error_report("Invalid cache option: %s", cmd_.cache.c_str());
+        if (!parse_cache_option(cmd_.cache, flags, writethrough)) {
             return 1;
         }
         src_flags_ = 0;

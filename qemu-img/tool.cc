@@ -120,6 +120,15 @@ bool parse_cache_mode(const std::string& mode, int& flags, bool& writethrough)
     return true;
 }
 
+bool parse_cache_option(const std::string& mode, int& flags, bool& writethrough)
+{
+    if (!parse_cache_mode(mode, flags, writethrough)) {
+        error_report("Invalid cache option: %s", mode.c_str());
+        return false;
+    }
+    return true;
+}
+
 namespace {
 
 // --image-opts: the option string, with "file" implied for a leading bare

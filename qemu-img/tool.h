@@ -46,6 +46,9 @@ std::optional<uint64_t> parse_ulong_argument(const char* value, uint64_t max);
 // "-t MODE": the BDRV_O_* cache flags, and whether writes must be written
 // through (FUA).  false for an unknown mode.
 bool parse_cache_mode(const std::string& mode, int& flags, bool& writethrough);
+// parse_cache_mode() for the -t/-T options of the commands that write
+// images; reports QEMU's "Invalid cache option: MODE" when it fails.
+bool parse_cache_option(const std::string& mode, int& flags, bool& writethrough);
 
 // How the user names the image to open.
 struct ImageSpec {
