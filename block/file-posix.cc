@@ -6,6 +6,8 @@
 // in QEMU and is served by io_uring too) or through a thread pool doing
 // preadv/pwritev (aio=threads).  Operations without an io_uring opcode
 // (ioctls, truncation with preallocation) always run on the thread pool.
+// With io_uring, page-cache writes are copied in this thread when that is
+// cheaper than io_uring's kernel worker (include/block/inline-write-policy.h).
 //
 // cache.direct=on opens with O_DIRECT; the driver then probes the request
 // and memory alignment the kernel wants and publishes them in its limits, so
@@ -33,10 +35,12 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "block/block_int.h"
+#include "block/inline-write-policy.h"
 #include "qemu/cutils.h"
 #include "qemu/thread-pool.h"
 #include "qemu/units.h"
@@ -557,6 +561,7 @@ private:
     Task<int> run_blocking(std::function<int()> fn);
     Task<int> submit_rw(bool write, const iovec* iov, unsigned niov, uint64_t offset,
                         int rw_flags);
+    std::optional<int> write_inline(const iovec* iov, unsigned niov, uint64_t offset);
     Task<int> submit_fallocate(int mode, uint64_t offset, uint64_t bytes);
     Task<int> transfer(bool write, uint64_t offset, uint64_t bytes, IOVector& qiov,
                        size_t qiov_offset, int rw_flags);
@@ -590,6 +595,7 @@ private:
     uint64_t shared_ = BLK_PERM_ALL;
 
     std::unique_ptr<ThreadPool> pool_;
+    InlineWritePolicy inline_writes_;
 };
 
 bool PosixFileState::parse_open_options(QDict& options, Error& err)
@@ -782,6 +788,12 @@ Task<int> PosixFileState::submit_rw(bool write, const iovec* iov, unsigned niov,
 {
     if (aio_ == AioBackend::IoUring) {
         if (write) {
+            // FUA writes wait for the device: never inline.
+            if (!direct_ && rw_flags == 0) {
+                if (std::optional<int> ret = write_inline(iov, niov, offset)) {
+                    co_return *ret;
+                }
+            }
             co_return co_await ctx().pwritev(fd_, iov, niov, offset, rw_flags);
         }
         // The kernel copies a read that the page cache serves in this thread.
@@ -802,6 +814,33 @@ Task<int> PosixFileState::submit_rw(bool write, const iovec* iov, unsigned niov,
         // One call moves at most MAX_RW_COUNT (< 2 GiB) bytes: fits an int.
         return ret < 0 ? -errno : int(ret);
     });
+}
+
+// A page-cache write copied into the cache in this thread (see
+// include/block/inline-write-policy.h); nullopt leaves it to io_uring.
+std::optional<int> PosixFileState::write_inline(const iovec* iov, unsigned niov, uint64_t offset)
+{
+    int64_t start = AioContext::now_ns();
+    if (!inline_writes_.allows(start)) {
+        return std::nullopt;
+    }
+    if (inline_writes_.try_nowait()) {
+        ssize_t ret = pwritev2(fd_, iov, int(niov), off_t(offset), RWF_NOWAIT);
+        if (ret >= 0) {
+            return int(ret);
+        }
+        if (errno == EAGAIN) {
+            return std::nullopt;  // it would block: io_uring's worker waits
+        }
+        if (errno != EOPNOTSUPP) {
+            return -errno;
+        }
+        inline_writes_.nowait_unsupported();
+    }
+    ssize_t ret = pwritev2(fd_, iov, int(niov), off_t(offset), 0);
+    int err = errno;
+    inline_writes_.record(start, AioContext::now_ns(), iov_bytes(iov, niov));
+    return ret < 0 ? -err : int(ret);
 }
 
 Task<int> PosixFileState::submit_fallocate(int mode, uint64_t offset, uint64_t bytes)

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "block/block-backend.h"
+#include "block/inline-write-policy.h"
 #include "qemu/units.h"
 
 using namespace qemu;
@@ -200,6 +201,67 @@ TEST_CASE("file: data written is read back, in both aio modes", "[file-posix]")
 
     // aio=threads does its I/O on a thread pool, io_uring on the ring.
     REQUIRE((user_thread_count() > 1) == (aio == "threads"));
+}
+
+TEST_CASE("file: scattered page-cache writes land in order", "[file-posix]")
+{
+    // With aio=io_uring, page-cache writes are copied in the calling thread
+    // (block/inline-write-policy.h); each must still land whole and in place.
+    TempDir dir;
+    AioContext ctx;
+    Error err;
+    std::string path = dir.file("img");
+    REQUIRE(create_image(ctx, "file", path, "size=4M", err) == 0);
+    auto blk = open_image(ctx, path, "driver=file", BDRV_O_RDWR, err);
+    INFO(err.pretty());
+    REQUIRE(blk);
+
+    auto data = pattern(3 * MiB + 1536, 7);
+    IOVector qiov;
+    size_t pos = 0;
+    for (size_t len : {size_t(1), size_t(511), size_t(4096), size_t(1 * MiB + 3), size_t(77)}) {
+        qiov.add(data.data() + pos, len);
+        pos += len;
+    }
+    qiov.add(data.data() + pos, data.size() - pos);
+    REQUIRE(run_sync(ctx, blk->co_pwritev(512, data.size(), qiov)) == 0);
+    // Overwriting part of it: the later write wins.
+    auto patch = pattern(8192, 9);
+    REQUIRE(blk->pwrite(1 * MiB, patch.size(), patch.data()) == 0);
+    std::copy(patch.begin(), patch.end(), data.begin() + (1 * MiB - 512));
+
+    auto on_disk = read_file(path);
+    REQUIRE(std::equal(data.begin(), data.end(), on_disk.begin() + 512));
+}
+
+TEST_CASE("file: slow inline writes send the next ones to io_uring for a while", "[file-posix]")
+{
+    InlineWritePolicy policy;
+    const int64_t t0 = 5'000'000'000;
+    REQUIRE(policy.allows(t0));
+
+    // Memory-speed copies, of any size, keep writes inline.
+    policy.record(t0, t0 + 20'000, 4 * KiB);
+    policy.record(t0, t0 + 3'000'000, 8 * MiB);
+    REQUIRE(policy.allows(t0 + 3'000'001));
+
+    // A 4 KiB write that took 2 ms was blocked (throttled, or a page read).
+    int64_t end = t0 + 2'000'000;
+    policy.record(t0, end, 4 * KiB);
+    REQUIRE_FALSE(policy.allows(end));
+    REQUIRE_FALSE(policy.allows(end + InlineWritePolicy::kBackoffNs - 1));
+    REQUIRE(policy.allows(end + InlineWritePolicy::kBackoffNs));
+
+    // A large write is slow only below a byte per nanosecond.
+    int64_t t1 = end + InlineWritePolicy::kBackoffNs;
+    policy.record(t1, t1 + 64 * MiB - 1, 64 * MiB);
+    REQUIRE(policy.allows(t1 + 64 * MiB));
+    policy.record(t1, t1 + 64 * MiB + 1, 64 * MiB);
+    REQUIRE_FALSE(policy.allows(t1 + 64 * MiB + 1));
+
+    REQUIRE(policy.try_nowait());
+    policy.nowait_unsupported();
+    REQUIRE_FALSE(policy.try_nowait());
 }
 
 TEST_CASE("file: reads beyond the end of a short file return zeroes", "[file-posix]")
