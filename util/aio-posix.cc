@@ -84,6 +84,7 @@ io_uring_sqe* AioContext::get_sqe()
         int ret = io_uring_submit(&ring_);
         if (ret >= 0) {
             pending_sqes_ = 0;
+            pending_device_ops_ = 0;
         } else if (ret == -EBUSY || ret == -EAGAIN) {
             reap_completions();
         }
@@ -93,13 +94,21 @@ io_uring_sqe* AioContext::get_sqe()
     return sqe;
 }
 
+void AioContext::submit_pending()
+{
+    if (pending_sqes_ > 0 && io_uring_submit(&ring_) >= 0) {
+        pending_sqes_ = 0;
+        pending_device_ops_ = 0;
+    }
+}
+
 void AioContext::queue_op(UringOp* op)
 {
     io_uring_sqe* sqe = get_sqe();
     switch (op->kind_) {
     case UringOp::Kind::Readv:
         io_uring_prep_readv(sqe, op->fd_, op->iov_, op->niov_, op->offset_);
-        if (op->offload_) {
+        if (op->path_ == IoPath::CachedOffload) {
             sqe->flags |= IOSQE_ASYNC;
         }
         break;
@@ -118,6 +127,9 @@ void AioContext::queue_op(UringOp* op)
         break;
     }
     io_uring_sqe_set_data(sqe, op);
+    if (op->path_ == IoPath::Device && ++pending_device_ops_ >= kDeviceBatch) {
+        submit_pending();
+    }
 }
 
 void UringOp::await_suspend(std::coroutine_handle<> h)
@@ -126,7 +138,7 @@ void UringOp::await_suspend(std::coroutine_handle<> h)
     ctx_.queue_op(this);
 }
 
-UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset, bool offload)
+UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset, IoPath path)
 {
     UringOp op(*this);
     op.kind_ = UringOp::Kind::Readv;
@@ -134,11 +146,12 @@ UringOp AioContext::preadv(int fd, const iovec* iov, unsigned niov, uint64_t off
     op.iov_ = iov;
     op.niov_ = niov;
     op.offset_ = offset;
-    op.offload_ = offload;
+    op.path_ = path;
     return op;
 }
 
-UringOp AioContext::pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags)
+UringOp AioContext::pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags,
+                            IoPath path)
 {
     UringOp op(*this);
     op.kind_ = UringOp::Kind::Writev;
@@ -147,6 +160,7 @@ UringOp AioContext::pwritev(int fd, const iovec* iov, unsigned niov, uint64_t of
     op.niov_ = niov;
     op.offset_ = offset;
     op.flags_ = rw_flags;
+    op.path_ = path;
     return op;
 }
 
@@ -352,9 +366,7 @@ void AioContext::wait_for_completion(int64_t timeout_ns)
 {
     int64_t start = now_ns();
     if (poll_ns_ > 0) {
-        if (pending_sqes_ > 0 && io_uring_submit(&ring_) >= 0) {
-            pending_sqes_ = 0;
-        }
+        submit_pending();
         int64_t spin_ns = timeout_ns >= 0 ? std::min(poll_ns_, timeout_ns) : poll_ns_;
         while (io_uring_cq_ready(&ring_) == 0 && now_ns() - start < spin_ns) {
             // Yielding, not a busy loop: the completion may be due to a
@@ -379,6 +391,7 @@ void AioContext::wait_for_completion(int64_t timeout_ns)
     }
     if (ret >= 0 || ret == -ETIME || ret == -EINTR) {
         pending_sqes_ = 0;
+        pending_device_ops_ = 0;
     }
     int64_t waited = now_ns() - start;
     if (waited > kPollMaxNs) {
@@ -397,10 +410,8 @@ bool AioContext::poll(bool blocking)
 
     if (blocking && !progress && !has_immediate_work() && io_uring_cq_ready(&ring_) == 0) {
         wait_for_completion(next_timeout_ns());
-    } else if (pending_sqes_ > 0) {
-        if (io_uring_submit(&ring_) >= 0) {
-            pending_sqes_ = 0;
-        }
+    } else {
+        submit_pending();
     }
     progress |= reap_completions();
     progress |= run_timers();
@@ -419,9 +430,7 @@ struct AioGSource {
     {
         AioContext* ctx = context(source);
         ctx->arm_notifier();
-        if (ctx->pending_sqes_ > 0 && io_uring_submit(&ctx->ring_) >= 0) {
-            ctx->pending_sqes_ = 0;
-        }
+        ctx->submit_pending();
         if (ctx->has_immediate_work() || io_uring_cq_ready(&ctx->ring_) > 0) {
             *timeout = 0;
             return TRUE;

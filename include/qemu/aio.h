@@ -9,7 +9,13 @@
 //
 // Submissions are batched: operations queued by coroutines are handed to the
 // kernel together when the loop next polls, so a burst of 32 requests costs
-// one io_uring_enter() system call.
+// one io_uring_enter() system call.  Reads and writes that go to a device
+// (IoPath::Device) are handed over every kDeviceBatch operations instead:
+// the kernel holds back a batch's requests until all of it has been
+// prepared, and a device that has just completed everything it had would
+// sit idle meanwhile.  Measured with 4 KiB O_DIRECT requests at depth 32
+// on a virtio disk: strided writes 1.3x and reads 1.2x faster than with
+// whole bursts; sequential ones still merge (batches of 1: 1.7x slower).
 //
 // An AioContext belongs to the thread that created it; only post() and
 // notify() may be called from other threads.
@@ -35,6 +41,19 @@ namespace qemu {
 
 class AioContext;
 
+// Where a read or write goes, which decides how it is submitted.
+enum class IoPath {
+    // The page cache.  The kernel copies a cached read in the submitting
+    // thread, and hands anything that would block to its workers.
+    Cached,
+    // The page cache, always through one of the kernel's io_uring workers
+    // (IOSQE_ASYNC): the copies of concurrent reads then run on all CPUs,
+    // at the cost of a thread switch.
+    CachedOffload,
+    // The device itself (O_DIRECT).
+    Device,
+};
+
 // Awaitable io_uring operation: co_await yields the CQE result (bytes
 // transferred or -errno).
 class UringOp {
@@ -58,7 +77,7 @@ private:
     uint64_t offset_ = 0;
     uint64_t len_ = 0;
     int flags_ = 0;
-    bool offload_ = false;  // IOSQE_ASYNC: run in a kernel worker
+    IoPath path_ = IoPath::Cached;
 };
 
 // Awaitable timer: resumes the coroutine after a delay.
@@ -115,12 +134,10 @@ public:
 
     // io_uring operations for coroutines.  rw_flags takes RWF_* (RWF_DSYNC
     // for FUA writes).  The iovec array must stay valid until completion.
-    // `offload` has one of the kernel's io_uring workers do a read instead
-    // of this thread: a read that the page cache serves is otherwise copied
-    // inline, so offloading lets the copies of concurrent reads run on all
-    // CPUs (and costs a thread switch).
-    UringOp preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset, bool offload = false);
-    UringOp pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags = 0);
+    UringOp preadv(int fd, const iovec* iov, unsigned niov, uint64_t offset,
+                   IoPath path = IoPath::Cached);
+    UringOp pwritev(int fd, const iovec* iov, unsigned niov, uint64_t offset, int rw_flags = 0,
+                    IoPath path = IoPath::Cached);
     UringOp fdatasync(int fd);
     UringOp fallocate(int fd, int mode, uint64_t offset, uint64_t len);
 
@@ -140,6 +157,9 @@ public:
 
     static int64_t now_ns();
 
+    // Operations queued but not yet handed to the kernel.
+    unsigned unsubmitted() const { return pending_sqes_; }
+
 private:
     friend class UringOp;
     friend class SleepOp;
@@ -148,6 +168,7 @@ private:
 
     void queue_op(UringOp* op);
     io_uring_sqe* get_sqe();
+    void submit_pending();
     bool run_ready();
     bool run_timers();
     bool run_posted();
@@ -162,6 +183,8 @@ private:
     uint64_t notify_buf_ = 0;
     bool notifier_armed_ = false;
     unsigned pending_sqes_ = 0;
+    unsigned pending_device_ops_ = 0;  // of pending_sqes_, IoPath::Device ones
+    static constexpr unsigned kDeviceBatch = 4;
     int64_t poll_ns_ = 0;  // how long poll(true) spins before sleeping
     std::deque<std::coroutine_handle<>> ready_;
 

@@ -88,6 +88,48 @@ TEST_CASE("many operations in flight complete together", "[aio]")
     REQUIRE(done == 300);
 }
 
+TEST_CASE("device operations are handed to the kernel in small batches", "[aio]")
+{
+    AioContext ctx;
+    TempFile f;
+    REQUIRE(ftruncate(f.fd, 1 << 20) == 0);
+    int done = 0;
+    std::vector<std::vector<char>> bufs(20, std::vector<char>(512));
+    auto read = [&](int idx, IoPath path) {
+        co_spawn([](AioContext& c, int fd, char* b, int i, IoPath p, int& d) -> Task<void> {
+            iovec v{b, 512};
+            REQUIRE(co_await c.preadv(fd, &v, 1, uint64_t(i) * 512, p) == 512);
+            d++;
+        }(ctx, f.fd, bufs[idx].data(), idx, path, done));
+    };
+
+    // Page-cache reads wait for the loop, however many there are.
+    for (int i = 0; i < 10; i++) {
+        read(i, i % 2 ? IoPath::Cached : IoPath::CachedOffload);
+    }
+    REQUIRE(ctx.unsubmitted() == 10);
+    // Device reads go as soon as four of them are queued, with whatever
+    // was queued before them.
+    for (int i = 10; i < 13; i++) {
+        read(i, IoPath::Device);
+    }
+    REQUIRE(ctx.unsubmitted() == 13);
+    read(13, IoPath::Device);
+    REQUIRE(ctx.unsubmitted() == 0);
+    for (int i = 14; i < 18; i++) {
+        read(i, IoPath::Device);
+    }
+    REQUIRE(ctx.unsubmitted() == 0);
+    read(18, IoPath::Device);
+    read(19, IoPath::Cached);
+    REQUIRE(ctx.unsubmitted() == 2);
+
+    while (done < 20) {
+        ctx.poll(true);
+    }
+    REQUIRE(ctx.unsubmitted() == 0);
+}
+
 TEST_CASE("sleep_ns waits at least the requested time", "[aio][timer]")
 {
     AioContext ctx;
