@@ -23,8 +23,11 @@ thread_local AioContext* current_context = nullptr;
 constexpr uint64_t kNotifierTag = 1;
 
 // Adaptive polling (see wait_for_completion): the first spin and the limit.
+// The limit covers a virtio disk's O_DIRECT 4 KiB latency here (70-90 us):
+// 4 KiB reads at depth 1 ran 1.3x faster than with a 64 us limit, since a
+// vCPU that halts waits for the host to wake it.
 constexpr int64_t kPollStartNs = 4000;
-constexpr int64_t kPollMaxNs = 64000;
+constexpr int64_t kPollMaxNs = 128000;
 
 }  // namespace
 
