@@ -74,6 +74,9 @@ for cache in writeback none; do
                         n=40000
                         [ $size = 64k ] && n=10000
                         [ $cache = none ] && [ $depth = 1 ] && n=$((n / 4))
+                        # The device-bound rows last long enough to ride
+                        # out the host's bursts of speed and slowness.
+                        [ $cache = none ] && [ $depth = 32 ] && n=$((n * 2))
                         # Fresh strided writes stop before they wrap around
                         # the 4 GiB image (3500 x 1 MiB), so that each
                         # allocates; on the preallocated image they wrap.
@@ -105,13 +108,17 @@ for row in "${rows[@]}"; do
         bytes=$(numfmt --from=iec "${size^^}")
         args+=(-S $((1048576 + bytes)))
     fi
+    progs=(thr ours)
+    [ $have_uring = 1 ] && progs=(thr uring ours)
     t_thr="" t_uring="" t_ours=""
     for ((i = 0; i < repeat; i++)); do
-        t_thr=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i threads)" "$t_thr")
-        if [ $have_uring = 1 ]; then
-            t_uring=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i io_uring)" "$t_uring")
-        fi
-        t_ours=$(min_time "$(run_kind "$kind" "$ours" "${args[@]}")" "$t_ours")
+        for prog in $(round_order $i "${progs[@]}"); do
+            case $prog in
+            thr) t_thr=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i threads)" "$t_thr") ;;
+            uring) t_uring=$(min_time "$(run_kind "$kind" "$ref" "${args[@]}" -i io_uring)" "$t_uring") ;;
+            ours) t_ours=$(min_time "$(run_kind "$kind" "$ours" "${args[@]}")" "$t_ours") ;;
+            esac
+        done
     done
     t_uring=${t_uring:--}
     printf '%-8s %-5s %-4s %-6s %5s %-9s %8s %12s %13s %8s %9s\n' "$kind" "$rw" "$size" \

@@ -104,17 +104,14 @@ for row in "${rows[@]}"; do
         args+=(-w)
     fi
     wait_for_quiet
-    # Rounds of one run per program, so that drift on the host (other
-    # guests, the host page cache) hits all of them alike; each round starts
-    # with the next program, so none always runs right after another.
     progs=(thr ours)
     if [ $have_uring = 1 ]; then
         progs=(thr uring ours)
     fi
     t_thr="" t_uring="" t_ours=""
     for ((i = 0; i < repeat; i++)); do
-        for ((k = 0; k < ${#progs[@]}; k++)); do
-            case ${progs[(i + k) % ${#progs[@]}]} in
+        for prog in $(round_order $i "${progs[@]}"); do
+            case $prog in
             thr)
                 t=$(run_once "$ref" "${args[@]}" -i threads "$img")
                 t_thr=$(min_time "$t" "$t_thr")

@@ -63,3 +63,17 @@ print_setup()
     echo "Ours:    $("$ours" --version | head -1)"
     echo "QEMU:    $("$ref" --version | head -1)"
 }
+
+# round_order I NAME...: the NAMEs in the order for round I of a row: one
+# run per program per round, each round starting with the next program, so
+# that drift on the host (other guests, the host page cache) hits all of
+# them alike and none always runs right after another.
+round_order()
+{
+    local i=$1 k
+    shift
+    for ((k = 0; k < $#; k++)); do
+        local idx=$(((i + k) % $# + 1))
+        echo "${!idx}"
+    done
+}
