@@ -982,6 +982,10 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
         co_return ret;
     }
 
+    // As in QEMU: the snapshot table first, repaired after the refcounts
+    // (its rewrite allocates clusters), its counts added at the end.
+    BdrvCheckResult snapshot_result;
+    check_snapshot_table(snapshot_result, fix);
     Checker checker(*this, result, fix);
     ret = co_await checker.run();
     if (fix) {
@@ -991,6 +995,12 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
             ret = r;
         }
     }
+    if (ret >= 0) {
+        ret = co_await fix_snapshot_table(snapshot_result, fix);
+    }
+    result.corruptions += snapshot_result.corruptions;
+    result.corruptions_fixed += snapshot_result.corruptions_fixed;
+    result.check_errors += snapshot_result.check_errors;
     if (ret >= 0 && fix && !result.check_errors && !result.corruptions) {
         ret = co_await mark_clean();
         if (ret >= 0) {

@@ -27,6 +27,7 @@
 // dirty meanwhile so that the next open repairs both (see Operation).  Zone
 // state: see restore_zone_state.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <unordered_set>
@@ -139,24 +140,36 @@ bool parse_snapshot_table(const uint8_t* buf, size_t len, uint32_t count, uint64
     return true;
 }
 
+namespace {
+
+// An entry's extra data as written: every field we know, then whatever
+// unknown data followed them.
+std::vector<uint8_t> encode_extra_data(const Snapshot& sn)
+{
+    size_t known = sn.zone_state ? kZoneStateAt + kZoneStateBytes : kKnownExtraBytes;
+    std::vector<uint8_t> extra(std::max(known, sn.extra_data.size()), 0);
+    std::copy(sn.extra_data.begin(), sn.extra_data.end(), extra.begin());
+    store_be64(extra.data(), sn.vm_state_size);
+    store_be64(extra.data() + kExtraDiskSize, sn.disk_size);
+    store_be64(extra.data() + kExtraIcount, sn.icount);
+    if (const auto& z = sn.zone_state) {
+        store_be32(extra.data() + kZoneStateAt, kZoneStateMagic);
+        store_be32(extra.data() + kZoneStateAt + 4, 0);
+        store_be64(extra.data() + kZoneStateAt + 8, z->wp_offset);
+        store_be64(extra.data() + kZoneStateAt + 16, z->cond_offset);
+        store_be64(extra.data() + kZoneStateAt + 24, z->zde_offset);
+    }
+    return extra;
+}
+
+}  // namespace
+
 std::vector<uint8_t> serialize_snapshot_table(const std::vector<Snapshot>& table)
 {
     std::vector<uint8_t> out;
     for (const Snapshot& sn : table) {
         out.resize(align8(out.size()), 0);
-        size_t known = sn.zone_state ? kZoneStateAt + kZoneStateBytes : kKnownExtraBytes;
-        std::vector<uint8_t> extra(std::max(known, sn.extra_data.size()), 0);
-        std::copy(sn.extra_data.begin(), sn.extra_data.end(), extra.begin());
-        store_be64(extra.data(), sn.vm_state_size);
-        store_be64(extra.data() + kExtraDiskSize, sn.disk_size);
-        store_be64(extra.data() + kExtraIcount, sn.icount);
-        if (const auto& z = sn.zone_state) {
-            store_be32(extra.data() + kZoneStateAt, kZoneStateMagic);
-            store_be32(extra.data() + kZoneStateAt + 4, 0);
-            store_be64(extra.data() + kZoneStateAt + 8, z->wp_offset);
-            store_be64(extra.data() + kZoneStateAt + 16, z->cond_offset);
-            store_be64(extra.data() + kZoneStateAt + 24, z->zde_offset);
-        }
+        std::vector<uint8_t> extra = encode_extra_data(sn);
         uint8_t fixed[kFixedEntryBytes] = {};
         store_be64(fixed, sn.l1_table_offset);
         store_be32(fixed + 8, sn.l1_size);
@@ -606,6 +619,9 @@ Task<int> write_snapshot_table(Qcow2State& s, std::vector<Snapshot> table, bool&
         co_return ret;
     }
     s.free_clusters_later(old_offset, s.snapshots_size_, Qcow2State::FreeReason::Snapshot);
+    for (Snapshot& sn : table) {
+        sn.extra_data = encode_extra_data(sn);  // what is on disk now
+    }
     s.snapshots_ = std::move(table);
     s.snapshots_size_ = bytes.size();
     s.rebuild_metadata_map();
@@ -1136,6 +1152,37 @@ Task<int> Qcow2State::rewrite_snapshot_table()
 {
     bool header_unknown = false;
     co_return co_await write_snapshot_table(*this, snapshots_, header_unknown);
+}
+
+void Qcow2State::check_snapshot_table(BdrvCheckResult& res, unsigned fix) const
+{
+    if (header_.version < 3) {
+        return;
+    }
+    for (size_t i = 0; i < snapshots_.size(); i++) {
+        if (snapshots_[i].extra_data.size() < kExtraIcount) {
+            res.corruptions++;
+            fprintf(stderr, "%s snapshot table entry %zu is incomplete\n",
+                    fix & BDRV_FIX_ERRORS ? "Repairing" : "ERROR", i);
+        }
+    }
+}
+
+// Caller holds lock_.
+Task<int> Qcow2State::fix_snapshot_table(BdrvCheckResult& res, unsigned fix)
+{
+    if (!res.corruptions || !(fix & BDRV_FIX_ERRORS)) {
+        co_return 0;
+    }
+    int ret = co_await rewrite_snapshot_table();
+    if (ret < 0) {
+        res.check_errors++;
+        fprintf(stderr, "ERROR failed to update snapshot table: %s\n", strerror(-ret));
+        co_return ret;
+    }
+    res.corruptions_fixed += res.corruptions;
+    res.corruptions = 0;
+    co_return 0;
 }
 
 }  // namespace qemu::qcow2

@@ -711,6 +711,10 @@ public:
     Task<int> read_snapshot_table(Error& err);
     // Writes the snapshot table anew (qemu-img amend's upgrade to v3).
     Task<int> rewrite_snapshot_table();
+    // qemu-img check: v3 entries need at least 16 bytes of extra data
+    // (counted as corruptions in `res`), and the repair writes them anew.
+    void check_snapshot_table(BdrvCheckResult& res, unsigned fix) const;
+    Task<int> fix_snapshot_table(BdrvCheckResult& res, unsigned fix);
 
     // --- qcow2.cc ----------------------------------------------------------
     // Opens the external data file child (option data-file.*, else the

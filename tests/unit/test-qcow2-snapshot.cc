@@ -482,6 +482,43 @@ TEST_CASE("qcow2 snapshots: entries of older writers, without extra data", "[qco
     REQUIRE(goto_snapshot(ctx, *blk, "old", err) == 0);
     REQUIRE(blk->getlength() == 4 * MiB);
     REQUIRE(reads(*blk, 0, 64 * KiB, 0x11));
+
+    // Version 3 wants at least 16 bytes of it: a corruption, which the
+    // repair mends by writing the entry in full.
+    BdrvCheckResult r;
+    REQUIRE(run_sync(ctx, blk->bs()->drv_check(r, 0)) == 0);
+    REQUIRE(r.corruptions == 1);
+    REQUIRE(run_sync(ctx, blk->bs()->drv_check(r, BDRV_FIX_LEAKS)) == 0);
+    REQUIRE(r.corruptions == 1);
+    REQUIRE(run_sync(ctx, blk->bs()->drv_check(r, BDRV_FIX_LEAKS | BDRV_FIX_ERRORS)) == 0);
+    REQUIRE(r.corruptions == 0);
+    REQUIRE(r.corruptions_fixed == 1);
+    require_clean(ctx, *blk);
+    blk.reset();
+    Qcow2File fixed(img.path);
+    REQUIRE(load_be32(&fixed.b[fixed.snapshots_offset + 36]) == 24);
+    blk = img.open(ctx);
+    REQUIRE(bdrv_snapshot_list(blk->bs(), list) == 1);
+    REQUIRE(list[0].icount == UINT64_MAX);
+    REQUIRE(list[0].name == "old");
+    require_clean(ctx, *blk);
+}
+
+TEST_CASE("qcow2 snapshots: version 2 entries may lack extra data", "[qcow2][snapshot]")
+{
+    TempImage img("size=4M,compat=0.10");
+    AioContext ctx;
+    {
+        auto blk = img.open(ctx);
+        REQUIRE(create_snapshot(ctx, *blk, "old") == 0);
+    }
+    Qcow2File f(img.path);
+    uint64_t pos = f.snapshots_offset;
+    std::vector<uint8_t> entry(f.b.begin() + pos, f.b.begin() + pos + 40);
+    store_be32(&entry[36], 0);
+    entry.insert(entry.end(), {'1', 'o', 'l', 'd'});
+    patch_file(img.path, pos, entry.data(), entry.size());
+    auto blk = img.open(ctx);
     require_clean(ctx, *blk);
 }
 
