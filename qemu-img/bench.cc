@@ -13,6 +13,10 @@
 // request but hands every request the first one), and it matters: 32
 // buffers of 1 MiB no longer fit the CPU caches, which makes page cache
 // reads half as fast.  Nothing is allocated per request by the benchmark.
+// The buffer sits on huge pages, so that an O_DIRECT request is one DMA
+// segment however small: on a virtio disk, 64 KiB requests at depth 32 are
+// up to 2x faster than from 16 scattered pages.  QEMU's buffer is on 4 KiB
+// pages.
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -397,8 +401,8 @@ int img_bench(int argc, char** argv)
 
     AlignedBuffer buffer;
     try {
-        buffer = AlignedBuffer(size_t(p.bufsize),
-                               std::max<size_t>(blk->bs()->limits().opt_mem_alignment, 1));
+        buffer = AlignedBuffer::on_huge_pages(
+            size_t(p.bufsize), std::max<size_t>(blk->bs()->limits().opt_mem_alignment, 1));
     } catch (const std::bad_alloc&) {
         error_report("Could not allocate a request buffer of %d bytes: %s", p.bufsize,
                      strerror(ENOMEM));

@@ -173,10 +173,20 @@ size_t huge_page_size()
 }
 }  // namespace
 
-AlignedBuffer::AlignedBuffer(size_t size, size_t alignment) : size_(size)
+AlignedBuffer::AlignedBuffer(size_t size, size_t alignment)
+    : AlignedBuffer(size, alignment, size >= huge_page_size() / 2)
+{
+}
+
+AlignedBuffer AlignedBuffer::on_huge_pages(size_t size, size_t alignment)
+{
+    return AlignedBuffer(size, alignment, true);
+}
+
+AlignedBuffer::AlignedBuffer(size_t size, size_t alignment, bool huge_pages) : size_(size)
 {
     size_t huge = huge_page_size();
-    bool use_huge = huge && size >= huge / 2;
+    bool use_huge = huge && huge_pages;
     if (use_huge) {
         alignment = std::max(alignment, huge);
     }

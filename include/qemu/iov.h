@@ -42,11 +42,16 @@ private:
     size_t size_ = 0;
 };
 
-// An aligned heap buffer for bounce buffers and O_DIRECT.
+// An aligned heap buffer for bounce buffers and O_DIRECT.  Buffers from half
+// a transparent huge page up sit on huge pages (see util/iov.cc).
 class AlignedBuffer {
 public:
     AlignedBuffer() = default;
     AlignedBuffer(size_t size, size_t alignment = 4096);
+    // A buffer that serves many requests for a long time: on huge pages
+    // whatever its size, so that every O_DIRECT request from it is one DMA
+    // segment; small ones cost a whole huge page.
+    static AlignedBuffer on_huge_pages(size_t size, size_t alignment = 4096);
     AlignedBuffer(AlignedBuffer&& o) noexcept;
     AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
     AlignedBuffer(const AlignedBuffer&) = delete;
@@ -57,6 +62,8 @@ public:
     size_t size() const { return size_; }
 
 private:
+    AlignedBuffer(size_t size, size_t alignment, bool huge);
+
     uint8_t* data_ = nullptr;
     size_t size_ = 0;
 };
