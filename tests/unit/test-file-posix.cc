@@ -206,7 +206,7 @@ TEST_CASE("file: data written is read back, in both aio modes", "[file-posix]")
 TEST_CASE("file: scattered page-cache writes land in order", "[file-posix]")
 {
     // With aio=io_uring, page-cache writes are copied in the calling thread
-    // (block/inline-write-policy.h); each must still land whole and in place.
+    // (include/block/inline-write-policy.h); each must still land whole and in place.
     TempDir dir;
     AioContext ctx;
     Error err;
@@ -232,6 +232,38 @@ TEST_CASE("file: scattered page-cache writes land in order", "[file-posix]")
 
     auto on_disk = read_file(path);
     REQUIRE(std::equal(data.begin(), data.end(), on_disk.begin() + 512));
+}
+
+TEST_CASE("file: reads partly in the page cache", "[file-posix]")
+{
+    // Cached reads are copied with RWF_NOWAIT in the calling thread; what
+    // is not cached stops such a read short, and io_uring reads the rest.
+    TempDir dir;
+    AioContext ctx;
+    Error err;
+    std::string path = dir.file("img");
+    auto data = pattern(2 * MiB, 5);
+    {
+        std::ofstream out(path, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+    }
+    int fd = open(path.c_str(), O_RDONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(fdatasync(fd) == 0);
+    // The second MiB leaves the cache (clean pages: dropped at once).
+    REQUIRE(posix_fadvise(fd, 1 * MiB, 1 * MiB, POSIX_FADV_DONTNEED) == 0);
+    close(fd);
+
+    auto blk = open_image(ctx, path, "driver=file", 0, err);
+    INFO(err.pretty());
+    REQUIRE(blk);
+    std::vector<uint8_t> got(1 * MiB);
+    REQUIRE(blk->pread(1 * MiB - 4096, got.size(), got.data()) == 0);
+    REQUIRE(std::equal(got.begin(), got.end(), data.begin() + (1 * MiB - 4096)));
+    // Past the end of the file: zeroes up to the sector boundary, as before.
+    std::vector<uint8_t> tail(512, 0xff);
+    REQUIRE(blk->pread(2 * MiB - 512, tail.size(), tail.data()) == 0);
+    REQUIRE(std::equal(tail.begin(), tail.end(), data.end() - 512));
 }
 
 TEST_CASE("file: slow inline writes send the next ones to io_uring for a while", "[file-posix]")
