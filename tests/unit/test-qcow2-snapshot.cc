@@ -182,6 +182,19 @@ void patch_file(const std::string& path, uint64_t offset, const void* data, size
     close(fd);
 }
 
+// Rewrites the first entry of the image's snapshot table, ID "1" and name
+// `name`, without extra data, as the oldest writers wrote it.
+void strip_extra_data(const std::string& path, const std::string& name)
+{
+    Qcow2File f(path);
+    uint64_t pos = f.snapshots_offset;
+    std::vector<uint8_t> entry(f.b.begin() + pos, f.b.begin() + pos + 40);
+    store_be32(&entry[36], 0);
+    entry.push_back('1');
+    entry.insert(entry.end(), name.begin(), name.end());
+    patch_file(path, pos, entry.data(), entry.size());
+}
+
 }  // namespace
 
 TEST_CASE("qcow2 snapshots: refcounts and COPIED flags after create, COW, goto and delete",
@@ -467,12 +480,7 @@ TEST_CASE("qcow2 snapshots: entries of older writers, without extra data", "[qco
     }
     // The entry without its 24 bytes of extra data: no disk size (the
     // image's own counts), no instruction count.
-    Qcow2File f(img.path);
-    uint64_t pos = f.snapshots_offset;
-    std::vector<uint8_t> entry(f.b.begin() + pos, f.b.begin() + pos + 40);
-    store_be32(&entry[36], 0);
-    entry.insert(entry.end(), {'1', 'o', 'l', 'd'});
-    patch_file(img.path, pos, entry.data(), entry.size());
+    strip_extra_data(img.path, "old");
     auto blk = img.open(ctx);
     std::vector<SnapshotInfo> list;
     REQUIRE(bdrv_snapshot_list(blk->bs(), list) == 1);
@@ -512,12 +520,7 @@ TEST_CASE("qcow2 snapshots: version 2 entries may lack extra data", "[qcow2][sna
         auto blk = img.open(ctx);
         REQUIRE(create_snapshot(ctx, *blk, "old") == 0);
     }
-    Qcow2File f(img.path);
-    uint64_t pos = f.snapshots_offset;
-    std::vector<uint8_t> entry(f.b.begin() + pos, f.b.begin() + pos + 40);
-    store_be32(&entry[36], 0);
-    entry.insert(entry.end(), {'1', 'o', 'l', 'd'});
-    patch_file(img.path, pos, entry.data(), entry.size());
+    strip_extra_data(img.path, "old");
     auto blk = img.open(ctx);
     require_clean(ctx, *blk);
 }
