@@ -502,6 +502,7 @@ uint32_t host_page_size()
 
 // Reads at least this large are worth a hand-off to a kernel worker.
 constexpr size_t kOffloadReadBytes = 64 * KiB;
+constexpr size_t kInlineReadMaxBytes = 1 * MiB;
 
 size_t iov_bytes(const iovec* iov, unsigned niov)
 {
@@ -805,11 +806,14 @@ Task<int> PosixFileState::submit_rw(bool write, const iovec* iov, unsigned niov,
         // reads never keep this thread busy.
         IoPath path = IoPath::Device;
         if (!direct_) {
-            bool offload = reads_in_flight_ > 0 && iov_bytes(iov, niov) >= kOffloadReadBytes;
-            if (!offload && nowait_reads_) {
+            size_t bytes = iov_bytes(iov, niov);
+            bool offload = reads_in_flight_ > 0 && bytes >= kOffloadReadBytes;
+            if (!offload && nowait_reads_ && bytes < kInlineReadMaxBytes) {
                 // What io_uring would do first, without an SQE, a CQE and
                 // a trip through the loop: copy what the page cache holds
-                // (2x faster for cached 4 KiB reads at depth 1).
+                // (2x faster for cached 4 KiB reads at depth 1).  Larger
+                // reads go to the ring, where concurrent ones are offloaded
+                // (inline, 32 x 1 MiB at once ran 1.3x slower).
                 ssize_t ret = preadv2(fd_, iov, int(niov), off_t(offset), RWF_NOWAIT);
                 if (ret >= 0) {
                     co_return int(ret);  // a short read: the rest is not cached
