@@ -86,8 +86,7 @@ io_uring_sqe* AioContext::get_sqe()
         // Submission queue full: hand the batch to the kernel and retry.
         int ret = io_uring_submit(&ring_);
         if (ret >= 0) {
-            pending_sqes_ = 0;
-            pending_device_ops_ = 0;
+            mark_submitted();
         } else if (ret == -EBUSY || ret == -EAGAIN) {
             reap_completions();
         }
@@ -100,8 +99,7 @@ io_uring_sqe* AioContext::get_sqe()
 void AioContext::submit_pending()
 {
     if (pending_sqes_ > 0 && io_uring_submit(&ring_) >= 0) {
-        pending_sqes_ = 0;
-        pending_device_ops_ = 0;
+        mark_submitted();
     }
 }
 
@@ -393,8 +391,7 @@ void AioContext::wait_for_completion(int64_t timeout_ns)
         ret = io_uring_submit_and_wait(&ring_, 1);
     }
     if (ret >= 0 || ret == -ETIME || ret == -EINTR) {
-        pending_sqes_ = 0;
-        pending_device_ops_ = 0;
+        mark_submitted();
     }
     int64_t waited = now_ns() - start;
     if (waited > kPollMaxNs) {

@@ -169,6 +169,12 @@ private:
     void queue_op(UringOp* op);
     io_uring_sqe* get_sqe();
     void submit_pending();
+    // The kernel has taken every queued operation.
+    void mark_submitted()
+    {
+        pending_sqes_ = 0;
+        pending_device_ops_ = 0;
+    }
     bool run_ready();
     bool run_timers();
     bool run_posted();
