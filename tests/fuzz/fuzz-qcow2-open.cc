@@ -240,7 +240,8 @@ void write_disk(BlockBackend& blk, uint32_t seed)
         cluster = bdi.cluster_size;
     }
     std::vector<uint8_t> buf(std::max<uint64_t>(cluster, 8192), uint8_t(seed));
-    uint64_t somewhere = (uint64_t(seed) * 2654435761u) % (size - 4096);
+    // [0, size - 4096]: a 4 KiB disk has exactly one such place.
+    uint64_t somewhere = (uint64_t(seed) * 2654435761u) % (size - 4095);
     AioContext& ctx = blk.ctx();
     blk.pwrite(0, 4096, buf.data());
     blk.pwrite(somewhere + 7, 3000, buf.data());
