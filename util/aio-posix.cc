@@ -128,8 +128,17 @@ void AioContext::queue_op(UringOp* op)
         break;
     }
     io_uring_sqe_set_data(sqe, op);
-    if (op->path_ == IoPath::Device && ++pending_device_ops_ >= kDeviceBatch) {
-        submit_pending();
+    if (op->path_ == IoPath::Device) {
+        uint64_t len = 0;
+        for (unsigned i = 0; i < op->niov_; i++) {
+            len += op->iov_[i].iov_len;
+        }
+        bool continues = op->fd_ == last_device_fd_ && op->offset_ == last_device_end_;
+        last_device_fd_ = op->fd_;
+        last_device_end_ = op->offset_ + len;
+        if (!continues || ++pending_device_ops_ >= kDeviceBatch) {
+            submit_pending();
+        }
     }
 }
 

@@ -10,12 +10,16 @@
 // Submissions are batched: operations queued by coroutines are handed to the
 // kernel together when the loop next polls, so a burst of 32 requests costs
 // one io_uring_enter() system call.  Reads and writes that go to a device
-// (IoPath::Device) are handed over every kDeviceBatch operations instead:
-// the kernel holds back a batch's requests until all of it has been
-// prepared, and a device that has just completed everything it had would
-// sit idle meanwhile.  Measured with 4 KiB O_DIRECT requests at depth 32
-// on a virtio disk: strided writes 1.3x and reads 1.2x faster than with
-// whole bursts; sequential ones still merge (batches of 1: 1.7x slower).
+// (IoPath::Device) are not held for the whole burst: the kernel holds back
+// a batch's requests until all of it has been prepared, and a device that
+// has just completed everything it had would sit idle meanwhile.  A device
+// operation that starts where the previous one ended is held until
+// kDeviceBatch of them are queued, so that the kernel merges them into one
+// device request; any other goes at once.  Measured with 4 KiB O_DIRECT
+// requests at depth 32 on a virtio disk: sequential reads merged in
+// batches of 4 run 1.8x faster than one at a time; strided reads one at a
+// time keep fewer requests waiting in the device and run 5% faster than in
+// batches of 4, and 1.2x faster than in whole bursts.
 //
 // An AioContext belongs to the thread that created it; only post() and
 // notify() may be called from other threads.
@@ -189,8 +193,12 @@ private:
     uint64_t notify_buf_ = 0;
     bool notifier_armed_ = false;
     unsigned pending_sqes_ = 0;
-    unsigned pending_device_ops_ = 0;  // of pending_sqes_, IoPath::Device ones
+    // Of pending_sqes_, the IoPath::Device ones held back to be merged.
+    unsigned pending_device_ops_ = 0;
     static constexpr unsigned kDeviceBatch = 4;
+    // Where the last IoPath::Device operation queued ended.
+    int last_device_fd_ = -1;
+    uint64_t last_device_end_ = 0;
     int64_t poll_ns_ = 0;  // how long poll(true) spins before sleeping
     std::deque<std::coroutine_handle<>> ready_;
 

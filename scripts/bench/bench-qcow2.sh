@@ -77,6 +77,10 @@ for cache in writeback none; do
                         # The device-bound rows last long enough to ride
                         # out the host's bursts of speed and slowness.
                         [ $cache = none ] && [ $depth = 32 ] && n=$((n * 2))
+                        # Page-cache reads are memory copies that finish in
+                        # tens of milliseconds; four times as many make a
+                        # row longer than the host's scheduling hiccups.
+                        [ $cache = writeback ] && [ $rw = read ] && n=$((n * 4))
                         # Fresh strided writes stop before they wrap around
                         # the 4 GiB image (3500 x 1 MiB), so that each
                         # allocates; on the preallocated image they wrap.

@@ -88,43 +88,55 @@ TEST_CASE("many operations in flight complete together", "[aio]")
     REQUIRE(done == 300);
 }
 
-TEST_CASE("device operations are handed to the kernel in small batches", "[aio]")
+TEST_CASE("device operations are held back only to be merged", "[aio]")
 {
     AioContext ctx;
     TempFile f;
     REQUIRE(ftruncate(f.fd, 1 << 20) == 0);
     int done = 0;
-    std::vector<std::vector<char>> bufs(20, std::vector<char>(512));
-    auto read = [&](int idx, IoPath path) {
-        co_spawn([](AioContext& c, int fd, char* b, int i, IoPath p, int& d) -> Task<void> {
+    std::vector<std::vector<char>> bufs(24, std::vector<char>(512));
+    // Request idx reads 512 bytes at block `block`.
+    auto read = [&](int idx, int block, IoPath path) {
+        co_spawn([](AioContext& c, int fd, char* b, int blk, IoPath p, int& d) -> Task<void> {
             iovec v{b, 512};
-            REQUIRE(co_await c.preadv(fd, &v, 1, uint64_t(i) * 512, p) == 512);
+            REQUIRE(co_await c.preadv(fd, &v, 1, uint64_t(blk) * 512, p) == 512);
             d++;
-        }(ctx, f.fd, bufs[idx].data(), idx, path, done));
+        }(ctx, f.fd, bufs[idx].data(), block, path, done));
     };
 
     // Page-cache reads wait for the loop, however many there are.
     for (int i = 0; i < 10; i++) {
-        read(i, i % 2 ? IoPath::Cached : IoPath::CachedOffload);
+        read(i, i, i % 2 ? IoPath::Cached : IoPath::CachedOffload);
     }
     REQUIRE(ctx.unsubmitted() == 10);
-    // Device reads go as soon as four of them are queued, with whatever
-    // was queued before them.
-    for (int i = 10; i < 13; i++) {
-        read(i, IoPath::Device);
-    }
-    REQUIRE(ctx.unsubmitted() == 13);
-    read(13, IoPath::Device);
+    // A device read that continues nothing goes at once, with whatever was
+    // queued before it.
+    read(10, 100, IoPath::Device);
     REQUIRE(ctx.unsubmitted() == 0);
-    for (int i = 14; i < 18; i++) {
-        read(i, IoPath::Device);
+    // Reads that continue it wait for four of them.
+    for (int i = 11; i < 14; i++) {
+        read(i, 90 + i, IoPath::Device);
+        REQUIRE(ctx.unsubmitted() == unsigned(i - 10));
     }
+    read(14, 104, IoPath::Device);
     REQUIRE(ctx.unsubmitted() == 0);
-    read(18, IoPath::Device);
-    read(19, IoPath::Cached);
+    read(15, 105, IoPath::Device);
+    read(16, 106, IoPath::Device);
     REQUIRE(ctx.unsubmitted() == 2);
+    // A jump elsewhere sends the held ones along.
+    read(17, 300, IoPath::Device);
+    REQUIRE(ctx.unsubmitted() == 0);
+    // Page-cache reads in between neither count nor break the run.
+    read(18, 301, IoPath::Device);
+    read(19, 500, IoPath::Cached);
+    REQUIRE(ctx.unsubmitted() == 2);
+    // Strided reads go one by one.
+    for (int i = 20; i < 24; i++) {
+        read(i, 400 + 8 * i, IoPath::Device);
+        REQUIRE(ctx.unsubmitted() == 0);
+    }
 
-    while (done < 20) {
+    while (done < 24) {
         ctx.poll(true);
     }
     REQUIRE(ctx.unsubmitted() == 0);
