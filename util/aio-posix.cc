@@ -40,10 +40,19 @@ int64_t AioContext::now_ns()
 
 AioContext::AioContext(unsigned queue_depth)
 {
+    // Completions wait for the loop to collect them (see completions_due()).
+    // Kernels before 6.1 know none of these flags and get the plain ring.
     io_uring_params params{};
-    params.flags = IORING_SETUP_CQSIZE;
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_TASKRUN_FLAG;
     params.cq_entries = queue_depth * 4;
     int ret = io_uring_queue_init_params(queue_depth, &ring_, &params);
+    if (ret == -EINVAL) {
+        params = io_uring_params{};
+        params.flags = IORING_SETUP_CQSIZE;
+        params.cq_entries = queue_depth * 4;
+        ret = io_uring_queue_init_params(queue_depth, &ring_, &params);
+    }
     if (ret < 0) {
         fprintf(stderr, "io_uring_queue_init: %s\n", strerror(-ret));
         abort();
@@ -65,6 +74,9 @@ AioContext::~AioContext()
     }
     io_uring_queue_exit(&ring_);
     close(notify_fd_);
+    if (completion_fd_ >= 0) {
+        close(completion_fd_);
+    }
     if (current_context == this) {
         current_context = previous_current_;
     }
@@ -327,6 +339,13 @@ int64_t AioContext::next_timeout_ns() const
     return delta > 0 ? delta : 0;
 }
 
+bool AioContext::completions_due() const
+{
+    return io_uring_cq_ready(&ring_) > 0 || (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+// io_uring_peek_cqe() enters the kernel to have deferred completions
+// posted when IORING_SQ_TASKRUN says there are some, and only then.
 bool AioContext::reap_completions()
 {
     bool progress = false;
@@ -378,13 +397,13 @@ void AioContext::wait_for_completion(int64_t timeout_ns)
     if (poll_ns_ > 0) {
         submit_pending();
         int64_t spin_ns = timeout_ns >= 0 ? std::min(poll_ns_, timeout_ns) : poll_ns_;
-        while (io_uring_cq_ready(&ring_) == 0 && now_ns() - start < spin_ns) {
+        while (!completions_due() && now_ns() - start < spin_ns) {
             // Yielding, not a busy loop: the completion may be due to a
             // thread that waits for this CPU (the io_uring worker, when
             // the other CPUs are busy); a spin would delay it.
             sched_yield();
         }
-        if (io_uring_cq_ready(&ring_) > 0) {
+        if (completions_due()) {
             return;
         }
     }
@@ -417,7 +436,7 @@ bool AioContext::poll(bool blocking)
     progress |= run_posted();
     arm_notifier();
 
-    if (blocking && !progress && !has_immediate_work() && io_uring_cq_ready(&ring_) == 0) {
+    if (blocking && !progress && !has_immediate_work() && !completions_due()) {
         wait_for_completion(next_timeout_ns());
     } else {
         submit_pending();
@@ -427,8 +446,8 @@ bool AioContext::poll(bool blocking)
     return progress;
 }
 
-// GLib integration: the ring fd becomes readable when completions are
-// waiting, which is all a GLib main loop needs to know.
+// GLib integration: the ring's eventfd becomes readable when completions
+// are waiting, which is all a GLib main loop needs to know.
 struct AioGSource {
     GSource source;
     AioContext* ctx;
@@ -440,7 +459,12 @@ struct AioGSource {
         AioContext* ctx = context(source);
         ctx->arm_notifier();
         ctx->submit_pending();
-        if (ctx->has_immediate_work() || io_uring_cq_ready(&ctx->ring_) > 0) {
+        // Reset the eventfd before looking, so that a completion that comes
+        // after the look wakes the poll.
+        uint64_t count;
+        while (read(ctx->completion_fd_, &count, sizeof(count)) > 0) {
+        }
+        if (ctx->has_immediate_work() || ctx->completions_due()) {
             *timeout = 0;
             return TRUE;
         }
@@ -452,7 +476,7 @@ struct AioGSource {
     static gboolean check(GSource* source)
     {
         AioContext* ctx = context(source);
-        return ctx->has_immediate_work() || io_uring_cq_ready(&ctx->ring_) > 0 ||
+        return ctx->has_immediate_work() || ctx->completions_due() ||
                ctx->next_timeout_ns() == 0;
     }
 
@@ -473,7 +497,14 @@ GSource* AioContext::gsource()
     if (!gsource_) {
         gsource_ = g_source_new(&aio_source_funcs, sizeof(AioGSource));
         reinterpret_cast<AioGSource*>(gsource_)->ctx = this;
-        g_source_add_unix_fd(gsource_, ring_.ring_fd, G_IO_IN);
+        // A ring with deferred completions does not wake pollers of its
+        // own fd; a registered eventfd is signalled for every completion.
+        completion_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (completion_fd_ < 0 || io_uring_register_eventfd(&ring_, completion_fd_) < 0) {
+            perror("io_uring completion eventfd");
+            abort();
+        }
+        g_source_add_unix_fd(gsource_, completion_fd_, G_IO_IN);
         g_source_set_name(gsource_, "aio-context");
     }
     return gsource_;

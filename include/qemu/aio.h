@@ -21,8 +21,14 @@
 // time keep fewer requests waiting in the device and run 5% faster than in
 // batches of 4, and 1.2x faster than in whole bursts.
 //
-// An AioContext belongs to the thread that created it; only post() and
-// notify() may be called from other threads.
+// Completions are collected rather than delivered (IORING_SETUP_DEFER_TASKRUN
+// where the kernel has it): the kernel queues them instead of interrupting
+// the thread, and posts them when the loop enters the ring to wait or reap.
+// Strided 4 KiB O_DIRECT writes at depth 32 run about 1.2x faster.
+//
+// An AioContext belongs to the thread that created it (the ring accepts
+// submissions from that thread only); only post() and notify() may be
+// called from other threads.
 #pragma once
 
 #include <liburing.h>
@@ -183,6 +189,8 @@ private:
     bool run_timers();
     bool run_posted();
     int64_t next_timeout_ns() const;  // -1: no timer
+    // Completions are ready to be reaped, posted or not yet.
+    bool completions_due() const;
     bool reap_completions();
     void wait_for_completion(int64_t timeout_ns);
     void arm_notifier();
@@ -190,6 +198,7 @@ private:
 
     io_uring ring_;
     int notify_fd_ = -1;
+    int completion_fd_ = -1;  // signalled by the ring; polled by gsource()
     uint64_t notify_buf_ = 0;
     bool notifier_armed_ = false;
     unsigned pending_sqes_ = 0;

@@ -99,7 +99,8 @@ TEST_CASE("device operations are held back only to be merged", "[aio]")
     auto read = [&](int idx, int block, IoPath path) {
         co_spawn([](AioContext& c, int fd, char* b, int blk, IoPath p, int& d) -> Task<void> {
             iovec v{b, 512};
-            REQUIRE(co_await c.preadv(fd, &v, 1, uint64_t(blk) * 512, p) == 512);
+            auto ret = co_await c.preadv(fd, &v, 1, uint64_t(blk) * 512, p);
+            REQUIRE(ret == 512);
             d++;
         }(ctx, f.fd, bufs[idx].data(), block, path, done));
     };
@@ -243,7 +244,8 @@ TEST_CASE("a GLib main loop drives the AioContext", "[aio][glib]")
     memset(buf, 1, sizeof(buf));
     co_spawn([](AioContext& c, int fd, char* b, bool& d) -> Task<void> {
         iovec v{b, 512};
-        REQUIRE(co_await c.pwritev(fd, &v, 1, 0) == 512);
+        auto ret = co_await c.pwritev(fd, &v, 1, 0);
+        REQUIRE(ret == 512);
         co_await c.sleep_ns(1000000);
         d = true;
     }(ctx, f.fd, buf, done));
@@ -253,4 +255,51 @@ TEST_CASE("a GLib main loop drives the AioContext", "[aio][glib]")
     REQUIRE(done);
     g_source_destroy(ctx.gsource());
     g_main_context_unref(gctx);
+}
+
+TEST_CASE("a GLib main loop wakes for a completion that comes while it sleeps", "[aio][glib]")
+{
+    AioContext ctx;
+    GMainContext* gctx = g_main_context_new();
+    g_source_attach(ctx.gsource(), gctx);
+    // A read from an empty pipe completes only when another thread writes,
+    // by which time the loop is asleep in poll().
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    char buf[4] = {};
+    bool done = false;
+    co_spawn([](AioContext& c, int fd, char* b, bool& d) -> Task<void> {
+        iovec v{b, 4};
+        auto ret = co_await c.preadv(fd, &v, 1, uint64_t(-1));
+        REQUIRE(ret == 4);
+        d = true;
+    }(ctx, fds[0], buf, done));
+    std::thread writer([&] {
+        usleep(20000);
+        REQUIRE(write(fds[1], "ping", 4) == 4);
+    });
+    // Without the wakeup, only this timeout would end the wait.
+    bool timed_out = false;
+    GSource* timeout = g_timeout_source_new(5000);
+    g_source_set_callback(
+        timeout,
+        [](gpointer flag) -> gboolean {
+            *static_cast<bool*>(flag) = true;
+            return G_SOURCE_REMOVE;
+        },
+        &timed_out, nullptr);
+    g_source_attach(timeout, gctx);
+    while (!done && !timed_out) {
+        g_main_context_iteration(gctx, TRUE);
+    }
+    writer.join();
+    REQUIRE(done);
+    REQUIRE_FALSE(timed_out);
+    REQUIRE(memcmp(buf, "ping", 4) == 0);
+    g_source_destroy(timeout);
+    g_source_unref(timeout);
+    g_source_destroy(ctx.gsource());
+    g_main_context_unref(gctx);
+    close(fds[0]);
+    close(fds[1]);
 }

@@ -174,7 +174,8 @@ TEST_CASE("crash-sim: requests overlap and complete out of order", "[crash-sim]"
     for (int i = 0; i < 16; i++) {
         co_spawn([](Disk& d, std::vector<uint8_t>& buf, int i, std::vector<int>& order, int& done) -> Task<void> {
             IOVector q(buf.data(), 512);
-            REQUIRE(co_await d.blk->co_pwritev(uint64_t(i) * 512, 512, q) == 0);
+            auto ret = co_await d.blk->co_pwritev(uint64_t(i) * 512, 512, q);
+            REQUIRE(ret == 0);
             order.push_back(i);
             done++;
         }(d, bufs[i], i, order, done));

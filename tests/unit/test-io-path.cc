@@ -111,7 +111,8 @@ TEST_CASE("overlapping unaligned writes do not lose each other's bytes", "[io]")
         co_spawn([](BlockBackend& blk, int idx, int& n) -> Task<void> {
             uint8_t byte = uint8_t(0x10 + idx);
             IOVector qiov(&byte, 1);
-            REQUIRE(co_await blk.co_pwritev(10 + idx * 3, 1, qiov) == 0);
+            auto ret = co_await blk.co_pwritev(10 + idx * 3, 1, qiov);
+            REQUIRE(ret == 0);
             n++;
         }(*d.blk, i, done));
     }
@@ -132,7 +133,8 @@ TEST_CASE("aligned requests to different ranges run concurrently", "[io]")
     for (int i = 0; i < 16; i++) {
         co_spawn([](BlockBackend& blk, uint8_t* b, int idx, int& n) -> Task<void> {
             IOVector qiov(b + idx * 4096, 4096);
-            REQUIRE(co_await blk.co_pwritev(uint64_t(idx) * 4096, 4096, qiov) == 0);
+            auto ret = co_await blk.co_pwritev(uint64_t(idx) * 4096, 4096, qiov);
+            REQUIRE(ret == 0);
             n++;
         }(*d.blk, buf.data(), i, done));
     }
