@@ -42,6 +42,7 @@
 #include "block/block_int.h"
 #include "block/inline-write-policy.h"
 #include "qemu/cutils.h"
+#include "qemu/iov.h"
 #include "qemu/thread-pool.h"
 #include "qemu/units.h"
 
@@ -503,15 +504,6 @@ uint32_t host_page_size()
 // Reads at least this large are worth a hand-off to a kernel worker.
 constexpr size_t kOffloadReadBytes = 64 * KiB;
 constexpr size_t kInlineReadMaxBytes = 1 * MiB;
-
-size_t iov_bytes(const iovec* iov, unsigned niov)
-{
-    size_t bytes = 0;
-    for (unsigned i = 0; i < niov; i++) {
-        bytes += iov[i].iov_len;
-    }
-    return bytes;
-}
 
 // One open file or device node, for both drivers: host_device_ selects the
 // device type check and the ioctl-based discard and write-zeroes.

@@ -1,5 +1,6 @@
 // AioContext on io_uring; see include/qemu/aio.h for the model.
 #include "qemu/aio.h"
+#include "qemu/iov.h"
 
 #include <glib.h>
 #include <poll.h>
@@ -29,6 +30,14 @@ constexpr uint64_t kNotifierTag = 1;
 constexpr int64_t kPollStartNs = 4000;
 constexpr int64_t kPollMaxNs = 128000;
 
+// Resets a non-blocking eventfd.
+void drain_eventfd(int fd)
+{
+    uint64_t count;
+    while (read(fd, &count, sizeof(count)) > 0) {
+    }
+}
+
 }  // namespace
 
 int64_t AioContext::now_ns()
@@ -40,18 +49,18 @@ int64_t AioContext::now_ns()
 
 AioContext::AioContext(unsigned queue_depth)
 {
+    auto init_ring = [&](unsigned flags) {
+        io_uring_params params{};
+        params.flags = IORING_SETUP_CQSIZE | flags;
+        params.cq_entries = queue_depth * 4;
+        return io_uring_queue_init_params(queue_depth, &ring_, &params);
+    };
     // Completions wait for the loop to collect them (see completions_due()).
     // Kernels before 6.1 know none of these flags and get the plain ring.
-    io_uring_params params{};
-    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-                   IORING_SETUP_TASKRUN_FLAG;
-    params.cq_entries = queue_depth * 4;
-    int ret = io_uring_queue_init_params(queue_depth, &ring_, &params);
+    int ret = init_ring(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                        IORING_SETUP_TASKRUN_FLAG);
     if (ret == -EINVAL) {
-        params = io_uring_params{};
-        params.flags = IORING_SETUP_CQSIZE;
-        params.cq_entries = queue_depth * 4;
-        ret = io_uring_queue_init_params(queue_depth, &ring_, &params);
+        ret = init_ring(0);
     }
     if (ret < 0) {
         fprintf(stderr, "io_uring_queue_init: %s\n", strerror(-ret));
@@ -141,13 +150,9 @@ void AioContext::queue_op(UringOp* op)
     }
     io_uring_sqe_set_data(sqe, op);
     if (op->path_ == IoPath::Device) {
-        uint64_t len = 0;
-        for (unsigned i = 0; i < op->niov_; i++) {
-            len += op->iov_[i].iov_len;
-        }
         bool continues = op->fd_ == last_device_fd_ && op->offset_ == last_device_end_;
         last_device_fd_ = op->fd_;
-        last_device_end_ = op->offset_ + len;
+        last_device_end_ = op->offset_ + iov_bytes(op->iov_, op->niov_);
         if (!continues || ++pending_device_ops_ >= kDeviceBatch) {
             submit_pending();
         }
@@ -361,9 +366,7 @@ bool AioContext::reap_completions()
         }
         progress = true;
         if (tag == kNotifierTag) {
-            uint64_t buf;
-            while (read(notify_fd_, &buf, sizeof(buf)) > 0) {
-            }
+            drain_eventfd(notify_fd_);
             notifier_armed_ = false;
             continue;
         }
@@ -461,9 +464,7 @@ struct AioGSource {
         ctx->submit_pending();
         // Reset the eventfd before looking, so that a completion that comes
         // after the look wakes the poll.
-        uint64_t count;
-        while (read(ctx->completion_fd_, &count, sizeof(count)) > 0) {
-        }
+        drain_eventfd(ctx->completion_fd_);
         if (ctx->has_immediate_work() || ctx->completions_due()) {
             *timeout = 0;
             return TRUE;

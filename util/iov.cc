@@ -11,6 +11,15 @@
 
 namespace qemu {
 
+size_t iov_bytes(const iovec* iov, unsigned niov)
+{
+    size_t bytes = 0;
+    for (unsigned i = 0; i < niov; i++) {
+        bytes += iov[i].iov_len;
+    }
+    return bytes;
+}
+
 void IOVector::add(void* buf, size_t len)
 {
     if (len == 0) {

@@ -199,7 +199,6 @@ private:
     io_uring ring_;
     int notify_fd_ = -1;
     int completion_fd_ = -1;  // signalled by the ring; polled by gsource()
-    uint64_t notify_buf_ = 0;
     bool notifier_armed_ = false;
     unsigned pending_sqes_ = 0;
     // Of pending_sqes_, the IoPath::Device ones held back to be merged.

@@ -10,6 +10,9 @@
 
 namespace qemu {
 
+// The total length of an iovec array.
+size_t iov_bytes(const iovec* iov, unsigned niov);
+
 class IOVector {
 public:
     IOVector() = default;
