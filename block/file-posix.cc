@@ -7,7 +7,7 @@
 // preadv/pwritev (aio=threads).  Operations without an io_uring opcode
 // (ioctls, truncation with preallocation) always run on the thread pool.
 // With io_uring, page-cache writes are copied in this thread when that is
-// cheaper than io_uring's kernel worker (include/block/inline-write-policy.h).
+// cheaper than io_uring's kernel worker (block/inline-write-policy.h).
 //
 // cache.direct=on opens with O_DIRECT; the driver then probes the request
 // and memory alignment the kernel wants and publishes them in its limits, so
@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "block/block_int.h"
-#include "block/inline-write-policy.h"
+#include "inline-write-policy.h"
 #include "qemu/cutils.h"
 #include "qemu/iov.h"
 #include "qemu/thread-pool.h"
@@ -861,7 +861,7 @@ std::optional<int> PosixFileState::read_inline(const iovec* iov, unsigned niov, 
 }
 
 // A page-cache write copied into the cache in this thread (see
-// include/block/inline-write-policy.h); nullopt leaves it to io_uring.
+// block/inline-write-policy.h); nullopt leaves it to io_uring.
 std::optional<int> PosixFileState::write_inline(const iovec* iov, unsigned niov, uint64_t offset)
 {
     int64_t start = AioContext::now_ns();

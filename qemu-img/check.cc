@@ -9,7 +9,7 @@
 #include <string>
 
 #include "commands.h"
-#include "qjson.h"
+#include "qemu/qjson.h"
 #include "tool.h"
 
 namespace qemu::img {
@@ -71,7 +71,7 @@ void dump_human(const BdrvCheckResult& r, bool quiet)
     }
 }
 
-// The members in the order of QEMU's QAPI ImageCheck (see qjson.h); the
+// The members in the order of QEMU's QAPI ImageCheck (see qemu/qjson.h); the
 // optional ones are present when non-zero.
 void dump_json(const ImageCheck& check, bool quiet)
 {

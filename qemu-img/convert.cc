@@ -26,7 +26,7 @@
 #include "convert-copy.h"
 #include "create-options.h"
 #include "progress.h"
-#include "qemu-opts.h"
+#include "qemu/qemu-opts.h"
 #include "qemu/cutils.h"
 #include "tool.h"
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "block/block_int.h"
-#include "qemu-opts.h"
+#include "qemu/qemu-opts.h"
 #include "qemu/cutils.h"
 
 namespace qemu::img {

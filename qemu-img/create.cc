@@ -5,7 +5,7 @@
 
 #include "commands.h"
 #include "create-options.h"
-#include "qemu-opts.h"
+#include "qemu/qemu-opts.h"
 #include "tool.h"
 
 namespace qemu::img {

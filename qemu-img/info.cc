@@ -8,7 +8,7 @@
 
 #include "block/snapshot.h"
 #include "commands.h"
-#include "qjson.h"
+#include "qemu/qjson.h"
 #include "qemu/cutils.h"
 #include "tool.h"
 
@@ -129,7 +129,7 @@ void dump_human(const ImageInfo& info)
 }
 
 // The members in the order of QEMU's QAPI ImageInfo, which decides their
-// printed order (see qjson.h).
+// printed order (see qemu/qjson.h).
 nlohmann::ordered_json to_json(const ImageInfo& info)
 {
     nlohmann::ordered_json obj = nlohmann::ordered_json::object();

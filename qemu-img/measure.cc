@@ -7,8 +7,8 @@
 
 #include "commands.h"
 #include "create-options.h"
-#include "qemu-opts.h"
-#include "qjson.h"
+#include "qemu/qemu-opts.h"
+#include "qemu/qjson.h"
 #include "tool.h"
 
 namespace qemu::img {
@@ -40,7 +40,7 @@ void print_measure(const BlockMeasureInfo& info, bool json)
         }
         return;
     }
-    // In the order of QEMU's BlockMeasureInfo (see qjson.h).
+    // In the order of QEMU's BlockMeasureInfo (see qemu/qjson.h).
     nlohmann::ordered_json obj = nlohmann::ordered_json::object();
     obj["required"] = int64_t(info.required);
     obj["fully-allocated"] = int64_t(info.fully_allocated);

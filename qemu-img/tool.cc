@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "qemu-opts.h"
+#include "qemu/qemu-opts.h"
 #include "qemu/cutils.h"
 
 namespace qemu::img {

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-#include "qemu-io.h"
+#include "qemu-io/qemu-io.h"
 
 namespace qemu::test {
 

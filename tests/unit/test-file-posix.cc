@@ -206,7 +206,7 @@ TEST_CASE("file: data written is read back, in both aio modes", "[file-posix]")
 TEST_CASE("file: scattered page-cache writes land in order", "[file-posix]")
 {
     // With aio=io_uring, page-cache writes are copied in the calling thread
-    // (include/block/inline-write-policy.h); each must still land whole and in place.
+    // (block/inline-write-policy.h); each must still land whole and in place.
     TempDir dir;
     AioContext ctx;
     Error err;

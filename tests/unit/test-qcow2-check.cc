@@ -1,4 +1,4 @@
-// qcow2 consistency check and repair (block/qcow2-check.cc): images are
+// qcow2 consistency check and repair (block/qcow2/check.cc): images are
 // corrupted on purpose by patching their files, then checked, repaired and
 // read back.  That the output matches QEMU's is tested by the qemu-iotests.
 #include <catch2/catch.hpp>

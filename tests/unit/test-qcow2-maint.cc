@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "block/block-backend.h"
-#include "../../block/qcow2.h"  // the driver's internals: formats and arithmetic
+#include "block/qcow2/qcow2.h"  // the driver's internals: formats and arithmetic
 #include "qcow2-test-util.h"
 #include "qemu/bswap.h"
 #include "qemu/units.h"

@@ -12,7 +12,7 @@
 
 #include "mem-driver.h"
 #include "qemu-io-capture.h"
-#include "qemu-io.h"
+#include "qemu-io/qemu-io.h"
 
 using namespace qemu;
 using qemu::test::CommandResult;

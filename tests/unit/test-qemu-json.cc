@@ -2,9 +2,9 @@
 // The expected texts are what QEMU 7.2's qemu-img prints.
 #include <catch2/catch.hpp>
 
-#include "../../qemu-img/qjson.h"
+#include "qemu/qjson.h"
 
-using namespace qemu::img;
+using namespace qemu;
 using Json = nlohmann::ordered_json;
 
 TEST_CASE("members come out in QEMU's hash order", "[qjson]")

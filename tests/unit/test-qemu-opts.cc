@@ -3,10 +3,10 @@
 #include <catch2/catch.hpp>
 
 #include "../../qemu-img/create-options.h"
-#include "../../qemu-img/qemu-opts.h"
+#include "qemu/qemu-opts.h"
 
 using namespace qemu;
-using namespace qemu::img;
+using qemu::img::CreateOptions;
 
 namespace {
 

@@ -9,7 +9,7 @@
 // data cluster it maps: a cluster mapped by a table that two L1 tables share
 // is referenced twice, as `qemu-img check` counts.  COPIED flags mark the
 // active tables and clusters whose refcount is exactly 1; writes copy any
-// other cluster first (qcow2-cluster.cc).
+// other cluster first (cluster.cc).
 //
 // Crash safety.  Every step is synced before the next, and no header names a
 // table whose clusters' refcounts are not on disk:
@@ -32,7 +32,7 @@
 #include <set>
 #include <unordered_set>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {
@@ -1146,7 +1146,7 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
     co_return ret;
 }
 
-// For qemu-img amend (qcow2-amend.cc): the table written again, every
+// For qemu-img amend (amend.cc): the table written again, every
 // entry in the current format.  Caller holds lock_.
 Task<int> Qcow2State::rewrite_snapshot_table()
 {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 
 namespace qemu::qcow2 {
 

@@ -4,7 +4,7 @@
 // of QEMU 7.2 (docs/devel/qcow2.rst, "Amend").
 #include <algorithm>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

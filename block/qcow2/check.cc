@@ -23,7 +23,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

@@ -16,7 +16,7 @@
 #include <cstring>
 #include <set>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

@@ -18,7 +18,7 @@
 // docs/devel/crash-testing.rst describes the tests that check all this.
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

@@ -1,6 +1,6 @@
 // qcow2: the node (open, I/O paths, flush, resize, status, info) and the
-// driver (probe, create).  See block/qcow2.h for the design.
-#include "block/qcow2.h"
+// driver (probe, create).  See block/qcow2/qcow2.h for the design.
+#include "qcow2.h"
 
 #include <nlohmann/json.hpp>
 
@@ -1154,7 +1154,7 @@ void Qcow2State::drv_get_specific_info(nlohmann::ordered_json& info) const
     } else {
         data["compat"] = "1.1";
         // Members are added in QEMU's schema order (it decides the order
-        // of members that share a hash bucket; see qemu-img/qjson.h).
+        // of members that share a hash bucket; see include/qemu/qjson.h).
         if (header_.data_file) {
             data["data-file"] = *header_.data_file;
         }
@@ -1521,7 +1521,7 @@ public:
     Task<int> co_create(const std::string& filename, QDict& opts, AioContext& ctx,
                         Error& err) const override;
 
-    // qemu-img amend's options, QEMU's list (qcow2-amend.cc has the rules);
+    // qemu-img amend's options, QEMU's list (amend.cc has the rules);
     // encryption is never present, so the encrypt.* options only fail.
     const OptionSchema* amend_schema() const override
     {

@@ -2,7 +2,7 @@
 // validated here before the rest of the driver uses it.
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-namespace qemu::img {
+namespace qemu {
 
 struct OptsPair {
     std::string name;
@@ -31,4 +31,4 @@ bool has_help_option(std::string_view text);
 // start an empty element).
 bool is_valid_option_list(std::string_view text);
 
-}  // namespace qemu::img
+}  // namespace qemu

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

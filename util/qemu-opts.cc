@@ -1,6 +1,6 @@
-#include "qemu-opts.h"
+#include "qemu/qemu-opts.h"
 
-namespace qemu::img {
+namespace qemu {
 
 namespace {
 
@@ -84,4 +84,4 @@ bool is_valid_option_list(std::string_view text)
     return trailing % 2 == 0;
 }
 
-}  // namespace qemu::img
+}  // namespace qemu

@@ -1,11 +1,11 @@
-#include "qjson.h"
+#include "qemu/qjson.h"
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <vector>
 
-namespace qemu::img {
+namespace qemu {
 
 namespace {
 
@@ -211,4 +211,4 @@ std::string to_qemu_json(const nlohmann::ordered_json& value, bool pretty)
     return writer.take();
 }
 
-}  // namespace qemu::img
+}  // namespace qemu

@@ -6,7 +6,7 @@
 
 #include <cerrno>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 
 namespace qemu::qcow2 {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 #include "qemu/bswap.h"
 
 namespace qemu::qcow2 {

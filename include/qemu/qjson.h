@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace qemu::img {
+namespace qemu {
 
 // Pretty: members on their own lines, indented by four spaces per level.
 // Compact: "{"a": 1, "b": [1, 2]}".
@@ -33,4 +33,4 @@ std::vector<QdictMember> qdict_members(const nlohmann::ordered_json& object);
 // strings unquoted, numbers and booleans as in JSON.
 std::string scalar_to_string(const nlohmann::ordered_json& value);
 
-}  // namespace qemu::img
+}  // namespace qemu

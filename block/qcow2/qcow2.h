@@ -1,15 +1,19 @@
 // qcow2: internal interfaces of the driver (docs/interop/qcow2.txt in QEMU
 // is the format's specification; docs/devel/qcow2.rst explains this code).
 //
-// The driver is split by concern:
-//   qcow2.cc           the node: open, close, I/O paths, create, resize, info
-//   qcow2-header.cc    header and header extensions: parsing, validation, writing
-//   qcow2-cache.cc     the L2/refcount-block cache and its write ordering
-//   qcow2-cluster.cc   guest-to-host mapping: L1/L2 lookup, allocation, COW
-//   qcow2-refcount.cc  refcounts, cluster allocation, metadata overlap checks
-//   qcow2-compress.cc  zlib/zstd compressed clusters
-//   qcow2-snapshot.cc  the snapshot table
-//   qcow2-check.cc     consistency check and repair
+// The driver is split by concern (all in block/qcow2/):
+//   qcow2.cc     the node: open, close, I/O paths, create, resize, info
+//   header.cc    header and header extensions: parsing, validation, writing
+//   cache.cc     the L2/refcount-block cache and its write ordering
+//   cluster.cc   guest-to-host mapping: L1/L2 lookup, allocation, COW
+//   refcount.cc  refcounts, cluster allocation, metadata overlap checks
+//   compress.cc  zlib/zstd compressed clusters
+//   snapshot.cc  internal snapshots and the snapshot table
+//   bitmap.cc    persistent dirty bitmaps
+//   zoned.cc     zoned images: zone state, write pointers, conditions
+//   check.cc     consistency check and repair (qemu-img check)
+//   amend.cc     qemu-img amend
+//   measure.cc   qemu-img measure
 //
 // Locking: `lock_` (a CoMutex) protects all metadata: the L1 table, the
 // caches, refcounts, the in-flight allocation list and the header.  Guest
@@ -362,7 +366,7 @@ struct Snapshot {
     std::vector<uint8_t> extra_data;
 };
 
-// The snapshot table (qcow2-snapshot.cc).  Parsing validates the entries
+// The snapshot table (snapshot.cc).  Parsing validates the entries
 // against the file size and QEMU's limits (extra data, table size) and
 // refuses duplicate IDs; `table_bytes` is the table's length, as QEMU
 // counts it (no padding after the last entry).  Serialising writes every
@@ -372,7 +376,7 @@ bool parse_snapshot_table(const uint8_t* buf, size_t len, uint32_t count, uint64
                           Error& err);
 std::vector<uint8_t> serialize_snapshot_table(const std::vector<Snapshot>& table);
 
-// Persistent dirty bitmaps (qcow2-bitmap.cc), QEMU's bitmaps extension:
+// Persistent dirty bitmaps (bitmap.cc), QEMU's bitmaps extension:
 // the extension points to a directory of bitmaps; each names a table with
 // one entry per cluster of bitmap data (0: all zeroes, 1: all ones, else
 // the cluster's offset).  Bit i of the data, least significant bit of
@@ -412,7 +416,7 @@ bool bitmap_table_entry_valid(uint64_t entry, uint32_t cluster_bits, uint64_t fi
 uint64_t bitmap_table_entries(uint64_t disk_size, uint8_t granularity_bits,
                               uint32_t cluster_bits);
 
-// qemu-img measure (qcow2-measure.cc), QEMU's arithmetic: the refcount
+// qemu-img measure (measure.cc), QEMU's arithmetic: the refcount
 // table and blocks that count `clusters` clusters and themselves, a fully
 // allocated image of `virtual_size` bytes, and the driver's measure.
 uint64_t refcount_metadata_bytes(uint64_t clusters, uint64_t cluster_size, uint32_t refcount_order);
@@ -420,7 +424,7 @@ uint64_t fully_allocated_bytes(uint64_t virtual_size, uint64_t cluster_size, uin
                                bool extended_l2);
 Task<int> qcow2_co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInfo& out, Error& err);
 
-// Compression (qcow2-compress.cc).  decompress fills exactly `out_len`
+// Compression (compress.cc).  decompress fills exactly `out_len`
 // bytes or fails; compress returns the compressed size, or -ENOSPC when the
 // result would not be smaller than the input.
 ssize_t compress_cluster(CompressionType type, const uint8_t* in, size_t in_len, uint8_t* out,
@@ -514,13 +518,13 @@ public:
         bool preallocated = !l1_.empty() && l1_[0] != 0;
         return !backing() && (!preallocated || data_child()->bs->drv_has_zero_init());
     }
-    // qcow2-check.cc: counts every reference the metadata makes to each host
+    // check.cc: counts every reference the metadata makes to each host
     // cluster and compares the counts with the refcounts, as QEMU's check
     // does (same messages on stderr, same counters); with BDRV_FIX_* it
     // repairs in place, rebuilding the refcount structure when it cannot be
     // trusted.  Takes lock_.
     Task<int> drv_check(BdrvCheckResult& result, unsigned fix) override;
-    // qcow2-amend.cc: qemu-img amend (compat, lazy_refcounts, refcount_bits,
+    // amend.cc: qemu-img amend (compat, lazy_refcounts, refcount_bits,
     // size, data_file, data_file_raw), as QEMU 7.2 does it.
     Task<int> drv_amend(QDict& opts, const AmendProgress& progress, bool force,
                         Error& err) override;
@@ -541,7 +545,7 @@ public:
     Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones) override;
     Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
     Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
-    // qcow2-snapshot.cc: internal snapshots, kept as QEMU keeps them; a
+    // snapshot.cc: internal snapshots, kept as QEMU keeps them; a
     // snapshot of a zoned image also keeps the zone state.  Each takes
     // lock_ and fails with -EBUSY while requests are in flight.
     int drv_snapshot_list(std::vector<SnapshotInfo>& out) const override;
@@ -635,7 +639,7 @@ public:
     // detect_metadata_preallocation): data clusters answer with RECURSE.
     std::optional<bool> metadata_preallocation_;
 
-    // --- qcow2-bitmap.cc (persistent dirty bitmaps) ---------------------
+    // --- bitmap.cc (persistent dirty bitmaps) ---------------------
     // A bitmap of the directory.  Bitmaps we change (guest writes reach an
     // enabled one, a resize reaches all) are first marked in use on disk;
     // at close their data, new tables and a new directory are written and
@@ -675,7 +679,7 @@ public:
     // (qemu-img measure's "bitmaps size").
     uint64_t bitmaps_copy_size(uint64_t cluster_size) const;
 
-    // --- qcow2-zoned.cc (zoned images only) --------------------------------
+    // --- zoned.cc (zoned images only) --------------------------------
     std::unique_ptr<ZoneStateMachine> zones_;
     // The write pointer array as it is on disk (entries, host order), so
     // that persisting some zones never needs to read the others back.
@@ -706,7 +710,7 @@ public:
     Task<int> zone_finish_data(uint32_t zone, uint64_t wp);
     Task<void> wait_zone_idle(uint32_t zone);
 
-    // --- qcow2-snapshot.cc ---------------------------------------------------
+    // --- snapshot.cc ---------------------------------------------------
     // Reads and validates the snapshot table the header names (at open).
     Task<int> read_snapshot_table(Error& err);
     // Writes the snapshot table anew (qemu-img amend's upgrade to v3).
@@ -744,7 +748,7 @@ public:
     // then applies the deferred frees.
     Task<int> flush_metadata();
 
-    // --- qcow2-cluster.cc --------------------------------------------------
+    // --- cluster.cc --------------------------------------------------
     uint64_t offset_into_cluster(uint64_t off) const { return off & (cluster_size_ - 1); }
     uint64_t l1_index(uint64_t guest) const { return guest >> (cluster_bits_ + l2_bits_); }
     uint64_t l2_index(uint64_t guest) const { return (guest >> cluster_bits_) & (l2_entries_ - 1); }
@@ -829,7 +833,7 @@ public:
     // Extends the file ahead of fresh allocations (caller holds lock_).
     Task<int> extend_file_for(uint64_t host_end);
 
-    // --- qcow2-refcount.cc -------------------------------------------------
+    // --- refcount.cc -------------------------------------------------
     Task<int> load_refcount_table(Error& err);
     Task<int> get_refcount(uint64_t cluster_index, uint64_t& refcount);
     // Adds `addend` to the refcount of every cluster overlapping

@@ -1,7 +1,7 @@
 // qemu-img measure for qcow2: how large a new image gets, computed as QEMU
 // 7.2's qcow2_measure() does so that the numbers agree byte for byte.
 
-#include "block/qcow2.h"
+#include "qcow2.h"
 
 namespace qemu::qcow2 {
 
