@@ -50,18 +50,6 @@ namespace qemu {
 
 namespace {
 
-// QEMU-style reports on stderr ("qemu-img: ...") for problems that do not
-// fail the operation at hand.
-void error_report(const std::string& message)
-{
-    fprintf(stderr, "%s: %s\n", program_invocation_short_name, message.c_str());
-}
-
-void warn_report(const std::string& message)
-{
-    error_report("warning: " + message);
-}
-
 template <typename Syscall>
 int retry_eintr(Syscall&& syscall)
 {
@@ -401,7 +389,7 @@ int truncate_regular_file(int fd, uint64_t offset, PreallocMode prealloc, Error&
     }
 
     if (ret < 0 && ftruncate(fd, off_t(current)) < 0) {
-        error_report(string_printf("Failed to restore old file length: %s", strerror(errno)));
+        error_report("Failed to restore old file length: %s", strerror(errno));
     }
     return ret;
 }
@@ -442,7 +430,7 @@ void set_extent_size_hint(int fd, uint32_t hint, bool user_given)
         ret = ioctl(fd, FS_IOC_FSSETXATTR, &attr);
     }
     if (ret < 0 && user_given && hint != 0) {
-        warn_report(string_printf("Failed to set extent size hint: %s", strerror(errno)));
+        warn_report("Failed to set extent size hint: %s", strerror(errno));
     }
 }
 
@@ -1231,7 +1219,7 @@ int PosixFileState::drv_set_perm(uint64_t perm, uint64_t shared, Error& err)
         if (ret < 0) {
             Error unlock_err;
             if (locks_.apply(fd_, perm_, ~shared_ & BLK_PERM_ALL, true, unlock_err) < 0) {
-                warn_report(unlock_err.message);
+                warn_report("%s", unlock_err.message.c_str());
             }
             return ret;
         }
@@ -1240,7 +1228,7 @@ int PosixFileState::drv_set_perm(uint64_t perm, uint64_t shared, Error& err)
     // permissions stand regardless.
     Error unlock_err;
     if (locks_.apply(fd_, perm, ~shared & BLK_PERM_ALL, true, unlock_err) < 0) {
-        warn_report(unlock_err.message);
+        warn_report("%s", unlock_err.message.c_str());
     }
     perm_ = perm;
     shared_ = shared;

@@ -315,7 +315,7 @@ int img_bench(int argc, char** argv)
             break;
         }
         case 't':
-            if (!parse_cache_mode(optarg, flags, p.writethrough)) {
+            if (!bdrv_parse_cache_mode(optarg, flags, p.writethrough)) {
                 error_report("Invalid cache mode");
                 return 1;
             }

@@ -167,7 +167,7 @@ int img_check(int argc, char** argv)
     // Repairs are written through and flushed by the check itself, so
     // writethrough mode changes nothing here; only the cache flags count.
     bool writethrough;
-    if (!parse_cache_mode(cache, flags, writethrough)) {
+    if (!bdrv_parse_cache_mode(cache, flags, writethrough)) {
         error_report("Invalid source cache option: %s", cache);
         return 1;
     }

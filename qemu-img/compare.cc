@@ -303,7 +303,7 @@ int img_compare(int argc, char** argv)
     int status = [&] {
         int flags = 0;
         bool writethrough;
-        if (!parse_cache_mode(cache, flags, writethrough)) {
+        if (!bdrv_parse_cache_mode(cache, flags, writethrough)) {
             error_report("Invalid source cache option: %s", cache);
             return int(kOpenFailed);
         }

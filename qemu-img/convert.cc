@@ -329,7 +329,7 @@ private:
     {
         int flags = 0;
         bool writethrough;
-        parse_cache_mode(cmd_.src_cache, flags, writethrough);  // checked by the caller
+        bdrv_parse_cache_mode(cmd_.src_cache, flags, writethrough);  // checked by the caller
         for (const std::string& name : cmd_.source_names) {
             ImageSpec spec = cmd_.source;
             spec.filename = name;
@@ -520,7 +520,7 @@ int img_convert(int argc, char** argv)
     }
     int flags = 0;
     bool writethrough;
-    if (!parse_cache_mode(cmd.src_cache, flags, writethrough)) {
+    if (!bdrv_parse_cache_mode(cmd.src_cache, flags, writethrough)) {
         error_report("Invalid source cache option: %s", cmd.src_cache.c_str());
         return 1;
     }

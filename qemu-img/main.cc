@@ -194,7 +194,7 @@ void help()
 int main(int argc, char** argv)
 {
     using namespace qemu::img;
-    set_program_name(argv[0]);
+    qemu::set_program_name(argv[0]);
     qemu::bdrv_init();
     if (argc < 2) {
         error_exit("Not enough arguments");

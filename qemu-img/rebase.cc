@@ -70,7 +70,7 @@ public:
         }
         src_flags_ = 0;
         bool src_writethrough;  // sources are only read
-        if (!parse_cache_mode(cmd_.src_cache, src_flags_, src_writethrough)) {
+        if (!bdrv_parse_cache_mode(cmd_.src_cache, src_flags_, src_writethrough)) {
             error_report("Invalid source cache option: %s", cmd_.src_cache.c_str());
             return 1;
         }

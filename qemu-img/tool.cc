@@ -12,45 +12,13 @@
 
 namespace qemu::img {
 
-namespace {
-
-std::string program_name = "qemu-img";
-
-void vreport(const char* fmt, va_list ap)
-{
-    fprintf(stderr, "%s: ", program_name.c_str());
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-}  // namespace
-
-void set_program_name(const char* argv0)
-{
-    const char* slash = strrchr(argv0, '/');
-    program_name = slash ? slash + 1 : argv0;
-    qemu::set_program_name(argv0);  // for the block layer's own messages
-}
-
-void error_report(const char* fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vreport(fmt, ap);
-    va_end(ap);
-}
-
-void report_error(const Error& err, const std::string& prefix)
-{
-    fprintf(stderr, "%s: %s%s\n", program_name.c_str(), prefix.c_str(), err.pretty().c_str());
-}
-
 void error_exit(const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vreport(fmt, ap);
+    std::string message = vstring_printf(fmt, ap);
     va_end(ap);
+    error_report("%s", message.c_str());
     fprintf(stderr, "Try 'qemu-img --help' for more information\n");
     exit(EXIT_FAILURE);
 }
@@ -98,31 +66,9 @@ std::optional<uint64_t> parse_ulong_argument(const char* value, uint64_t max)
     return v;
 }
 
-bool parse_cache_mode(const std::string& mode, int& flags, bool& writethrough)
-{
-    flags &= ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH);
-    if (mode == "none" || mode == "off") {
-        flags |= BDRV_O_NOCACHE;
-        writethrough = false;
-    } else if (mode == "directsync") {
-        flags |= BDRV_O_NOCACHE;
-        writethrough = true;
-    } else if (mode == "writeback") {
-        writethrough = false;
-    } else if (mode == "unsafe") {
-        flags |= BDRV_O_NO_FLUSH;
-        writethrough = false;
-    } else if (mode == "writethrough") {
-        writethrough = true;
-    } else {
-        return false;
-    }
-    return true;
-}
-
 bool parse_cache_option(const std::string& mode, int& flags, bool& writethrough)
 {
-    if (!parse_cache_mode(mode, flags, writethrough)) {
+    if (!bdrv_parse_cache_mode(mode, flags, writethrough)) {
         error_report("Invalid cache option: %s", mode.c_str());
         return false;
     }
@@ -140,7 +86,7 @@ QDict parse_image_opts(const std::string& text)
         if (pair.is_flag && pair.name != "help" && pair.name != "?") {
             bool off = pair.value == "off";
             fprintf(stderr, "%s: warning: short-form boolean option '%s%s' deprecated\n",
-                    program_name.c_str(), off ? "no" : "", pair.name.c_str());
+                    program_name(), off ? "no" : "", pair.name.c_str());
             fprintf(stderr, "Please use %s=%s instead\n", pair.name.c_str(), pair.value.c_str());
         }
         options.set(pair.name, pair.value);

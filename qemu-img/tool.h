@@ -18,12 +18,8 @@
 
 namespace qemu::img {
 
-void set_program_name(const char* argv0);
-
-// "PROG: MESSAGE" on stderr.
-void error_report(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-// "PROG: PREFIXMESSAGE" followed by the error's hint lines.
-void report_error(const Error& err, const std::string& prefix = "");
+// Messages go through qemu/error.h (error_report, report_error), with the
+// program name set by main().
 // A usage error: the message, "Try 'qemu-img --help' ...", exit status 1.
 [[noreturn]] void error_exit(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -43,10 +39,7 @@ int64_t parse_size_argument(const char* name, const char* value, int64_t min, in
 // not a number or exceeds `max`.
 std::optional<uint64_t> parse_ulong_argument(const char* value, uint64_t max);
 
-// "-t MODE": the BDRV_O_* cache flags, and whether writes must be written
-// through (FUA).  false for an unknown mode.
-bool parse_cache_mode(const std::string& mode, int& flags, bool& writethrough);
-// parse_cache_mode() for the -t/-T options of the commands that write
+// bdrv_parse_cache_mode() for the -t/-T options of the commands that write
 // images; reports QEMU's "Invalid cache option: MODE" when it fails.
 bool parse_cache_option(const std::string& mode, int& flags, bool& writethrough);
 

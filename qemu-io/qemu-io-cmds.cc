@@ -26,184 +26,10 @@ namespace qemu {
 
 namespace {
 
-void report(const char* kind, const char* fmt, va_list ap)
-{
-    fprintf(stderr, "%s: %s", g_get_prgname(), kind);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-}  // namespace
-
-void qemuio_error(const char* fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report("", fmt, ap);
-    va_end(ap);
-}
-
-void qemuio_warning(const char* fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report("warning: ", fmt, ap);
-    va_end(ap);
-}
-
-bool parse_cache_mode(const std::string& value, ImageOpenMode& mode)
-{
-    int flags = mode.flags & ~(BDRV_O_NOCACHE | BDRV_O_NO_FLUSH);
-    bool writethrough = false;
-    if (value == "off" || value == "none") {
-        flags |= BDRV_O_NOCACHE;
-    } else if (value == "directsync") {
-        flags |= BDRV_O_NOCACHE;
-        writethrough = true;
-    } else if (value == "writeback") {
-        // host page cache on, guest write cache on: nothing to set
-    } else if (value == "unsafe") {
-        flags |= BDRV_O_NO_FLUSH;
-    } else if (value == "writethrough") {
-        writethrough = true;
-    } else {
-        return false;
-    }
-    mode.flags = flags;
-    mode.writethrough = writethrough;
-    return true;
-}
-
-bool parse_discard_mode(const std::string& value, ImageOpenMode& mode)
-{
-    if (value == "off" || value == "ignore") {
-        mode.flags &= ~BDRV_O_UNMAP;
-    } else if (value == "on" || value == "unmap") {
-        mode.flags |= BDRV_O_UNMAP;
-    } else {
-        return false;
-    }
-    return true;
-}
-
-bool parse_aio_mode(const std::string& value, ImageOpenMode& mode)
-{
-    if (value == "threads" || value == "native" || value == "io_uring") {
-        mode.aio = value;
-    } else {
-        return false;
-    }
-    return true;
-}
-
-namespace {
-
 // QEMU's BDRV_REQUEST_MAX_BYTES: INT_MAX rounded down to whole sectors.
 constexpr int64_t kMaxRequestBytes = (INT_MAX >> BDRV_SECTOR_BITS) << BDRV_SECTOR_BITS;
 
 // --- Numbers in arguments --------------------------------------------------
-
-uint64_t size_suffix_multiplier(char c)
-{
-    switch (c) {
-    case 'B': case 'b': return 1;
-    case 'K': case 'k': return KiB;
-    case 'M': case 'm': return MiB;
-    case 'G': case 'g': return GiB;
-    case 'T': case 't': return TiB;
-    case 'P': case 'p': return PiB;
-    case 'E': case 'e': return EiB;
-    default: return 0;
-    }
-}
-
-// Unsigned integer prefix of s in the given base; -EINVAL without digits,
-// -ERANGE on overflow.  Leading blanks and a sign pass as in strtoull().
-int parse_u64_prefix(const char* s, int base, const char** end, uint64_t& value)
-{
-    char* ep = nullptr;
-    errno = 0;
-    value = strtoull(s, &ep, base);
-    *end = ep;
-    if (ep == s) {
-        return -EINVAL;
-    }
-    return errno == ERANGE ? -ERANGE : 0;
-}
-
-// QEMU 7.2's qemu_strtosz(): decimal with an optional fraction, or 0x hex
-// (a suffix on hex is deprecated but accepted), then an optional binary
-// suffix.  The fraction is carried as 64-bit fixed point and rounded half up
-// like QEMU does, so "1.5k" and "0.0005k" give the same bytes as there.
-int strtosz(const char* nptr, uint64_t& result)
-{
-    const char* endptr;
-    uint64_t val;
-    uint64_t valf = 0;
-    bool hex = false;
-    int ret = parse_u64_prefix(nptr, 10, &endptr, val);
-    if (ret < 0) {
-        return ret;
-    }
-    if (memchr(nptr, '-', endptr - nptr)) {
-        return -EINVAL;
-    }
-    if (val == 0 && (*endptr == 'x' || *endptr == 'X')) {
-        ret = parse_u64_prefix(nptr, 16, &endptr, val);
-        if (ret < 0) {
-            return ret;
-        }
-        if (*endptr == '.') {
-            return -EINVAL;
-        }
-        hex = true;
-    } else if (*endptr == '.') {
-        // "1.k" is fine: without fraction digits the '.' is just skipped.
-        // An exponent makes the whole input invalid.
-        const char* f = endptr;
-        char* fend = nullptr;
-        errno = 0;
-        double fraction = strtod(f, &fend);
-        if (fend == f || errno == ERANGE || !std::isfinite(fraction)) {
-            endptr++;
-        } else if (memchr(f, 'e', fend - f) || memchr(f, 'E', fend - f)) {
-            return -EINVAL;
-        } else {
-            endptr = fend;
-            // A fraction that rounds to 1.0 overflows QEMU's conversion to
-            // fixed point, which on x86-64 yields 0; keep its answer.
-            valf = fraction < 1.0 ? uint64_t(fraction * 0x1p64) : 0;
-        }
-    }
-    uint64_t mul = size_suffix_multiplier(*endptr);
-    if (mul > 0) {
-        if (hex) {
-            qemuio_warning("Using a multiplier suffix on hex numbers is deprecated: %s", nptr);
-        }
-        endptr++;
-    } else {
-        mul = 1;
-    }
-    if (*endptr != '\0') {
-        return -EINVAL;
-    }
-    if (mul == 1) {
-        if (valf != 0) {
-            return -EINVAL;  // a fraction needs a unit
-        }
-        result = val;
-        return 0;
-    }
-    unsigned __int128 whole = (unsigned __int128)val * mul;
-    unsigned __int128 frac = (unsigned __int128)valf * mul;
-    whole += frac >> 64;
-    whole += uint64_t(frac) >> 63;  // round half up
-    if (whole >> 64) {
-        return -ERANGE;
-    }
-    result = uint64_t(whole);
-    return 0;
-}
 
 // qemu-io's cvtnum() plus its error message: parses a size argument into
 // value, or prints why not and returns -EINVAL / -ERANGE.  `shown` is what
@@ -211,7 +37,7 @@ int strtosz(const char* nptr, uint64_t& result)
 int parse_size_arg(const char* arg, int64_t& value, const char* shown = nullptr)
 {
     uint64_t v;
-    int ret = strtosz(arg, v);
+    int ret = qemu_strtosz(arg, v);
     if (ret == 0 && v > uint64_t(INT64_MAX)) {
         ret = -ERANGE;
     }
@@ -1230,7 +1056,7 @@ int truncate_f(QemuIoSession& s, int argc, char** argv)
         switch (c) {
         case 'm':
             if (!parse_prealloc_mode(optarg, prealloc)) {
-                qemuio_error("Invalid preallocation mode '%s'", optarg);
+                error_report("Invalid preallocation mode '%s'", optarg);
                 return -EINVAL;
             }
             break;
@@ -1252,7 +1078,7 @@ int truncate_f(QemuIoSession& s, int argc, char** argv)
         if (!err) {
             err.set_errno(-ret, "Failed to resize the image");
         }
-        qemuio_error("%s", err.pretty().c_str());
+        error_report("%s", err.pretty().c_str());
         return ret;
     }
     return 0;
@@ -1640,11 +1466,11 @@ Task<int> map_co(BlockDriverState* bs, int64_t bytes)
         int64_t num = 0;
         int ret = co_await allocation_run(bs, offset, bytes, num);
         if (ret < 0) {
-            qemuio_error("Failed to get allocation status: %s", strerror(-ret));
+            error_report("Failed to get allocation status: %s", strerror(-ret));
             co_return ret;
         }
         if (num == 0) {
-            qemuio_error("Unexpected end of image");
+            error_report("Unexpected end of image");
             co_return -EIO;
         }
         printf("%s (0x%" PRIx64 ") bytes %s at offset %s (0x%" PRIx64 ")\n",
@@ -1742,7 +1568,7 @@ bool parse_option_string(const char* text, QDict& dict)
     }
     Error err;
     if (!keyval_parse(dict, text, nullptr, err)) {
-        qemuio_error("%s", err.pretty().c_str());
+        error_report("%s", err.pretty().c_str());
         return false;
     }
     return true;
@@ -1782,14 +1608,14 @@ int open_f(QemuIoSession& s, int argc, char** argv)
     while ((c = getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
         switch (c) {
         case 's':
-            qemuio_error("snapshot mode (-s) is not supported");
+            error_report("snapshot mode (-s) is not supported");
             return -EINVAL;
         case 'n':
             mode.flags |= BDRV_O_NOCACHE;
             mode.writethrough = false;
             break;
         case 'C':
-            qemuio_error("copy-on-read (-C) is not supported");
+            error_report("copy-on-read (-C) is not supported");
             return -EINVAL;
         case 'r':
             read_only = true;
@@ -1798,20 +1624,20 @@ int open_f(QemuIoSession& s, int argc, char** argv)
             mode.aio = "native";
             break;
         case 't':
-            if (!parse_cache_mode(optarg, mode)) {
-                qemuio_error("Invalid cache option: %s", optarg);
+            if (!bdrv_parse_cache_mode(optarg, mode.flags, mode.writethrough)) {
+                error_report("Invalid cache option: %s", optarg);
                 return -EINVAL;
             }
             break;
         case 'd':
-            if (!parse_discard_mode(optarg, mode)) {
-                qemuio_error("Invalid discard option: %s", optarg);
+            if (!bdrv_parse_discard_flags(optarg, mode.flags)) {
+                error_report("Invalid discard option: %s", optarg);
                 return -EINVAL;
             }
             break;
         case 'i':
-            if (!parse_aio_mode(optarg, mode)) {
-                qemuio_error("Invalid aio option: %s", optarg);
+            if (!bdrv_parse_aio(optarg, mode.aio)) {
+                error_report("Invalid aio option: %s", optarg);
                 return -EINVAL;
             }
             break;
@@ -1997,13 +1823,13 @@ std::string aio_option_key(const std::string* filename, const QDict& options)
 bool QemuIoSession::open(const std::string* filename, QDict options, const ImageOpenMode& mode)
 {
     if (blk_) {
-        qemuio_error("file open already, try 'help close'");
+        error_report("file open already, try 'help close'");
         return false;
     }
     if (mode.force_share) {
         const std::string* fs = options.get("force-share");
         if (fs && *fs != "on") {
-            qemuio_error("-U conflicts with image options");
+            error_report("-U conflicts with image options");
             return false;
         }
         options.set("force-share", "on");
@@ -2016,9 +1842,9 @@ bool QemuIoSession::open(const std::string* filename, QDict options, const Image
                               ctx_, err);
     if (!blk_) {
         if (filename) {
-            qemuio_error("can't open device %s: %s", filename->c_str(), err.pretty().c_str());
+            error_report("can't open device %s: %s", filename->c_str(), err.pretty().c_str());
         } else {
-            qemuio_error("can't open: %s", err.pretty().c_str());
+            error_report("can't open: %s", err.pretty().c_str());
         }
         return false;
     }
@@ -2106,7 +1932,7 @@ int QemuIoSession::run_command(const std::string& line)
         Error err;
         int ret = blk_->set_perm(blk_->perm() | ci->perm, blk_->shared_perm(), err);
         if (ret < 0) {
-            qemuio_error("%s", err.pretty().c_str());
+            error_report("%s", err.pretty().c_str());
             return ret;
         }
     }

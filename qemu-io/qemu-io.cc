@@ -18,7 +18,7 @@ namespace {
 
 void usage()
 {
-    const char* name = g_get_prgname();
+    const char* name = program_name();
     printf("Usage: %s [OPTIONS]... [-c STRING]... [file]\n"
            "QEMU Disk exerciser\n"
            "\n"
@@ -153,7 +153,7 @@ int command_loop(QemuIoSession& s, GMainContext* gctx, const std::vector<std::st
     g_source_attach(s.ctx().gsource(), gctx);
     StdinLines in;
     bool tty = isatty(STDIN_FILENO);
-    std::string prompt = std::string(g_get_prgname()) + "> ";
+    std::string prompt = std::string(program_name()) + "> ";
     while (!s.quit_requested()) {
         printf("%s", prompt.c_str());
         fflush(stdout);
@@ -180,9 +180,7 @@ enum LongOnlyOptions {
 
 int qemu_io_main(int argc, char** argv)
 {
-    const char* slash = strrchr(argv[0], '/');
-    g_set_prgname(slash ? slash + 1 : argv[0]);
-    set_program_name(argv[0]);  // for the block layer's own messages
+    set_program_name(argv[0]);
     signal(SIGPIPE, SIG_IGN);
 
     static const option long_options[] = {
@@ -213,18 +211,18 @@ int qemu_io_main(int argc, char** argv)
     while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmki:t:T:U", long_options, nullptr)) != -1) {
         switch (c) {
         case 's':
-            qemuio_error("snapshot mode (-s) is not supported");
+            error_report("snapshot mode (-s) is not supported");
             return 1;
         case 'n':
             mode.flags |= BDRV_O_NOCACHE;
             mode.writethrough = false;
             break;
         case 'C':
-            qemuio_error("copy-on-read (-C) is not supported");
+            error_report("copy-on-read (-C) is not supported");
             return 1;
         case 'd':
-            if (!parse_discard_mode(optarg, mode)) {
-                qemuio_error("Invalid discard option: %s", optarg);
+            if (!bdrv_parse_discard_flags(optarg, mode.flags)) {
+                error_report("Invalid discard option: %s", optarg);
                 return 1;
             }
             break;
@@ -244,22 +242,22 @@ int qemu_io_main(int argc, char** argv)
             mode.aio = "native";
             break;
         case 'i':
-            if (!parse_aio_mode(optarg, mode)) {
-                qemuio_error("Invalid aio option: %s", optarg);
+            if (!bdrv_parse_aio(optarg, mode.aio)) {
+                error_report("Invalid aio option: %s", optarg);
                 return 1;
             }
             break;
         case 't':
-            if (!parse_cache_mode(optarg, mode)) {
-                qemuio_error("Invalid cache option: %s", optarg);
+            if (!bdrv_parse_cache_mode(optarg, mode.flags, mode.writethrough)) {
+                error_report("Invalid cache option: %s", optarg);
                 return 1;
             }
             break;
         case 'T':
-            qemuio_error("tracing (-T) is not supported");
+            error_report("tracing (-T) is not supported");
             return 1;
         case 'V':
-            printf("%s version %s (qemu-zoned)\n", g_get_prgname(), QEMU_ZONED_VERSION);
+            printf("%s version %s (qemu-zoned)\n", program_name(), QEMU_ZONED_VERSION);
             return 0;
         case 'h':
             usage();
@@ -268,7 +266,7 @@ int qemu_io_main(int argc, char** argv)
             mode.force_share = true;
             break;
         case OPTION_OBJECT:
-            qemuio_error("--object is not supported");
+            error_report("--object is not supported");
             return 1;
         case OPTION_IMAGE_OPTS:
             image_opts = true;
@@ -283,7 +281,7 @@ int qemu_io_main(int argc, char** argv)
         return 1;
     }
     if (format && image_opts) {
-        qemuio_error("--image-opts and -f are mutually exclusive");
+        error_report("--image-opts and -f are mutually exclusive");
         return 1;
     }
 
@@ -302,7 +300,7 @@ int qemu_io_main(int argc, char** argv)
             if (image_opts) {
                 Error err;
                 if (*argv[optind] && !keyval_parse(opts, argv[optind], nullptr, err)) {
-                    qemuio_error("%s", err.pretty().c_str());
+                    error_report("%s", err.pretty().c_str());
                     return 1;
                 }
                 ok = session.open(nullptr, std::move(opts), mode);

@@ -36,11 +36,6 @@ struct ImageOpenMode {
     std::string aio;
 };
 
-// Parsers for -t, -d and -i (QEMU's bdrv_parse_cache_mode and friends);
-// false for an unknown mode.
-bool parse_cache_mode(const std::string& value, ImageOpenMode& mode);
-bool parse_discard_mode(const std::string& value, ImageOpenMode& mode);
-bool parse_aio_mode(const std::string& value, ImageOpenMode& mode);
 
 // "qemu-io: MESSAGE" on stderr (QEMU's error_report / warn_report).
 void qemuio_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));

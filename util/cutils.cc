@@ -1,5 +1,7 @@
 #include "qemu/cutils.h"
 
+#include "qemu/error.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -91,8 +93,7 @@ int qemu_strtosz(std::string_view input, uint64_t& result, char default_suffix)
     uint64_t mul = suffix_multiplier(*endptr);
     if (mul) {
         if (hex) {
-            fprintf(stderr, "%s: warning: Using a multiplier suffix on hex numbers is deprecated: %s\n",
-                    program_invocation_short_name, nptr);
+            warn_report("Using a multiplier suffix on hex numbers is deprecated: %s", nptr);
         }
         endptr++;
     } else {

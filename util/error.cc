@@ -6,8 +6,7 @@
 
 namespace qemu {
 
-namespace {
-std::string vformat(const char* fmt, va_list ap)
+std::string vstring_printf(const char* fmt, va_list ap)
 {
     va_list copy;
     va_copy(copy, ap);
@@ -19,20 +18,43 @@ std::string vformat(const char* fmt, va_list ap)
     }
     return out;
 }
-}  // namespace
 
 std::string string_printf(const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    std::string s = vformat(fmt, ap);
+    std::string s = vstring_printf(fmt, ap);
     va_end(ap);
     return s;
 }
 
 namespace {
+
 std::string program = "qemu-zoned";
+
+void print_to_stderr(ReportKind kind, const std::string& message)
+{
+    switch (kind) {
+    case ReportKind::Error:
+        fprintf(stderr, "%s: %s\n", program.c_str(), message.c_str());
+        break;
+    case ReportKind::Warning:
+        fprintf(stderr, "%s: warning: %s\n", program.c_str(), message.c_str());
+        break;
+    case ReportKind::Plain:
+        fprintf(stderr, "%s\n", message.c_str());
+        break;
+    }
 }
+
+ReportSink sink = print_to_stderr;
+
+void vreport(ReportKind kind, const char* fmt, va_list ap)
+{
+    sink(kind, vstring_printf(fmt, ap));
+}
+
+}  // namespace
 
 void set_program_name(const char* argv0)
 {
@@ -45,21 +67,45 @@ const char* program_name()
     return program.c_str();
 }
 
+void set_report_sink(ReportSink new_sink)
+{
+    sink = new_sink ? new_sink : print_to_stderr;
+}
+
 void error_report(const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    std::string msg = vformat(fmt, ap);
+    vreport(ReportKind::Error, fmt, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "%s: %s\n", program.c_str(), msg.c_str());
+}
+
+void warn_report(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(ReportKind::Warning, fmt, ap);
+    va_end(ap);
+}
+
+void report_plain(const char* fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(ReportKind::Plain, fmt, ap);
+    va_end(ap);
+}
+
+void report_error(const Error& err, const std::string& prefix)
+{
+    sink(ReportKind::Error, prefix + err.pretty());
 }
 
 void Error::set(const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    message = vformat(fmt, ap);
+    message = vstring_printf(fmt, ap);
     va_end(ap);
     hints.clear();
 }
@@ -68,7 +114,7 @@ void Error::set_errno(int errnum, const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    message = vformat(fmt, ap) + ": " + strerror(errnum < 0 ? -errnum : errnum);
+    message = vstring_printf(fmt, ap) + ": " + strerror(errnum < 0 ? -errnum : errnum);
     va_end(ap);
     hints.clear();
 }

@@ -41,6 +41,18 @@ enum BdrvOpenFlags : int {
     BDRV_O_NO_IO = 0x40000,
 };
 
+// The user-facing spellings of the open modes, as QEMU's
+// bdrv_parse_cache_mode(), bdrv_parse_discard_flags() and bdrv_parse_aio():
+// each returns false for an unknown mode and then changes nothing.
+//   cache: none|off, directsync, writeback, unsafe, writethrough; sets
+//          BDRV_O_NOCACHE and BDRV_O_NO_FLUSH in `flags` (clearing the other)
+//          and whether the guest write cache is off (`writethrough`).
+//   discard: off|ignore, on|unmap; sets or clears BDRV_O_UNMAP.
+//   aio: threads, native, io_uring; the file driver's aio= value.
+bool bdrv_parse_cache_mode(const std::string& mode, int& flags, bool& writethrough);
+bool bdrv_parse_discard_flags(const std::string& mode, int& flags);
+bool bdrv_parse_aio(const std::string& mode, std::string& aio);
+
 // Permissions a parent takes on a node and shares with others (QEMU's
 // BLK_PERM_*).  The file driver turns them into OFD byte locks compatible
 // with QEMU's, so our tools and QEMU's see each other's claims.

@@ -7,6 +7,7 @@
 // image [x]?").  Tools print it as "PROG: MESSAGE", or with a location prefix.
 #pragma once
 
+#include <cstdarg>
 #include <string>
 #include <vector>
 
@@ -32,14 +33,34 @@ struct Error {
 };
 
 std::string string_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string vstring_printf(const char* fmt, va_list ap);
 
-// The program name that error_report() puts in front of messages
-// ("qemu-img"); tools set it from argv[0] at startup.
+// Messages that no caller's Error can carry: a tool's own diagnostics,
+// and events deep in the block layer (a qcow2 image being marked corrupt,
+// qemu-img check's findings).  The block layer never writes to stderr
+// itself; it reports here, and the process decides where reports go.
+//
+// The program name that error_report() and warn_report() put in front of
+// messages ("qemu-img"); tools set it from argv[0] at startup.
 void set_program_name(const char* argv0);
 const char* program_name();
-// Prints "PROGRAM: MESSAGE" on stderr, as QEMU's error_report(); for
-// events deep in the block layer that no caller's Error can carry (a qcow2
-// image being marked corrupt).
+
+enum class ReportKind {
+    Error,    // "PROG: MESSAGE" (QEMU's error_report)
+    Warning,  // "PROG: warning: MESSAGE" (QEMU's warn_report)
+    Plain,    // "MESSAGE": lines QEMU prints without a program name
+};
+// Receives every report, without the program name or a newline.  The
+// default sink writes the line to stderr as described above; a daemon
+// installs its own (a log, monitor events).  Process-wide: set it before
+// starting threads.  nullptr restores the default.
+using ReportSink = void (*)(ReportKind kind, const std::string& message);
+void set_report_sink(ReportSink sink);
+
 void error_report(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void warn_report(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void report_plain(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+// "PROG: PREFIXMESSAGE" followed by the error's hint lines, one report.
+void report_error(const Error& err, const std::string& prefix = "");
 
 }  // namespace qemu

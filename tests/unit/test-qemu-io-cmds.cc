@@ -22,7 +22,7 @@ namespace {
 // A session on raw over a 64 KiB test-mem node (extra: more options).
 void open_mem(QemuIoSession& s, const ImageOpenMode& mode, const std::string& extra = "")
 {
-    g_set_prgname("qemu-io");
+    set_program_name("qemu-io");
     test::mem_driver();
     QDict opts;
     Error err;
@@ -113,7 +113,7 @@ TEST_CASE("commands check the image and their argument count", "[qemu-io]")
 {
     AioContext ctx;
     QemuIoSession s(ctx, false, false);
-    g_set_prgname("qemu-io");
+    set_program_name("qemu-io");
 
     auto no_file = run(s, "read 0 1");
     REQUIRE(no_file.ret == -EINVAL);
@@ -168,7 +168,7 @@ TEST_CASE("writes carry FUA while the write cache is off", "[qemu-io]")
     REQUIRE(fua_of_last_write(writethrough));
 
     ImageOpenMode mode = read_write();
-    REQUIRE(parse_cache_mode("writeback", mode));
+    REQUIRE(bdrv_parse_cache_mode("writeback", mode.flags, mode.writethrough));
     QemuIoSession writeback(ctx, false, false);
     open_mem(writeback, mode, ",file.fua=on");
     REQUIRE(run(writeback, "write -q 0 4k").ret == 0);

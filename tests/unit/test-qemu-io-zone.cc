@@ -55,7 +55,7 @@ public:
     // Opens the image in s, read-write unless told otherwise.
     void open_in(QemuIoSession& s, bool writable = true) const
     {
-        g_set_prgname("qemu-io");
+        set_program_name("qemu-io");
         ImageOpenMode mode;
         if (writable) {
             mode.flags |= BDRV_O_RDWR;
@@ -303,7 +303,7 @@ TEST_CASE("zone commands on images that are not zoned", "[qemu-io][zoned]")
     QemuIoSession s(ctx, false, false);
     REQUIRE(run(s, "zrp 0 1").err == "no file open, try 'help open'\n");
 
-    g_set_prgname("qemu-io");
+    set_program_name("qemu-io");
     test::mem_driver();
     QDict opts;
     Error err;
