@@ -144,9 +144,6 @@ void AioContext::queue_op(UringOp* op)
     case UringOp::Kind::Fallocate:
         io_uring_prep_fallocate(sqe, op->fd_, op->flags_, op->offset_, op->len_);
         break;
-    case UringOp::Kind::Nop:
-        io_uring_prep_nop(sqe);
-        break;
     }
     io_uring_sqe_set_data(sqe, op);
     if (op->path_ == IoPath::Device) {

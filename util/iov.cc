@@ -111,26 +111,6 @@ void IOVector::memset(size_t offset, int c, size_t len)
     }
 }
 
-bool IOVector::is_zero(size_t offset, size_t len) const
-{
-    for (const iovec& v : iov_) {
-        if (len == 0) {
-            break;
-        }
-        if (offset >= v.iov_len) {
-            offset -= v.iov_len;
-            continue;
-        }
-        size_t n = std::min(v.iov_len - offset, len);
-        if (!buffer_is_zero(static_cast<uint8_t*>(v.iov_base) + offset, n)) {
-            return false;
-        }
-        len -= n;
-        offset = 0;
-    }
-    return true;
-}
-
 bool buffer_is_zero(const void* buf, size_t len)
 {
     const uint8_t* p = static_cast<const uint8_t*>(buf);

@@ -332,7 +332,6 @@ private:
     std::unordered_map<uint64_t, Entry*> index_;
     uint64_t lru_clock_ = 0;
     uint64_t clean_mark_ = 0;
-    CoQueue slot_waiters_;
 };
 
 // Reads and writes one entry of a refcount block of any width.
@@ -634,7 +633,6 @@ public:
     // Writes the corrupt bit; started by signal_corruption, awaited at close.
     Task<int> corrupt_header_write_;
     bool discard_passthrough_ = false;
-    bool discard_no_unref_ = false;
     // Decided at the first block status query (see
     // detect_metadata_preallocation): data clusters answer with RECURSE.
     std::optional<bool> metadata_preallocation_;

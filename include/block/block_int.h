@@ -234,7 +234,6 @@ public:
     // Sizes are whole 512-byte sectors, as in QEMU: a 100000-byte file is
     // a 100352-byte node whose tail reads as zeroes.
     void set_total_bytes(uint64_t bytes) { total_bytes_ = (bytes + 511) / 512 * 512; }
-    void set_filename(std::string name) { filename_ = std::move(name); }
 
     // Recomputes limits from the children up (call after the graph changes).
     void refresh_limits();

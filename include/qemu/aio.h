@@ -80,7 +80,7 @@ private:
     std::coroutine_handle<> waiter_;
     int result_ = 0;
     // The prepared operation: filled by AioContext's factory functions.
-    enum class Kind { Readv, Writev, Fsync, Fallocate, Nop } kind_ = Kind::Nop;
+    enum class Kind { Readv, Writev, Fsync, Fallocate } kind_ = Kind::Readv;
     int fd_ = -1;
     const iovec* iov_ = nullptr;
     unsigned niov_ = 0;

@@ -37,8 +37,6 @@ public:
     size_t to_buf(size_t offset, void* buf, size_t len) const;
     size_t from_buf(size_t offset, const void* buf, size_t len);
     void memset(size_t offset, int c, size_t len);
-    // True if [offset, offset+len) is all zero bytes.
-    bool is_zero(size_t offset, size_t len) const;
 
 private:
     std::vector<iovec> iov_;

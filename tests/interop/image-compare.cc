@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "block/block-backend.h"
+#include "qemu/iov.h"
 
 namespace qemu {
 namespace {
@@ -67,11 +68,6 @@ public:
 private:
     int fd_;
 };
-
-bool buffer_is_zero(const uint8_t* buf, size_t len)
-{
-    return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
-}
 
 int compare_data(BlockBackend& blk, const RawReference& raw, uint64_t size)
 {
