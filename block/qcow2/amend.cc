@@ -683,61 +683,170 @@ private:
     uint64_t allocated_table_entries_ = 0;
 };
 
-}  // namespace
+// What qemu-img amend asks for, with unset options at the image's values.
+struct AmendRequest {
+    int version;
+    std::optional<uint64_t> size;
+    std::optional<std::string> backing_file;
+    std::optional<std::string> backing_fmt;
+    std::optional<std::string> data_file;
+    bool data_file_raw;
+    bool lazy_refcounts;
+    uint32_t refcount_bits;
+};
 
-Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool, Error& err)
+// Takes the options out of `opts` and checks them in the order QEMU checks
+// its amend option list; nullopt after setting err.
+std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts, Error& err)
 {
-    // The options in the order QEMU checks them (its amend option list).
     for (const auto& [key, value] : opts) {
         if (key.rfind("encrypt.", 0) == 0) {
             err.set("Can't amend encryption options - encryption not present");
-            co_return -EINVAL;
+            return std::nullopt;
         }
     }
-    const int old_version = int(header_.version);
-    int new_version = old_version;
-    std::optional<uint64_t> new_size;
+    AmendRequest req;
+    req.version = int(s.header_.version);
     if (auto size = opts.take("size")) {
-        new_size = std::stoull(*size);
+        req.size = std::stoull(*size);
     }
     if (auto compat = opts.take("compat")) {
         if (*compat == "0.10" || *compat == "v2") {
-            new_version = 2;
+            req.version = 2;
         } else if (*compat == "1.1" || *compat == "v3") {
-            new_version = 3;
+            req.version = 3;
         } else {
             err.set("Unknown compatibility level %s", compat->c_str());
-            co_return -EINVAL;
+            return std::nullopt;
         }
     }
-    auto backing_file = opts.take("backing_file");
-    auto backing_fmt = opts.take("backing_fmt");
-    auto data_file = opts.take("data_file");
-    if (data_file && !has_data_file()) {
+    req.backing_file = opts.take("backing_file");
+    req.backing_fmt = opts.take("backing_fmt");
+    req.data_file = opts.take("data_file");
+    if (req.data_file && !s.has_data_file()) {
         err.set("data-file can only be set for images that use an external data file");
-        co_return -EINVAL;
+        return std::nullopt;
     }
-    bool data_file_raw = data_file_is_raw();
+    req.data_file_raw = s.data_file_is_raw();
     if (auto raw = opts.take("data_file_raw")) {
-        data_file_raw = *raw == "on";
-        if (data_file_raw && !data_file_is_raw()) {
+        req.data_file_raw = *raw == "on";
+        if (req.data_file_raw && !s.data_file_is_raw()) {
             err.set("data-file-raw cannot be set on existing images");
-            co_return -EINVAL;
+            return std::nullopt;
         }
     }
-    bool lazy = lazy_refcounts_;
+    req.lazy_refcounts = s.lazy_refcounts_;
     if (auto v = opts.take("lazy_refcounts")) {
-        lazy = *v == "on";
+        req.lazy_refcounts = *v == "on";
     }
-    uint32_t refcount_bits = refcount_bits_;
+    req.refcount_bits = s.refcount_bits_;
     if (auto v = opts.take("refcount_bits")) {
         uint64_t n = std::stoull(*v);
         if (n == 0 || n > 64 || (n & (n - 1))) {
             err.set("Refcount width must be a power of two and may not exceed 64 bits");
+            return std::nullopt;
+        }
+        req.refcount_bits = uint32_t(n);
+    }
+    return req;
+}
+
+// REQUIRES: s.lock_ held.
+Task<int> change_refcount_width(Qcow2State& s, const AmendRequest& req,
+                                const BlockDriverState::AmendProgress& progress, Error& err)
+{
+    if (req.version < 3 && req.refcount_bits != 16) {
+        err.set("Refcount widths other than 16 bits require compatibility level 1.1 or above "
+                "(use compat=1.1 or greater)");
+        co_return -EINVAL;
+    }
+    // Refcounts must all be on disk before they are copied.
+    if (s.dirty_marked_) {
+        int ret = co_await make_clean(s);
+        if (ret < 0) {
+            err.set_errno(-ret, "Failed to make the image clean");
+            co_return ret;
+        }
+    }
+    RefcountOrderChange change(s, uint32_t(__builtin_ctz(req.refcount_bits)), progress);
+    co_return co_await change.run(err);
+}
+
+// The data file settings, then the header, rewritten in any case; then
+// the refusal to change the backing file (QEMU checks it after writing).
+// REQUIRES: s.lock_ held.
+Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
+{
+    if (req.data_file_raw) {
+        s.header_.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
+    } else {
+        s.header_.autoclear_features &= ~AUTOCLEAR_DATA_FILE_RAW;
+    }
+    if (req.data_file) {
+        if (req.data_file->empty()) {
+            s.header_.data_file.reset();
+        } else {
+            s.header_.data_file = *req.data_file;
+        }
+    }
+    int ret = co_await update_header(s, err);
+    if (ret < 0) {
+        co_return ret;
+    }
+    if (req.backing_file || req.backing_fmt) {
+        auto differs = [](const std::optional<std::string>& given, const std::string& have) {
+            return given.has_value() == have.empty() || (given && *given != have);
+        };
+        if (differs(req.backing_file, s.header_.backing_file) ||
+            differs(req.backing_fmt, s.header_.backing_format)) {
+            err.set("Cannot amend the backing file");
+            err.add_hint("You can use 'qemu-img rebase' instead.");
             co_return -EINVAL;
         }
-        refcount_bits = uint32_t(n);
     }
+    co_return 0;
+}
+
+// Turning lazy refcounts off first makes every refcount correct on disk.
+// REQUIRES: s.lock_ held.
+Task<int> set_lazy_refcounts(Qcow2State& s, bool lazy, int version, Error& err)
+{
+    if (lazy && version < 3) {
+        err.set("Lazy refcounts only supported with compatibility level 1.1 and above "
+                "(use compat=1.1 or greater)");
+        co_return -EINVAL;
+    }
+    if (!lazy) {
+        int ret = co_await make_clean(s);
+        if (ret < 0) {
+            err.set_errno(-ret, "Failed to make the image clean");
+            co_return ret;
+        }
+    }
+    uint64_t old_features = s.header_.compatible_features;
+    if (lazy) {
+        s.header_.compatible_features |= COMPAT_LAZY_REFCOUNTS;
+    } else {
+        s.header_.compatible_features &= ~COMPAT_LAZY_REFCOUNTS;
+    }
+    int ret = co_await update_header(s, err);
+    if (ret < 0) {
+        s.header_.compatible_features = old_features;
+        co_return ret;
+    }
+    s.lazy_refcounts_ = lazy;
+    co_return 0;
+}
+
+}  // namespace
+
+Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool, Error& err)
+{
+    std::optional<AmendRequest> req = parse_amend_options(*this, opts, err);
+    if (!req) {
+        co_return -EINVAL;
+    }
+    const int old_version = int(header_.version);
 
     co_await lock_.lock();
     struct Unlock {
@@ -745,117 +854,51 @@ Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool
         ~Unlock() { m.unlock(); }
     } unlock{lock_};
 
-    AmendProgressCombiner combined(progress, int(new_version != old_version) +
-                                                 int(refcount_bits != refcount_bits_));
+    AmendProgressCombiner combined(progress, int(req->version != old_version) +
+                                                 int(req->refcount_bits != refcount_bits_));
     int ret = 0;
     // Upgrade first: what follows may need version 3.
-    if (new_version > old_version) {
+    if (req->version > old_version) {
         combined.start(kUpgrading);
         ret = co_await upgrade(*this, combined.callback(), err);
         if (ret < 0) {
             co_return ret;
         }
     }
-    if (refcount_bits != refcount_bits_) {
-        if (new_version < 3 && refcount_bits != 16) {
-            err.set("Refcount widths other than 16 bits require compatibility level 1.1 or above "
-                    "(use compat=1.1 or greater)");
-            co_return -EINVAL;
-        }
+    if (req->refcount_bits != refcount_bits_) {
         combined.start(kChangingRefcountOrder);
-        // Refcounts must all be on disk before they are copied.
-        if (dirty_marked_) {
-            ret = co_await make_clean(*this);
-            if (ret < 0) {
-                err.set_errno(-ret, "Failed to make the image clean");
-                co_return ret;
-            }
-        }
-        RefcountOrderChange change(*this, uint32_t(__builtin_ctz(refcount_bits)), combined.callback());
-        ret = co_await change.run(err);
+        ret = co_await change_refcount_width(*this, *req, combined.callback(), err);
         if (ret < 0) {
             co_return ret;
         }
     }
-
-    // The data file settings, then the header, rewritten in any case.
-    if (data_file_raw) {
-        header_.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
-    } else {
-        header_.autoclear_features &= ~AUTOCLEAR_DATA_FILE_RAW;
-    }
-    if (data_file) {
-        if (data_file->empty()) {
-            header_.data_file.reset();
-        } else {
-            header_.data_file = *data_file;
-        }
-    }
-    ret = co_await update_header(*this, err);
+    ret = co_await amend_header(*this, *req, err);
     if (ret < 0) {
         co_return ret;
     }
-
-    if (backing_file || backing_fmt) {
-        auto differs = [](const std::optional<std::string>& given, const std::string& have) {
-            return given.has_value() == have.empty() || (given && *given != have);
-        };
-        if (differs(backing_file, header_.backing_file) ||
-            differs(backing_fmt, header_.backing_format)) {
-            err.set("Cannot amend the backing file");
-            err.add_hint("You can use 'qemu-img rebase' instead.");
-            co_return -EINVAL;
+    if (req->lazy_refcounts != lazy_refcounts_) {
+        ret = co_await set_lazy_refcounts(*this, req->lazy_refcounts, req->version, err);
+        if (ret < 0) {
+            co_return ret;
         }
     }
-
-    if (lazy != lazy_refcounts_) {
-        if (lazy) {
-            if (new_version < 3) {
-                err.set("Lazy refcounts only supported with compatibility level 1.1 and above "
-                        "(use compat=1.1 or greater)");
-                co_return -EINVAL;
-            }
-            header_.compatible_features |= COMPAT_LAZY_REFCOUNTS;
-            ret = co_await update_header(*this, err);
-            if (ret < 0) {
-                header_.compatible_features &= ~COMPAT_LAZY_REFCOUNTS;
-                co_return ret;
-            }
-            lazy_refcounts_ = true;
-        } else {
-            ret = co_await make_clean(*this);
-            if (ret < 0) {
-                err.set_errno(-ret, "Failed to make the image clean");
-                co_return ret;
-            }
-            header_.compatible_features &= ~COMPAT_LAZY_REFCOUNTS;
-            ret = co_await update_header(*this, err);
-            if (ret < 0) {
-                header_.compatible_features |= COMPAT_LAZY_REFCOUNTS;
-                co_return ret;
-            }
-            lazy_refcounts_ = false;
-        }
-    }
-
-    if (new_size && *new_size) {
+    if (req->size && *req->size) {
         // Amending means exactly the size asked for.
-        if (*new_size > BDRV_MAX_LENGTH) {
-            err.set("offset(%lld) exceeds maximum(%lld)", (long long)*new_size,
+        if (*req->size > BDRV_MAX_LENGTH) {
+            err.set("offset(%lld) exceeds maximum(%lld)", (long long)*req->size,
                     (long long)BDRV_MAX_LENGTH);
             co_return -EFBIG;
         }
         lock_.unlock();
-        ret = co_await drv_truncate(*new_size, true, PreallocMode::Off, 0, err);
+        ret = co_await drv_truncate(*req->size, true, PreallocMode::Off, 0, err);
         co_await lock_.lock();
         if (ret < 0) {
             co_return ret;
         }
         refresh_limits();
     }
-
     // Downgrade last, once nothing needs version 3 any more.
-    if (new_version < old_version) {
+    if (req->version < old_version) {
         combined.start(kDowngrading);
         ret = co_await downgrade(*this, combined.callback(), err);
         if (ret < 0) {
