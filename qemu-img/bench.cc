@@ -236,9 +236,17 @@ private:
     IOVector qiov_;  // the shared buffer
 };
 
-}  // namespace
+// What the command line asks for.
+struct BenchCommand {
+    BenchParams p;
+    ImageSpec spec;
+    AioModeFlags aio;
+    int flags = 0;  // BDRV_O_*
+};
 
-int img_bench(int argc, char** argv)
+// qemu-img bench's command line (QEMU's img_bench argument loop); false
+// after printing why it is refused.
+bool parse_bench_command_line(int argc, char** argv, BenchCommand& cmd)
 {
     enum { kFlushInterval = 256, kImageOpts, kPattern, kNoDrain, kZoneAppend };
     static const option long_options[] = {
@@ -251,10 +259,6 @@ int img_bench(int argc, char** argv)
         {"zone-append", no_argument, nullptr, kZoneAppend},
         {nullptr, 0, nullptr, 0},
     };
-    BenchParams p;
-    ImageSpec spec;
-    AioModeFlags aio;
-    int flags = 0;
     int c;
     while ((c = get_option(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", long_options)) != -1) {
         switch (c) {
@@ -262,38 +266,38 @@ int img_bench(int argc, char** argv)
             auto v = parse_ulong_argument(optarg, INT_MAX);
             if (!v) {
                 error_report("Invalid request count specified");
-                return 1;
+                return false;
             }
-            p.count = int(*v);
+            cmd.p.count = int(*v);
             break;
         }
         case 'd': {
             auto v = parse_ulong_argument(optarg, INT_MAX);
             if (!v) {
                 error_report("Invalid queue depth specified");
-                return 1;
+                return false;
             }
-            p.depth = int(*v);
+            cmd.p.depth = int(*v);
             break;
         }
         case 'f':
-            spec.format = optarg;
+            cmd.spec.format = optarg;
             break;
         case 'n':
-            aio.native = true;
+            cmd.aio.native = true;
             break;
         case 'i':
-            if (!aio.parse(optarg)) {
+            if (!cmd.aio.parse(optarg)) {
                 error_report("Invalid aio option: %s", optarg);
-                return 1;
+                return false;
             }
             break;
         case 'o': {
             int64_t v = parse_size_argument("offset", optarg, 0, INT64_MAX);
             if (v < 0) {
-                return 1;
+                return false;
             }
-            p.offset = v;
+            cmd.p.offset = v;
             break;
         }
         case 'q':
@@ -301,87 +305,98 @@ int img_bench(int argc, char** argv)
         case 's': {
             int64_t v = parse_size_argument("buffer size", optarg, 0, INT_MAX);
             if (v < 0) {
-                return 1;
+                return false;
             }
-            p.bufsize = int(v);
+            cmd.p.bufsize = int(v);
             break;
         }
         case 'S': {
             int64_t v = parse_size_argument("step_size", optarg, 0, INT_MAX);
             if (v < 0) {
-                return 1;
+                return false;
             }
-            p.step = int(v);
+            cmd.p.step = int(v);
             break;
         }
         case 't':
-            if (!bdrv_parse_cache_mode(optarg, flags, p.writethrough)) {
+            if (!bdrv_parse_cache_mode(optarg, cmd.flags, cmd.p.writethrough)) {
                 error_report("Invalid cache mode");
-                return 1;
+                return false;
             }
             break;
         case 'w':
-            flags |= BDRV_O_RDWR;
-            p.write = true;
+            cmd.flags |= BDRV_O_RDWR;
+            cmd.p.write = true;
             break;
         case 'U':
-            spec.force_share = true;
+            cmd.spec.force_share = true;
             break;
         case kPattern: {
             auto v = parse_ulong_argument(optarg, 0xff);
             if (!v) {
                 error_report("Invalid pattern byte specified");
-                return 1;
+                return false;
             }
-            p.pattern = int(*v);
+            cmd.p.pattern = int(*v);
             break;
         }
         case kFlushInterval: {
             auto v = parse_ulong_argument(optarg, INT_MAX);
             if (!v) {
                 error_report("Invalid flush interval specified");
-                return 1;
+                return false;
             }
-            p.flush_interval = int(*v);
+            cmd.p.flush_interval = int(*v);
             break;
         }
         case kNoDrain:
-            p.drain_on_flush = false;
+            cmd.p.drain_on_flush = false;
             break;
         case kImageOpts:
-            spec.image_opts = true;
+            cmd.spec.image_opts = true;
             break;
         case kZoneAppend:
-            p.zone_append = true;
+            cmd.p.zone_append = true;
             break;
         }
     }
     if (optind != argc - 1) {
         error_exit("Expecting one image file name");
     }
-    spec.filename = argv[argc - 1];
-    spec.aio = aio.mode();
+    cmd.spec.filename = argv[argc - 1];
+    cmd.spec.aio = cmd.aio.mode();
 
-    if (p.zone_append && !p.write) {
+    if (cmd.p.zone_append && !cmd.p.write) {
         error_report("--zone-append is only available in write tests");
-        return 1;
+        return false;
     }
-    if (!p.write && p.flush_interval) {
+    if (!cmd.p.write && cmd.p.flush_interval) {
         error_report("--flush-interval is only available in write tests");
-        return 1;
+        return false;
     }
-    if (p.flush_interval && p.flush_interval < p.depth) {
+    if (cmd.p.flush_interval && cmd.p.flush_interval < cmd.p.depth) {
         error_report("Flush interval can't be smaller than depth");
-        return 1;
+        return false;
     }
     // QEMU waits forever for requests it never sends.
-    if (p.depth == 0 && p.count > 0) {
+    if (cmd.p.depth == 0 && cmd.p.count > 0) {
         error_report("Invalid queue depth specified");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int img_bench(int argc, char** argv)
+{
+    BenchCommand cmd;
+    if (!parse_bench_command_line(argc, argv, cmd)) {
         return 1;
     }
-
+    BenchParams& p = cmd.p;
     AioContext ctx;
-    auto blk = open_image(spec, flags, ctx);
+    auto blk = open_image(cmd.spec, cmd.flags, ctx);
     if (!blk) {
         return 1;
     }
