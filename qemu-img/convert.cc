@@ -63,147 +63,138 @@ uint64_t pow2floor(uint64_t v)
     return v ? uint64_t(1) << (63 - __builtin_clzll(v)) : 0;
 }
 
-// Parses the command line into cmd; false (after saying why) on an error.
-bool parse_command_line(int argc, char** argv, ConvertCommand& cmd)
-{
-    enum {
-        kObject = 256,
-        kImageOpts,
-        kTargetImageOpts,
-        kSalvage,
-        kTargetIsZero,
-        kBitmaps,
-        kSkipBrokenBitmaps,
-    };
-    static const option long_options[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kObject},
-        {"image-opts", no_argument, nullptr, kImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"target-image-opts", no_argument, nullptr, kTargetImageOpts},
-        {"salvage", no_argument, nullptr, kSalvage},
-        {"target-is-zero", no_argument, nullptr, kTargetIsZero},
-        {"bitmaps", no_argument, nullptr, kBitmaps},
-        {"skip-broken-bitmaps", no_argument, nullptr, kSkipBrokenBitmaps},
-        {nullptr, 0, nullptr, 0},
-    };
-    ConvertParams& p = cmd.params;
-    int c;
-    while ((c = get_option(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", long_options)) != -1) {
-        switch (c) {
-        case 'f':
-            cmd.source.format = optarg;
-            break;
-        case 'O':
-            cmd.out_fmt = optarg;
-            break;
-        case 'B':
-            cmd.backing = optarg;
-            break;
-        case 'F':
-            cmd.backing_fmt = optarg;
-            break;
-        case 'C':
-            p.copy_verbatim = true;
-            break;
-        case 'c':
-            p.compressed = true;
-            break;
-        case 'o':
-            if (!is_valid_option_list(optarg)) {
-                error_report("Invalid option list: %s", optarg);
-                return false;
-            }
-            cmd.options = cmd.options ? *cmd.options + "," + optarg : std::string(optarg);
-            break;
-        case 'l':
-            cmd.snapshot = optarg;
-            break;
-        case 'S': {
-            int64_t sval = parse_size_argument("buffer size for sparse output", optarg, 0,
-                                               INT64_MAX);
-            if (sval < 0) {
-                return false;
-            }
-            if (sval % kSectorBytes || uint64_t(sval) / kSectorBytes > kMaxBufSectors) {
-                error_report("Invalid buffer size for sparse output specified. Valid sizes are "
-                             "multiples of %llu up to %llu. Select 0 to disable sparse detection "
-                             "(fully allocates output).",
-                             (unsigned long long)kSectorBytes,
-                             (unsigned long long)(kMaxBufSectors * kSectorBytes));
-                return false;
-            }
-            p.min_sparse = uint64_t(sval) / kSectorBytes;
-            cmd.explicit_min_sparse = true;
-            break;
-        }
-        case 'p':
-            cmd.progress = true;
-            break;
-        case 't':
-            cmd.cache = optarg;
-            break;
-        case 'T':
-            cmd.src_cache = optarg;
-            break;
-        case 'q':
-            p.quiet = true;
-            break;
-        case 'n':
-            cmd.skip_create = true;
-            break;
-        case 'm': {
-            auto n = parse_ulong_argument(optarg, kMaxCoroutines);
-            if (!n || *n < 1) {
-                error_report("Invalid number of coroutines. Allowed number of coroutines is "
-                             "between 1 and %u", kMaxCoroutines);
-                return false;
-            }
-            p.num_coroutines = unsigned(*n);
-            break;
-        }
-        case 'W':
-            p.in_order = false;
-            break;
-        case 'U':
-            cmd.source.force_share = true;
-            break;
-        case 'r': {
-            int64_t rate = parse_size_argument("rate limit", optarg, 0, INT64_MAX);
-            if (rate < 0) {
-                return false;
-            }
-            p.rate_limit = uint64_t(rate);
-            break;
-        }
-        case kObject:
-            error_report("--object is not supported");
-            return false;
-        case kImageOpts:
-            cmd.source.image_opts = true;
-            break;
-        case kSalvage:
-            p.salvage = true;
-            break;
-        case kTargetImageOpts:
-            cmd.target_image_opts = true;
-            break;
-        case kTargetIsZero:
-            // The user's word that the target reads as zeroes.
-            p.has_zero_init = true;
-            break;
-        case kBitmaps:
-            cmd.bitmaps = true;
-            break;
-        case kSkipBrokenBitmaps:
-            cmd.skip_broken_bitmaps = true;
-            break;
-        }
-    }
-    if (!cmd.out_fmt && !cmd.target_image_opts) {
-        cmd.out_fmt = "raw";
-    }
+// The long options that have no short form.
+enum ConvertLongOption {
+    kObject = 256,
+    kImageOpts,
+    kTargetImageOpts,
+    kSalvage,
+    kTargetIsZero,
+    kBitmaps,
+    kSkipBrokenBitmaps,
+};
 
+// Applies one option from getopt to cmd; false (after saying why) if its
+// argument is refused.
+bool apply_option(int c, ConvertCommand& cmd)
+{
+    ConvertParams& p = cmd.params;
+    switch (c) {
+    case 'f':
+        cmd.source.format = optarg;
+        break;
+    case 'O':
+        cmd.out_fmt = optarg;
+        break;
+    case 'B':
+        cmd.backing = optarg;
+        break;
+    case 'F':
+        cmd.backing_fmt = optarg;
+        break;
+    case 'C':
+        p.copy_verbatim = true;
+        break;
+    case 'c':
+        p.compressed = true;
+        break;
+    case 'o':
+        if (!is_valid_option_list(optarg)) {
+            error_report("Invalid option list: %s", optarg);
+            return false;
+        }
+        cmd.options = cmd.options ? *cmd.options + "," + optarg : std::string(optarg);
+        break;
+    case 'l':
+        cmd.snapshot = optarg;
+        break;
+    case 'S': {
+        int64_t sval = parse_size_argument("buffer size for sparse output", optarg, 0,
+                                           INT64_MAX);
+        if (sval < 0) {
+            return false;
+        }
+        if (sval % kSectorBytes || uint64_t(sval) / kSectorBytes > kMaxBufSectors) {
+            error_report("Invalid buffer size for sparse output specified. Valid sizes are "
+                         "multiples of %llu up to %llu. Select 0 to disable sparse detection "
+                         "(fully allocates output).",
+                         (unsigned long long)kSectorBytes,
+                         (unsigned long long)(kMaxBufSectors * kSectorBytes));
+            return false;
+        }
+        p.min_sparse = uint64_t(sval) / kSectorBytes;
+        cmd.explicit_min_sparse = true;
+        break;
+    }
+    case 'p':
+        cmd.progress = true;
+        break;
+    case 't':
+        cmd.cache = optarg;
+        break;
+    case 'T':
+        cmd.src_cache = optarg;
+        break;
+    case 'q':
+        p.quiet = true;
+        break;
+    case 'n':
+        cmd.skip_create = true;
+        break;
+    case 'm': {
+        auto n = parse_ulong_argument(optarg, kMaxCoroutines);
+        if (!n || *n < 1) {
+            error_report("Invalid number of coroutines. Allowed number of coroutines is "
+                         "between 1 and %u", kMaxCoroutines);
+            return false;
+        }
+        p.num_coroutines = unsigned(*n);
+        break;
+    }
+    case 'W':
+        p.in_order = false;
+        break;
+    case 'U':
+        cmd.source.force_share = true;
+        break;
+    case 'r': {
+        int64_t rate = parse_size_argument("rate limit", optarg, 0, INT64_MAX);
+        if (rate < 0) {
+            return false;
+        }
+        p.rate_limit = uint64_t(rate);
+        break;
+    }
+    case kObject:
+        error_report("--object is not supported");
+        return false;
+    case kImageOpts:
+        cmd.source.image_opts = true;
+        break;
+    case kSalvage:
+        p.salvage = true;
+        break;
+    case kTargetImageOpts:
+        cmd.target_image_opts = true;
+        break;
+    case kTargetIsZero:
+        // The user's word that the target reads as zeroes.
+        p.has_zero_init = true;
+        break;
+    case kBitmaps:
+        cmd.bitmaps = true;
+        break;
+    case kSkipBrokenBitmaps:
+        cmd.skip_broken_bitmaps = true;
+        break;
+    }
+    return true;
+}
+
+// QEMU's checks of the options against each other, after all are read.
+bool check_option_combinations(const ConvertCommand& cmd)
+{
+    const ConvertParams& p = cmd.params;
     if (cmd.skip_broken_bitmaps && !cmd.bitmaps) {
         error_report("Use of --skip-broken-bitmaps requires --bitmaps");
         return false;
@@ -230,6 +221,37 @@ bool parse_command_line(int argc, char** argv, ConvertCommand& cmd)
     }
     if (p.has_zero_init && !cmd.skip_create) {
         error_report("--target-is-zero requires use of -n flag");
+        return false;
+    }
+    return true;
+}
+
+// Parses the command line into cmd; false (after saying why) on an error.
+bool parse_command_line(int argc, char** argv, ConvertCommand& cmd)
+{
+    static const option long_options[] = {
+        {"help", no_argument, nullptr, 'h'},
+        {"object", required_argument, nullptr, kObject},
+        {"image-opts", no_argument, nullptr, kImageOpts},
+        {"force-share", no_argument, nullptr, 'U'},
+        {"target-image-opts", no_argument, nullptr, kTargetImageOpts},
+        {"salvage", no_argument, nullptr, kSalvage},
+        {"target-is-zero", no_argument, nullptr, kTargetIsZero},
+        {"bitmaps", no_argument, nullptr, kBitmaps},
+        {"skip-broken-bitmaps", no_argument, nullptr, kSkipBrokenBitmaps},
+        {nullptr, 0, nullptr, 0},
+    };
+    int c;
+    while ((c = get_option(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", long_options)) != -1) {
+        if (!apply_option(c, cmd)) {
+            return false;
+        }
+    }
+    if (!cmd.out_fmt && !cmd.target_image_opts) {
+        cmd.out_fmt = "raw";
+    }
+
+    if (!check_option_combinations(cmd)) {
         return false;
     }
 
