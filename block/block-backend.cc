@@ -91,8 +91,8 @@ Task<void> BlockBackend::co_close()
     if (closed_) {
         co_return;
     }
-    while (in_flight_ > 0) {
-        co_await drain_waiters_.wait();
+    while (requests_.count() > 0) {
+        co_await requests_.wait_idle();
     }
     // Whatever the driver still caches must reach the disk before the node
     // goes away, as QEMU's bdrv_close() flushes.
@@ -138,7 +138,7 @@ int BlockBackend::check_request(uint64_t offset, uint64_t bytes) const
 
 Task<int> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -151,7 +151,7 @@ Task<int> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, IOVector& qio
 
 Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -164,7 +164,7 @@ Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qi
 
 Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -177,7 +177,7 @@ Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsign
 
 Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -190,7 +190,7 @@ Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
 
 Task<int> BlockBackend::co_flush()
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -200,7 +200,7 @@ Task<int> BlockBackend::co_flush()
 Task<int> BlockBackend::co_truncate(uint64_t offset, bool exact, PreallocMode prealloc,
                                     unsigned flags, Error& err)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -210,7 +210,7 @@ Task<int> BlockBackend::co_truncate(uint64_t offset, bool exact, PreallocMode pr
 Task<int> BlockBackend::co_zone_report(uint64_t offset, uint32_t& nr_zones,
                                        BlockZoneDescriptor* zones)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -219,7 +219,7 @@ Task<int> BlockBackend::co_zone_report(uint64_t offset, uint32_t& nr_zones,
 
 Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -231,7 +231,7 @@ Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t l
 
 Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -247,7 +247,7 @@ Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigne
 
 Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* data)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
@@ -259,7 +259,7 @@ Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* dat
 
 Task<int> BlockBackend::co_zone_get_desc_ext(uint64_t offset, uint8_t* data)
 {
-    InFlight in_flight = co_await admit();
+    auto in_flight = co_await admit();
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }

@@ -70,13 +70,13 @@ Task<void> bdrv_co_drained_begin(BlockDriverState* bs)
         auto busy_node = std::find_if(scope.nodes.begin(), scope.nodes.end(),
                                       [](BlockDriverState* n) { return n->in_flight() > 0; });
         if (busy_node != scope.nodes.end()) {
-            co_await (*busy_node)->drain_waiters_.wait();
+            co_await (*busy_node)->requests_.wait_idle();
             continue;
         }
         auto busy_blk = std::find_if(scope.backends.begin(), scope.backends.end(),
                                      [](BlockBackend* b) { return b->in_flight() > 0; });
         if (busy_blk != scope.backends.end()) {
-            co_await (*busy_blk)->drain_waiters_.wait();
+            co_await (*busy_blk)->requests_.wait_idle();
             continue;
         }
         break;

@@ -198,7 +198,7 @@ Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVe
                          size_t qiov_offset, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -224,7 +224,7 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
                           size_t qiov_offset, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -310,7 +310,7 @@ Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, u
 Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -384,7 +384,7 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
 Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
 {
     BlockDriverState* bs = child->bs.get();
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -426,7 +426,7 @@ Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
 
 Task<int> bdrv_co_flush(BlockDriverState* bs)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     uint64_t gen = bs->write_gen_;
     int ret = co_await bs->drv_flush_to_os();
     if (ret < 0) {
@@ -452,7 +452,7 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
                            unsigned flags, Error& err)
 {
     BlockDriverState* bs = child->bs.get();
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (offset > BDRV_MAX_LENGTH) {
         err.set("offset(%lld) exceeds maximum(%lld)", (long long)offset,
                 (long long)BDRV_MAX_LENGTH);
@@ -478,7 +478,7 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
 Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
                                uint64_t bytes, BlockStatus& out)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     out = BlockStatus{};
     uint64_t total = bs->total_bytes();
     if (offset >= total) {
@@ -661,7 +661,7 @@ Task<int> BlockDriverState::drv_zone_get_desc_ext(uint64_t offset, uint8_t* data
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -673,7 +673,7 @@ Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& n
 
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -692,7 +692,7 @@ Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offse
 
 Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -724,7 +724,7 @@ static int check_desc_ext_request(BlockDriverState* bs, uint64_t offset)
 
 Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     int ret = check_desc_ext_request(bs, offset);
     if (ret < 0) {
         co_return ret;
@@ -741,7 +741,7 @@ Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const
 
 Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data)
 {
-    BdrvInFlight in_flight(bs);
+    auto in_flight = bs->start_request();
     int ret = check_desc_ext_request(bs, offset);
     if (ret < 0) {
         co_return ret;

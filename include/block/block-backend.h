@@ -57,7 +57,7 @@ public:
     // block device".
     const std::string& name() const { return name_; }
     // Requests that have passed the drain gate and not returned.
-    uint64_t in_flight() const { return in_flight_; }
+    uint64_t in_flight() const { return requests_.count(); }
 
     BlockDriverState* bs() const { return root_.bs.get(); }
     AioContext& ctx() const { return root_.bs->ctx(); }
@@ -104,31 +104,16 @@ private:
     friend Task<int> bdrv_co_change_aio_context(BlockDriverState*, AioContext&, Error&);
 
     int check_request(uint64_t offset, uint64_t bytes) const;
-    // Every request holds one from after the drain gate until it returns.
-    class InFlight {
-    public:
-        explicit InFlight(BlockBackend* blk) : blk_(blk) { blk_->in_flight_++; }
-        ~InFlight()
-        {
-            if (--blk_->in_flight_ == 0 && !blk_->drain_waiters_.empty()) {
-                blk_->drain_waiters_.restart_all();
-            }
-        }
-        InFlight(const InFlight&) = delete;
-        InFlight& operator=(const InFlight&) = delete;
-
-    private:
-        BlockBackend* blk_;
-    };
     // The drain gate at the start of every request:
-    // `InFlight in_flight = co_await admit();` passes at once unless the
+    // `auto in_flight = co_await admit();` passes at once unless the
     // backend is quiesced, and then waits until the drained sections end
     // (again, if a new one began before the request ran).
     struct AdmitOp {
         BlockBackend* blk;
         bool await_ready() const noexcept { return blk->quiesce_counter_ == 0; }
         void await_suspend(std::coroutine_handle<> h) { co_spawn(blk->resume_when_undrained(h)); }
-        InFlight await_resume() { return InFlight(blk); }
+        // Counted from here until the request returns.
+        RequestCounter::Guard await_resume() { return RequestCounter::Guard(blk->requests_); }
     };
     AdmitOp admit() { return AdmitOp{this}; }
     Task<void> resume_when_undrained(std::coroutine_handle<> request);
@@ -139,10 +124,9 @@ private:
     BdrvChild root_;
     std::string name_;
     bool closed_ = false;
-    uint64_t in_flight_ = 0;
+    RequestCounter requests_;
     unsigned quiesce_counter_ = 0;
     CoQueue queued_requests_;  // new requests held back while drained
-    CoQueue drain_waiters_;    // drainers waiting for in_flight_ == 0
 };
 
 }  // namespace qemu

@@ -44,6 +44,36 @@ class BlockBackend;
 class BlockDriver;
 class BlockGraph;
 
+// The requests in flight on a node or a backend, for drained sections:
+// each request holds a Guard while it runs; a drainer waits with
+// wait_idle() until count() is 0.  Only the owner's thread touches it.
+class RequestCounter {
+public:
+    class Guard {
+    public:
+        explicit Guard(RequestCounter& c) : c_(&c) { c_->count_++; }
+        ~Guard()
+        {
+            if (--c_->count_ == 0 && !c_->idle_waiters_.empty()) {
+                c_->idle_waiters_.restart_all();
+            }
+        }
+        Guard(const Guard&) = delete;
+        Guard& operator=(const Guard&) = delete;
+
+    private:
+        RequestCounter* c_;
+    };
+
+    uint64_t count() const { return count_; }
+    // Resumes the caller after a request ends that leaves none.
+    CoQueue::WaitOp wait_idle() { return idle_waiters_.wait(); }
+
+private:
+    uint64_t count_ = 0;
+    CoQueue idle_waiters_;
+};
+
 // An edge of the graph: a parent's named reference to a child node.  The
 // parent is a node (`parent`) or a BlockBackend (`backend`, the edge
 // "root"); the child lists the edge in its parents() while it exists.
@@ -107,7 +137,10 @@ public:
 
     // Requests inside this node: bdrv_co_* calls that have not returned.
     // Only the node's thread touches it.
-    uint64_t in_flight() const { return in_flight_; }
+    uint64_t in_flight() const { return requests_.count(); }
+    // For the request path (block/io.cc): every bdrv_co_* request holds
+    // one while it runs.
+    RequestCounter::Guard start_request() { return RequestCounter::Guard(requests_); }
     // Inside a drained section (bdrv_co_drained_begin)?
     bool quiesced() const { return quiesce_counter_ > 0; }
 
@@ -319,7 +352,6 @@ private:
     friend class BlockBackend;
     friend class BlockGraph;
     friend struct DrainedSection;
-    friend class BdrvInFlight;
     friend Task<void> bdrv_co_drained_begin(BlockDriverState*);
     friend void bdrv_drained_end(BlockDriverState*);
     friend Task<int> bdrv_co_change_aio_context(BlockDriverState*, AioContext&, Error&);
@@ -356,28 +388,8 @@ private:
     uint64_t perm_ = 0;
     uint64_t shared_ = BLK_PERM_ALL;
     std::vector<BdrvChild*> parents_;
-    uint64_t in_flight_ = 0;
+    RequestCounter requests_;
     unsigned quiesce_counter_ = 0;
-    // Drainers waiting for in_flight_ to reach zero.
-    CoQueue drain_waiters_;
-};
-
-// For the request path (block/io.cc): every bdrv_co_* request holds one
-// of these on its node while it runs; drained sections wait for none.
-class BdrvInFlight {
-public:
-    explicit BdrvInFlight(BlockDriverState* bs) : bs_(bs) { bs_->in_flight_++; }
-    ~BdrvInFlight()
-    {
-        if (--bs_->in_flight_ == 0 && !bs_->drain_waiters_.empty()) {
-            bs_->drain_waiters_.restart_all();
-        }
-    }
-    BdrvInFlight(const BdrvInFlight&) = delete;
-    BdrvInFlight& operator=(const BdrvInFlight&) = delete;
-
-private:
-    BlockDriverState* bs_;
 };
 
 // What qemu-img measure reports (QEMU's BlockMeasureInfo): the bytes a new

@@ -8,6 +8,7 @@
 
 #include "block/block-backend.h"
 #include "block/graph.h"
+#include "graph-test-util.h"
 #include "mem-driver.h"
 #include "qcow2-test-util.h"
 
@@ -146,15 +147,7 @@ TEST_CASE("removing an export's node under load loses no acknowledged write", "[
         AioContext ctx;
         BlockGraph graph(ctx);
         Error err;
-        QDict f, q;
-        f.set("driver", "file");
-        f.set("node-name", "f0");
-        f.set("filename", img.path);
-        q.set("driver", "qcow2");
-        q.set("node-name", "q0");
-        q.set("file", "f0");
-        REQUIRE(graph.add(f, err));
-        REQUIRE(graph.add(q, err));
+        graph_test::add_file_and_qcow2(graph, img.path);
         auto exp = BlockBackend::attach(graph.lookup("q0"), BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                         BLK_PERM_ALL, "exp0", err);
         REQUIRE(exp);

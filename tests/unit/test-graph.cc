@@ -7,6 +7,7 @@
 
 #include "block/block-backend.h"
 #include "block/graph.h"
+#include "graph-test-util.h"
 #include "qcow2-test-util.h"
 
 using namespace qemu;
@@ -34,12 +35,9 @@ struct FileAndQcow2 {
 
     FileAndQcow2()
     {
-        Error err;
-        f0 = graph.add(opts("driver=file,node-name=f0,filename=" + img.path), err);
-        REQUIRE(f0);
-        q0 = graph.add(opts("driver=qcow2,node-name=q0,file=f0"), err);
-        INFO(err.pretty());
-        REQUIRE(q0);
+        graph_test::add_file_and_qcow2(graph, img.path);
+        f0 = graph.lookup("f0").get();
+        q0 = graph.lookup("q0").get();
     }
 };
 

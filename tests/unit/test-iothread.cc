@@ -9,6 +9,7 @@
 
 #include "block/block-backend.h"
 #include "block/graph.h"
+#include "graph-test-util.h"
 #include "qcow2-test-util.h"
 #include "qemu/iothread.h"
 #include "qemu/thread-pool.h"
@@ -131,15 +132,7 @@ TEST_CASE("iothread: a graph's node moves to an iothread and back while drained"
     IOThread io("io0");
     BlockGraph graph(ctx);
     Error err;
-    QDict f, q;
-    f.set("driver", "file");
-    f.set("node-name", "f0");
-    f.set("filename", img.path);
-    q.set("driver", "qcow2");
-    q.set("node-name", "q0");
-    q.set("file", "f0");
-    REQUIRE(graph.add(f, err));
-    REQUIRE(graph.add(q, err));
+    graph_test::add_file_and_qcow2(graph, img.path);
     auto q0 = graph.lookup("q0");
     auto exp = BlockBackend::attach(q0, kRW, BLK_PERM_ALL, "exp0", err);
     REQUIRE(exp);
