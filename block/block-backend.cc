@@ -6,9 +6,16 @@ std::unique_ptr<BlockBackend> BlockBackend::open(std::optional<std::string> file
                                                  QDict options, int flags, AioContext& ctx,
                                                  Error& err)
 {
-    auto bs = run_sync(ctx, bdrv_co_open(filename, std::move(options), flags, ctx, err));
+    return run_sync(ctx, co_open(std::move(filename), std::move(options), flags, ctx, err));
+}
+
+Task<std::unique_ptr<BlockBackend>> BlockBackend::co_open(std::optional<std::string> filename,
+                                                          QDict options, int flags,
+                                                          AioContext& ctx, Error& err)
+{
+    auto bs = co_await bdrv_co_open(filename, std::move(options), flags, ctx, err);
     if (!bs) {
-        return nullptr;
+        co_return nullptr;
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
     if (flags & BDRV_O_RDWR) {
@@ -17,7 +24,7 @@ std::unique_ptr<BlockBackend> BlockBackend::open(std::optional<std::string> file
         // silently open read-only.
         if (bs->read_only()) {
             err.set("Block node is read-only");
-            return nullptr;
+            co_return nullptr;
         }
         perm |= BLK_PERM_WRITE;
     }
@@ -29,28 +36,95 @@ std::unique_ptr<BlockBackend> BlockBackend::open(std::optional<std::string> file
     if (const std::string* fs = bs->options().get("force-share"); fs && *fs == "on") {
         shared = BLK_PERM_ALL;
     }
-    if (bs->update_permissions(perm, shared, err) < 0) {
+    co_return attach(std::move(bs), perm, shared, "", err);
+}
+
+std::unique_ptr<BlockBackend> BlockBackend::attach(std::shared_ptr<BlockDriverState> node,
+                                                   uint64_t perm, uint64_t shared,
+                                                   const std::string& name, Error& err)
+{
+    auto blk = std::make_unique<BlockBackend>(std::move(node));
+    blk->name_ = name;
+    if (blk->set_perm(perm, shared, err) < 0) {
+        // Nothing was done with the node: it goes without a close.
+        blk->detach();
         return nullptr;
     }
-    auto blk = std::make_unique<BlockBackend>(std::move(bs));
-    blk->root_.perm = perm;
-    blk->root_.shared = shared;
     return blk;
 }
 
 BlockBackend::BlockBackend(std::shared_ptr<BlockDriverState> root)
 {
     root_.name = "root";
-    root_.bs = std::move(root);
+    root_.backend = this;
+    bdrv_replace_child_bs(&root_, std::move(root));
 }
 
 BlockBackend::~BlockBackend()
 {
+    if (!closed_) {
+        // Taken first: the eager co_close() may detach the root before
+        // run_sync's other argument is evaluated.
+        AioContext& context = ctx();
+        run_sync(context, co_close());
+    }
+}
+
+void BlockBackend::detach()
+{
+    closed_ = true;
+    // Requests held back by a drained section will not get a node: they
+    // fail now (-ENOMEDIUM) rather than wait for a section end that this
+    // backend, out of the graph, would not see.
+    quiesce_counter_ = 0;
+    queued_requests_.restart_all();
+    std::shared_ptr<BlockDriverState> bs = root_.bs;
+    bdrv_replace_child_bs(&root_, nullptr);
+    if (bs && bs.use_count() > 1) {
+        Error ignored;
+        bs->refresh_perms(ignored);
+    }
+}
+
+Task<void> BlockBackend::co_close()
+{
+    if (closed_) {
+        co_return;
+    }
+    while (requests_.count() > 0) {
+        co_await requests_.wait_idle();
+    }
     // Whatever the driver still caches must reach the disk before the node
     // goes away, as QEMU's bdrv_close() flushes.
-    if (root_.bs && root_.bs.use_count() == 1) {
-        run_sync(ctx(), bdrv_co_close(root_.bs.get()));
+    if (root_.bs.use_count() == 1) {
+        co_await bdrv_co_close(root_.bs.get());
     }
+    detach();
+}
+
+int BlockBackend::set_perm(uint64_t perm, uint64_t shared, Error& err)
+{
+    if ((perm & BLK_PERM_WRITE) && is_read_only()) {
+        err.set("Block node is read-only");
+        return -EPERM;
+    }
+    uint64_t old_perm = root_.perm, old_shared = root_.shared;
+    root_.perm = perm;
+    root_.shared = shared;
+    int ret = root_.bs->refresh_perms(err);
+    if (ret < 0) {
+        root_.perm = old_perm;
+        root_.shared = old_shared;
+    }
+    return ret;
+}
+
+Task<void> BlockBackend::resume_when_undrained(std::coroutine_handle<> request)
+{
+    while (quiesce_counter_ > 0) {
+        co_await queued_requests_.wait();
+    }
+    request.resume();
 }
 
 int BlockBackend::check_request(uint64_t offset, uint64_t bytes) const
@@ -64,6 +138,10 @@ int BlockBackend::check_request(uint64_t offset, uint64_t bytes) const
 
 Task<int> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
         co_return ret;
@@ -73,6 +151,10 @@ Task<int> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, IOVector& qio
 
 Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
         co_return ret;
@@ -82,6 +164,10 @@ Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qi
 
 Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
         co_return ret;
@@ -91,6 +177,10 @@ Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsign
 
 Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
         co_return ret;
@@ -100,23 +190,39 @@ Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
 
 Task<int> BlockBackend::co_flush()
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     co_return co_await bdrv_co_flush(root_.bs.get());
 }
 
 Task<int> BlockBackend::co_truncate(uint64_t offset, bool exact, PreallocMode prealloc,
                                     unsigned flags, Error& err)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     co_return co_await bdrv_co_truncate(&root_, offset, exact, prealloc, flags, err);
 }
 
 Task<int> BlockBackend::co_zone_report(uint64_t offset, uint32_t& nr_zones,
                                        BlockZoneDescriptor* zones)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     co_return co_await bdrv_co_zone_report(root_.bs.get(), offset, nr_zones, zones);
 }
 
 Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     if (is_read_only()) {
         co_return -EPERM;
     }
@@ -125,6 +231,10 @@ Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t l
 
 Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     if (is_read_only()) {
         co_return -EPERM;
     }
@@ -137,6 +247,10 @@ Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigne
 
 Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* data)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     if (is_read_only()) {
         co_return -EPERM;
     }
@@ -145,6 +259,10 @@ Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* dat
 
 Task<int> BlockBackend::co_zone_get_desc_ext(uint64_t offset, uint8_t* data)
 {
+    auto in_flight = co_await admit();
+    if (closed_) {
+        co_return -ENOMEDIUM;  // closed while the request waited
+    }
     co_return co_await bdrv_co_zone_get_desc_ext(root_.bs.get(), offset, data);
 }
 

@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "block/block-backend.h"
 #include "block/block_int.h"
+#include "block/graph.h"
 #include "qemu/cutils.h"
 
 namespace qemu {
@@ -149,15 +152,21 @@ Task<int> BlockDriver::co_create(const std::string&, QDict&, AioContext&, Error&
 // --- BlockDriverState basics -------------------------------------------------
 
 namespace {
-unsigned next_node_number = 0;
+// Nodes are made in several threads (graphs of tools in threads, tests).
+std::atomic<unsigned> next_node_number{0};
 }
 
 BlockDriverState::BlockDriverState(const BlockDriver& drv, AioContext& ctx)
-    : drv_(drv), ctx_(ctx), node_name_("#block" + std::to_string(next_node_number++))
+    : drv_(drv), ctx_(&ctx), node_name_("#block" + std::to_string(next_node_number++))
 {
 }
 
-BlockDriverState::~BlockDriverState() = default;
+BlockDriverState::~BlockDriverState()
+{
+    while (!children_.empty()) {
+        remove_child(children_.back().get());
+    }
+}
 
 BdrvChild* BlockDriverState::child(std::string_view name) const
 {
@@ -173,8 +182,8 @@ BdrvChild* BlockDriverState::add_child(const std::string& name, std::shared_ptr<
 {
     auto c = std::make_unique<BdrvChild>();
     c->name = name;
-    c->bs = std::move(bs);
     c->parent = this;
+    bdrv_replace_child_bs(c.get(), std::move(bs));
     children_.push_back(std::move(c));
     BdrvChild* ret = children_.back().get();
     if (name == "file") {
@@ -183,6 +192,36 @@ BdrvChild* BlockDriverState::add_child(const std::string& name, std::shared_ptr<
         backing_ = ret;
     }
     return ret;
+}
+
+void BlockDriverState::remove_child(BdrvChild* child)
+{
+    if (child == file_) {
+        file_ = nullptr;
+    } else if (child == backing_) {
+        backing_ = nullptr;
+    }
+    std::shared_ptr<BlockDriverState> bs = child->bs;
+    bdrv_replace_child_bs(child, nullptr);
+    children_.erase(std::find_if(children_.begin(), children_.end(),
+                                 [child](const auto& c) { return c.get() == child; }));
+    if (bs && bs.use_count() > 1) {
+        // Others still use it: it no longer needs what we took.
+        Error ignored;
+        bs->refresh_perms(ignored);
+    }
+}
+
+void bdrv_replace_child_bs(BdrvChild* child, std::shared_ptr<BlockDriverState> bs)
+{
+    if (child->bs) {
+        auto& p = child->bs->parents_;
+        p.erase(std::find(p.begin(), p.end(), child));
+    }
+    child->bs = std::move(bs);
+    if (child->bs) {
+        child->bs->parents_.push_back(child);
+    }
 }
 
 Task<int> BlockDriverState::drv_pwrite_zeroes(uint64_t, uint64_t, unsigned)
@@ -347,17 +386,96 @@ void BlockDriverState::refresh_limits()
     bl_ = bl;
 }
 
+namespace {
+
+// QEMU's bdrv_perm_names(): "write, resize".
+std::string perm_names(uint64_t perm)
+{
+    std::string out;
+    for (uint64_t p : {BLK_PERM_CONSISTENT_READ, BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED,
+                       BLK_PERM_RESIZE}) {
+        if (perm & p) {
+            out += (out.empty() ? "" : ", ") + std::string(block_permission_name(p));
+        }
+    }
+    return out;
+}
+
+// QEMU's bdrv_child_user_desc().
+std::string child_user_desc(const BdrvChild& c)
+{
+    if (c.parent) {
+        return "node '" + c.parent->node_name() + "'";
+    }
+    if (c.backend && !c.backend->name().empty()) {
+        return "block device '" + c.backend->name() + "'";
+    }
+    return "an unnamed block device";
+}
+
+// The permissions of edges being changed, before they are applied.
+using PermOverrides = std::vector<std::pair<const BdrvChild*, std::pair<uint64_t, uint64_t>>>;
+
+std::pair<uint64_t, uint64_t> edge_perms(const BdrvChild* c, const PermOverrides& t)
+{
+    for (auto it = t.rbegin(); it != t.rend(); ++it) {
+        if (it->first == c) {
+            return it->second;
+        }
+    }
+    return {c->perm, c->shared};
+}
+
+}  // namespace
+
+// QEMU's bdrv_parent_perms_conflict() for bs and, with the permissions bs
+// would then take on its children, for everything below.
+static bool bdrv_perms_conflict(const BlockDriverState& bs, PermOverrides& t, Error& err)
+{
+    // Newest parent first, as QEMU's list.
+    const auto& parents = bs.parents();
+    uint64_t perm = 0, shared = BLK_PERM_ALL;
+    for (auto a = parents.rbegin(); a != parents.rend(); ++a) {
+        auto [a_perm, a_shared] = edge_perms(*a, t);
+        perm |= a_perm;
+        shared &= a_shared;
+        for (auto b = parents.rbegin(); b != parents.rend(); ++b) {
+            auto [b_perm, b_shared] = edge_perms(*b, t);
+            if (a == b || (b_perm & a_shared) == b_perm) {
+                continue;
+            }
+            const char* node = bs.node_name().c_str();
+            err.set("Permission conflict on node '%s': permissions '%s' are both required by %s "
+                    "(uses node '%s' as '%s' child) and unshared by %s (uses node '%s' as '%s' "
+                    "child).",
+                    node, perm_names(b_perm & ~a_shared).c_str(), child_user_desc(**b).c_str(),
+                    node, (*b)->name.c_str(), child_user_desc(**a).c_str(), node,
+                    (*a)->name.c_str());
+            return true;
+        }
+    }
+    for (const auto& c : bs.children()) {
+        uint64_t cperm = 0, cshared = BLK_PERM_ALL;
+        bs.drv_child_perm(*c, perm, shared, cperm, cshared);
+        t.push_back({c.get(), {cperm, cshared}});
+        if (bdrv_perms_conflict(*c->bs, t, err)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int BlockDriverState::update_permissions(uint64_t perm, uint64_t shared, Error& err)
 {
     for (const auto& c : children_) {
-        uint64_t cperm = 0, cshared = BLK_PERM_ALL;
-        drv_child_perm(*c, perm, shared, cperm, cshared);
-        int ret = c->bs->update_permissions(cperm, cshared, err);
+        uint64_t old_perm = c->perm, old_shared = c->shared;
+        drv_child_perm(*c, perm, shared, c->perm, c->shared);
+        int ret = c->bs->refresh_perms(err);
         if (ret < 0) {
+            c->perm = old_perm;
+            c->shared = old_shared;
             return ret;
         }
-        c->perm = cperm;
-        c->shared = cshared;
     }
     int ret = drv_set_perm(perm, shared, err);
     if (ret < 0) {
@@ -366,6 +484,20 @@ int BlockDriverState::update_permissions(uint64_t perm, uint64_t shared, Error& 
     perm_ = perm;
     shared_ = shared;
     return 0;
+}
+
+int BlockDriverState::refresh_perms(Error& err)
+{
+    PermOverrides none;
+    if (bdrv_perms_conflict(*this, none, err)) {
+        return -EPERM;
+    }
+    uint64_t perm = 0, shared = BLK_PERM_ALL;
+    for (const BdrvChild* p : parents_) {
+        perm |= p->perm;
+        shared &= p->shared;
+    }
+    return update_permissions(perm, shared, err);
 }
 
 // --- Opening ------------------------------------------------------------------
@@ -644,10 +776,13 @@ Task<int> BlockDriverState::open_backing(QDict& options, Error& err)
         }
     }
     if (reference) {
-        // A node name: nodes are not shared between graphs here.
-        err.set("Could not open backing file: Cannot find device='%s' nor node-name='%s'",
-                reference->c_str(), reference->c_str());
-        co_return -EINVAL;
+        BdrvChild* c = attach_reference("backing", *reference, err);
+        if (!c) {
+            err.prepend("Could not open backing file: ");
+            co_return -EINVAL;
+        }
+        options_.set("backing", *reference);
+        co_return 0;
     }
     bool implicit = backing_opts.empty();
     std::optional<std::string> name;
@@ -670,7 +805,7 @@ Task<int> BlockDriverState::open_backing(QDict& options, Error& err)
     if (const std::string* fs = options_.get("force-share")) {
         backing_opts.set_default("force-share", *fs);
     }
-    auto bs = co_await bdrv_co_open(name, std::move(backing_opts), 0, ctx_, err, this);
+    auto bs = co_await bdrv_co_open(name, std::move(backing_opts), 0, *ctx_, err, this, graph_);
     if (!bs) {
         err.prepend("Could not open backing file: ");
         co_return -EINVAL;
@@ -678,6 +813,31 @@ Task<int> BlockDriverState::open_backing(QDict& options, Error& err)
     options_.merge_subtree("backing", bs->options());
     add_child("backing", std::move(bs))->implicit = implicit;
     co_return 0;
+}
+
+BdrvChild* BlockDriverState::attach_reference(const std::string& name, const std::string& reference,
+                                              Error& err)
+{
+    std::shared_ptr<BlockDriverState> node = graph_ ? graph_->lookup(reference) : nullptr;
+    if (!node) {
+        err.set("Cannot find device='%s' nor node-name='%s'", reference.c_str(), reference.c_str());
+        return nullptr;
+    }
+    if (&node->ctx() != ctx_) {
+        // QEMU would move one of them; nodes move only while drained here.
+        err.set("Node '%s' is in another iothread; move it back to the main loop first",
+                reference.c_str());
+        return nullptr;
+    }
+    BdrvChild* c = add_child(name, std::move(node));
+    // What this node, without parents yet, needs of it (QEMU checks the
+    // permissions when it attaches a child).
+    drv_child_perm(*c, 0, BLK_PERM_ALL, c->perm, c->shared);
+    if (c->bs->refresh_perms(err) < 0) {
+        remove_child(c);
+        return nullptr;
+    }
+    return c;
 }
 
 Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& options,
@@ -690,10 +850,16 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
         file_child_filename_.reset();
     }
     if (auto reference = options.take(name)) {
-        // file=NAME names an existing node; nodes are not shared between
-        // graphs here, so no such node can exist.
-        err.set("Cannot find device='%s' nor node-name='%s'", reference->c_str(), reference->c_str());
-        co_return nullptr;
+        if (!child_opts.empty()) {
+            err.set("Cannot reference an existing block device with additional options or a new "
+                    "filename");
+            co_return nullptr;
+        }
+        BdrvChild* c = attach_reference(name, *reference, err);
+        if (c) {
+            options_.set(name, *reference);
+        }
+        co_return c;
     }
     if (child_opts.empty() && !child_filename) {
         if (allow_none) {
@@ -716,7 +882,8 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
     if (child_opts.has("driver")) {
         flags &= ~BDRV_O_PROTOCOL;  // an explicit driver may be a format too
     }
-    auto bs = co_await bdrv_co_open(child_filename, std::move(child_opts), flags, ctx_, err);
+    auto bs = co_await bdrv_co_open(child_filename, std::move(child_opts), flags, *ctx_, err,
+                                    nullptr, graph_);
     if (!bs) {
         co_return nullptr;
     }
@@ -727,7 +894,8 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
 
 Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
                                                      QDict options, int flags, AioContext& ctx,
-                                                     Error& err, const BlockDriverState* overlay)
+                                                     Error& err, const BlockDriverState* overlay,
+                                                     BlockGraph* graph)
 {
     if (filename && starts_with(*filename, "json:")) {
         QDict from_json;
@@ -820,7 +988,8 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         }
         int file_flags = (flags & (BDRV_O_RDWR | BDRV_O_UNMAP | BDRV_O_NOCACHE | BDRV_O_NO_FLUSH)) |
                          BDRV_O_PROTOCOL;
-        probed_file = co_await bdrv_co_open(filename, std::move(file_opts), file_flags, ctx, err);
+        probed_file = co_await bdrv_co_open(filename, std::move(file_opts), file_flags, ctx, err,
+                                            nullptr, graph);
         if (!probed_file) {
             co_return nullptr;
         }
@@ -864,8 +1033,12 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
     bs->open_flags_ = flags;
     bs->probed_raw_ = probed_raw;
     QDict remaining = options;
+    bs->graph_ = graph;
     if (auto nn = remaining.take("node-name")) {
         bs->node_name_ = *nn;
+    }
+    if (graph && !graph->claim_name(bs, options.has("node-name"), err)) {
+        co_return nullptr;
     }
     for (const char* key : {"driver", "read-only", "cache.direct", "cache.no-flush", "discard",
                             "force-share"}) {

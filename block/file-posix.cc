@@ -538,7 +538,6 @@ private:
     int64_t current_length() const;
     void probe_max_transfer(const struct stat& st);
 
-    ThreadPool& pool();
     Task<int> run_blocking(std::function<int()> fn);
     Task<int> submit_rw(bool write, const iovec* iov, unsigned niov, uint64_t offset,
                         int rw_flags);
@@ -578,7 +577,6 @@ private:
     uint64_t perm_ = 0;
     uint64_t shared_ = BLK_PERM_ALL;
 
-    std::unique_ptr<ThreadPool> pool_;
     InlineWritePolicy inline_writes_;
 };
 
@@ -754,17 +752,9 @@ Task<int> PosixFileState::drv_open(QDict& options, Error& err)
     co_return 0;
 }
 
-ThreadPool& PosixFileState::pool()
-{
-    if (!pool_) {
-        pool_ = std::make_unique<ThreadPool>(ctx());
-    }
-    return *pool_;
-}
-
 Task<int> PosixFileState::run_blocking(std::function<int()> fn)
 {
-    co_return co_await pool().run(std::move(fn));
+    co_return co_await ctx().thread_pool().run(std::move(fn));
 }
 
 Task<int> PosixFileState::submit_rw(bool write, const iovec* iov, unsigned niov, uint64_t offset,
@@ -1303,11 +1293,8 @@ public:
             co_return -e;
         }
         int ret;
-        {
-            // Preallocation can take long: keep the event loop running.
-            ThreadPool pool(ctx, 1);
-            ret = co_await pool.run([fd, &o, &err] { return create_regular_file(fd, o, err); });
-        }
+        // Preallocation can take long: keep the event loop running.
+        ret = co_await ctx.thread_pool().run([fd, &o, &err] { return create_regular_file(fd, o, err); });
         if (close(fd) != 0 && ret == 0) {
             ret = -errno;
             err.set_errno(-ret, "Could not close the new file");

@@ -27,8 +27,6 @@ struct BlockDriverState::TrackedRequest {
 
 namespace {
 
-uint64_t next_request_seq = 0;
-
 bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
     return a < b + blen && b < a + alen;
@@ -39,7 +37,7 @@ bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 class RequestTracker {
 public:
     RequestTracker(BlockDriverState* bs, uint64_t offset, uint64_t bytes, bool serialising)
-        : bs_(bs), req_{offset, bytes, serialising, next_request_seq++}
+        : bs_(bs), req_{offset, bytes, serialising, bs->next_request_seq_++}
     {
         bs_->tracked_requests_.push_back(&req_);
     }
@@ -200,6 +198,7 @@ Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVe
                          size_t qiov_offset, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -225,6 +224,7 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
                           size_t qiov_offset, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -310,6 +310,7 @@ Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, u
 Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
 {
     BlockDriverState* bs = child->bs.get();
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -383,6 +384,7 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
 Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
 {
     BlockDriverState* bs = child->bs.get();
+    auto in_flight = bs->start_request();
     if (!request_is_sane(offset, bytes)) {
         co_return -EIO;
     }
@@ -424,6 +426,7 @@ Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
 
 Task<int> bdrv_co_flush(BlockDriverState* bs)
 {
+    auto in_flight = bs->start_request();
     uint64_t gen = bs->write_gen_;
     int ret = co_await bs->drv_flush_to_os();
     if (ret < 0) {
@@ -449,6 +452,7 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
                            unsigned flags, Error& err)
 {
     BlockDriverState* bs = child->bs.get();
+    auto in_flight = bs->start_request();
     if (offset > BDRV_MAX_LENGTH) {
         err.set("offset(%lld) exceeds maximum(%lld)", (long long)offset,
                 (long long)BDRV_MAX_LENGTH);
@@ -474,6 +478,7 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
 Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
                                uint64_t bytes, BlockStatus& out)
 {
+    auto in_flight = bs->start_request();
     out = BlockStatus{};
     uint64_t total = bs->total_bytes();
     if (offset >= total) {
@@ -656,6 +661,7 @@ Task<int> BlockDriverState::drv_zone_get_desc_ext(uint64_t offset, uint8_t* data
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones)
 {
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -667,6 +673,7 @@ Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& n
 
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len)
 {
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -685,6 +692,7 @@ Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offse
 
 Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags)
 {
+    auto in_flight = bs->start_request();
     if (bs->limits().zoned == BlockZoneModel::None) {
         co_return -ENOTSUP;
     }
@@ -716,6 +724,7 @@ static int check_desc_ext_request(BlockDriverState* bs, uint64_t offset)
 
 Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data)
 {
+    auto in_flight = bs->start_request();
     int ret = check_desc_ext_request(bs, offset);
     if (ret < 0) {
         co_return ret;
@@ -732,6 +741,7 @@ Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const
 
 Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data)
 {
+    auto in_flight = bs->start_request();
     int ret = check_desc_ext_request(bs, offset);
     if (ret < 0) {
         co_return ret;

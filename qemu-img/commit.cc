@@ -46,8 +46,9 @@ Task<int> reopen_read_write(BlockBackend& blk, BdrvChild* child, Error& err)
     options.set("read-only", "off");
     AioContext& ctx = old->ctx();
     co_await bdrv_co_close(old);
-    child->bs.reset();
-    child->bs = co_await bdrv_co_open(std::nullopt, std::move(options), BDRV_O_RDWR, ctx, err);
+    bdrv_replace_child_bs(child, nullptr);
+    bdrv_replace_child_bs(child, co_await bdrv_co_open(std::nullopt, std::move(options),
+                                                       BDRV_O_RDWR, ctx, err));
     if (!child->bs) {
         co_return -EIO;
     }

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Installs, builds and runs every test: the unit tests (normal build and
-# AddressSanitizer/UndefinedBehaviorSanitizer build), and qemu-iotests
+# Installs, builds and runs every test: the unit tests (normal build,
+# AddressSanitizer/UndefinedBehaviorSanitizer build, and the concurrency
+# tests under ThreadSanitizer), and qemu-iotests
 # against our binaries and, for tests whose behaviour QEMU shares, against
 # Debian's qemu-img/qemu-io.  The last line is "N passed, N failed".
 set -uo pipefail
@@ -59,6 +60,21 @@ if scripts/build.sh build-sanitizers -Db_sanitize=address,undefined -Db_lundef=f
     count_catch2 "$log/asan"
 else
     echo "sanitizer build failed"; failed=$((failed + 1))
+fi
+
+# The tests of what runs in several threads (IOThreads, the thread pool,
+# the event loop, drain, the graph), not the whole suite: TSan slows the
+# single-threaded image tests down several times and finds nothing there.
+# halt_on_error turns a report into a crash, which counts as a failure.
+step "unit tests (ThreadSanitizer: [thread], [aio], [drain], [graph])"
+if scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+        build-tsan/tests/unit-tests "[thread],[aio],[drain],[graph]" > "$log/tsan" 2>&1
+    grep -m1 -A3 "WARNING: ThreadSanitizer" "$log/tsan"
+    tail -n 20 "$log/tsan" | grep -vE "^\s*$" | tail -n 8
+    count_catch2 "$log/tsan"
+else
+    echo "ThreadSanitizer build failed"; failed=$((failed + 1))
 fi
 
 if [ -x qemu-iotests/check ]; then

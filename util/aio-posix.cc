@@ -1,6 +1,7 @@
 // AioContext on io_uring; see include/qemu/aio.h for the model.
 #include "qemu/aio.h"
 #include "qemu/iov.h"
+#include "qemu/thread-pool.h"
 
 #include <glib.h>
 #include <poll.h>
@@ -77,6 +78,8 @@ AioContext::AioContext(unsigned queue_depth)
 
 AioContext::~AioContext()
 {
+    // Its workers post their results here: they stop first.
+    thread_pool_.reset();
     if (gsource_) {
         g_source_destroy(gsource_);
         g_source_unref(gsource_);
@@ -89,6 +92,14 @@ AioContext::~AioContext()
     if (current_context == this) {
         current_context = previous_current_;
     }
+}
+
+ThreadPool& AioContext::thread_pool()
+{
+    if (!thread_pool_) {
+        thread_pool_ = std::make_unique<ThreadPool>(*this);
+    }
+    return *thread_pool_;
 }
 
 AioContext& AioContext::current()

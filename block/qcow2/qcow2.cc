@@ -345,19 +345,7 @@ Task<int> Qcow2State::drv_open(QDict& options, Error& err)
         co_return -EINVAL;
     }
     cache_clean_interval_ns_ = int64_t(*clean_interval) * 1000000000;
-    if (cache_clean_interval_ns_ > 0) {
-        cache_clean_timer_ = std::make_unique<Timer>(ctx(), [this] {
-            // Only when nobody holds the lock: the caches are then idle,
-            // and this runs without suspending.
-            if (lock_.try_lock()) {
-                l2_cache_->drop_idle();
-                refblock_cache_->drop_idle();
-                lock_.unlock();
-            }
-            cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
-        });
-        cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
-    }
+    start_cache_clean_timer(ctx());
 
     // The active L1 table.
     l1_.assign(header_.l1_size, 0);
@@ -473,6 +461,29 @@ Task<int> Qcow2State::open_data_file(QDict& options, Error& err)
         }
     }
     co_return 0;
+}
+
+void Qcow2State::start_cache_clean_timer(AioContext& ctx)
+{
+    if (cache_clean_interval_ns_ <= 0) {
+        return;
+    }
+    cache_clean_timer_ = std::make_unique<Timer>(ctx, [this] {
+        // Only when nobody holds the lock: the caches are then idle,
+        // and this runs without suspending.
+        if (lock_.try_lock()) {
+            l2_cache_->drop_idle();
+            refblock_cache_->drop_idle();
+            lock_.unlock();
+        }
+        cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
+    });
+    cache_clean_timer_->arm_ns(cache_clean_interval_ns_);
+}
+
+void Qcow2State::drv_attach_aio_context(AioContext& new_ctx)
+{
+    start_cache_clean_timer(new_ctx);
 }
 
 Task<void> Qcow2State::drv_close()

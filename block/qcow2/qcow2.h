@@ -489,6 +489,9 @@ public:
     // --- BlockDriverState interface (qcow2.cc) ---------------------------
     Task<int> drv_open(QDict& options, Error& err) override;
     Task<void> drv_close() override;
+    // The cache-clean timer belongs to the node's context: it moves along.
+    void drv_detach_aio_context() override { cache_clean_timer_.reset(); }
+    void drv_attach_aio_context(AioContext& new_ctx) override;
     Task<int> drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
                          unsigned flags) override;
     Task<int> drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
@@ -627,6 +630,8 @@ public:
     // cache-clean-interval: drops cache entries unused for that long.
     std::unique_ptr<Timer> cache_clean_timer_;
     int64_t cache_clean_interval_ns_ = 0;
+    // Arms cache_clean_timer_ in ctx when an interval is set.
+    void start_cache_clean_timer(AioContext& ctx);
     bool lazy_refcounts_ = false;
     bool dirty_marked_ = false;   // the dirty bit is set on disk
     bool corrupt_ = false;        // corruption seen: refuse writes

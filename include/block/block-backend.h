@@ -5,6 +5,12 @@
 // fine: the node graph takes care of alignment.  The co_* functions are for
 // coroutines; the plain ones run the same request synchronously on the
 // backend's AioContext (for tools and tests).
+//
+// Threads: a backend belongs to the context of its root node (ctx()); its
+// requests run there and only there.  It counts its requests in flight and,
+// while its node is drained (bdrv_co_drained_begin), holds new ones back
+// until the drained section ends, so that a node can be flushed, closed,
+// removed or moved to another context while its users keep submitting.
 #pragma once
 
 #include <cerrno>
@@ -23,8 +29,35 @@ public:
     // No filename (--image-opts) differs from an empty one ('').
     static std::unique_ptr<BlockBackend> open(std::optional<std::string> filename, QDict options,
                                               int flags, AioContext& ctx, Error& err);
+    // The same as a coroutine, for callers already running in ctx.
+    static Task<std::unique_ptr<BlockBackend>> co_open(std::optional<std::string> filename,
+                                                       QDict options, int flags, AioContext& ctx,
+                                                       Error& err);
+    // A backend on an existing node (an export of a graph's node), taking
+    // `perm` and sharing `shared`; nullptr and err set when other users of
+    // the node conflict (QEMU's "Permission conflict on node ..." message)
+    // or it is read-only and perm has WRITE.  `name` (may be empty) is how
+    // permission errors call it ("block device 'NAME'").
+    static std::unique_ptr<BlockBackend> attach(std::shared_ptr<BlockDriverState> node,
+                                                uint64_t perm, uint64_t shared,
+                                                const std::string& name, Error& err);
+    // Takes no permissions: see attach() and set_perm().
     explicit BlockBackend(std::shared_ptr<BlockDriverState> root);
+    // Closes as co_close() would, polling ctx() (so from its thread, and
+    // not from a coroutine of it), unless co_close() ran already.
     ~BlockBackend();
+
+    // Waits for the backend's own requests, then lets go of the node:
+    // flushes and closes it when nobody else uses it, else drops the
+    // backend's permissions on it.  The backend serves no request
+    // afterwards.  Runs in ctx().
+    Task<void> co_close();
+
+    // "block device 'NAME'" in permission errors; empty: "an unnamed
+    // block device".
+    const std::string& name() const { return name_; }
+    // Requests that have passed the drain gate and not returned.
+    uint64_t in_flight() const { return requests_.count(); }
 
     BlockDriverState* bs() const { return root_.bs.get(); }
     AioContext& ctx() const { return root_.bs->ctx(); }
@@ -36,25 +69,14 @@ public:
     uint64_t perm() const { return root_.perm; }
     uint64_t shared_perm() const { return root_.shared; }
     // Changes them, as QEMU's blk_set_perm(): writing needs a writable
-    // node, and taking more may conflict with other users of the image
-    // (image locks); on failure err says why.
-    int set_perm(uint64_t perm, uint64_t shared, Error& err)
-    {
-        if ((perm & BLK_PERM_WRITE) && is_read_only()) {
-            err.set("Block node is read-only");
-            return -EPERM;
-        }
-        int ret = root_.bs->update_permissions(perm, shared, err);
-        if (ret < 0) {
-            return ret;
-        }
-        root_.perm = perm;
-        root_.shared = shared;
-        return 0;
-    }
+    // node, and taking more may conflict with other users of the node
+    // (other parents in the graph, image locks of other processes); on
+    // failure nothing changes and err says why.
+    int set_perm(uint64_t perm, uint64_t shared, Error& err);
 
     // Requests outside [0, length) fail with -EIO; writes to a read-only
-    // backend with -EACCES.
+    // backend with -EACCES; requests after co_close() (or held by a drained
+    // section during which it closed) with -ENOMEDIUM.
     Task<int> co_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
     Task<int> co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
     Task<int> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags = 0);
@@ -76,9 +98,35 @@ public:
     int flush();
 
 private:
+    friend struct DrainedSection;
+    friend Task<void> bdrv_co_drained_begin(BlockDriverState*);
+    friend void bdrv_drained_end(BlockDriverState*);
+    friend Task<int> bdrv_co_change_aio_context(BlockDriverState*, AioContext&, Error&);
+
     int check_request(uint64_t offset, uint64_t bytes) const;
+    // The drain gate at the start of every request:
+    // `auto in_flight = co_await admit();` passes at once unless the
+    // backend is quiesced, and then waits until the drained sections end
+    // (again, if a new one began before the request ran).
+    struct AdmitOp {
+        BlockBackend* blk;
+        bool await_ready() const noexcept { return blk->quiesce_counter_ == 0; }
+        void await_suspend(std::coroutine_handle<> h) { co_spawn(blk->resume_when_undrained(h)); }
+        // Counted from here until the request returns.
+        RequestCounter::Guard await_resume() { return RequestCounter::Guard(blk->requests_); }
+    };
+    AdmitOp admit() { return AdmitOp{this}; }
+    Task<void> resume_when_undrained(std::coroutine_handle<> request);
+    // Lets go of the root: out of the node's parents, which then drops
+    // our permissions.
+    void detach();
 
     BdrvChild root_;
+    std::string name_;
+    bool closed_ = false;
+    RequestCounter requests_;
+    unsigned quiesce_counter_ = 0;
+    CoQueue queued_requests_;  // new requests held back while drained
 };
 
 }  // namespace qemu

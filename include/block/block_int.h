@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "block/block-common.h"
@@ -39,13 +40,48 @@
 
 namespace qemu {
 
+class BlockBackend;
 class BlockDriver;
+class BlockGraph;
 
-// An edge of the graph: a parent's named reference to a child node.
+// The requests in flight on a node or a backend, for drained sections:
+// each request holds a Guard while it runs; a drainer waits with
+// wait_idle() until count() is 0.  Only the owner's thread touches it.
+class RequestCounter {
+public:
+    class Guard {
+    public:
+        explicit Guard(RequestCounter& c) : c_(&c) { c_->count_++; }
+        ~Guard()
+        {
+            if (--c_->count_ == 0 && !c_->idle_waiters_.empty()) {
+                c_->idle_waiters_.restart_all();
+            }
+        }
+        Guard(const Guard&) = delete;
+        Guard& operator=(const Guard&) = delete;
+
+    private:
+        RequestCounter* c_;
+    };
+
+    uint64_t count() const { return count_; }
+    // Resumes the caller after a request ends that leaves none.
+    CoQueue::WaitOp wait_idle() { return idle_waiters_.wait(); }
+
+private:
+    uint64_t count_ = 0;
+    CoQueue idle_waiters_;
+};
+
+// An edge of the graph: a parent's named reference to a child node.  The
+// parent is a node (`parent`) or a BlockBackend (`backend`, the edge
+// "root"); the child lists the edge in its parents() while it exists.
 struct BdrvChild {
     std::string name;  // "file", "backing", ...
     std::shared_ptr<BlockDriverState> bs;
     BlockDriverState* parent = nullptr;
+    BlockBackend* backend = nullptr;
     uint64_t perm = 0;    // what the parent does with the child
     uint64_t shared = 0;  // what the parent lets others do
     // A backing child opened from the parent's own record of its backing
@@ -62,7 +98,12 @@ public:
     BlockDriverState& operator=(const BlockDriverState&) = delete;
 
     const BlockDriver& drv() const { return drv_; }
-    AioContext& ctx() const { return ctx_; }
+    // The context whose thread runs every request of this node.  It
+    // changes only while the node is drained (bdrv_co_change_aio_context).
+    AioContext& ctx() const { return *ctx_; }
+    // The graph that holds this node by name, or nullptr for the private
+    // graphs the tools open (no names are shared there).
+    BlockGraph* graph() const { return graph_; }
     const std::string& node_name() const { return node_name_; }
     // The user-visible name: the file name, or json:{...} for nodes whose
     // options cannot be expressed as a plain file name.
@@ -87,6 +128,21 @@ public:
     const std::string& backing_file() const { return backing_file_; }
     const std::string& backing_format() const { return backing_format_; }
     const std::vector<std::unique_ptr<BdrvChild>>& children() const { return children_; }
+    // The edges that point at this node, oldest first: its parents' child
+    // edges and the roots of BlockBackends.
+    const std::vector<BdrvChild*>& parents() const { return parents_; }
+    // The permissions this node holds, for all its parents together.
+    uint64_t perm() const { return perm_; }
+    uint64_t shared_perm() const { return shared_; }
+
+    // Requests inside this node: bdrv_co_* calls that have not returned.
+    // Only the node's thread touches it.
+    uint64_t in_flight() const { return requests_.count(); }
+    // For the request path (block/io.cc): every bdrv_co_* request holds
+    // one while it runs.
+    RequestCounter::Guard start_request() { return RequestCounter::Guard(requests_); }
+    // Inside a drained section (bdrv_co_drained_begin)?
+    bool quiesced() const { return quiesce_counter_ > 0; }
 
     // --- Driver interface --------------------------------------------------
 
@@ -192,6 +248,12 @@ public:
     // after their parents.
     virtual Task<void> drv_close();
 
+    // Moving between AioContexts (bdrv_co_change_aio_context), while the
+    // node is drained: detach runs in the old context's thread and drops
+    // what is bound to it (timers), attach in the new one's.
+    virtual void drv_detach_aio_context() {}
+    virtual void drv_attach_aio_context(AioContext& /*new_ctx*/) {}
+
     // Zoned nodes (limits().zoned != None).  Offsets and lengths in bytes;
     // errors as in include/block/zoned.h.  The defaults forward to the
     // file child for pass-through drivers (see forwards_zones()) and
@@ -237,13 +299,27 @@ public:
 
     // Recomputes limits from the children up (call after the graph changes).
     void refresh_limits();
-    // Propagates permissions down the graph; returns -errno on conflict.
+    // Applies `perm`/`shared` as this node's permissions and propagates
+    // them down the graph: each child gets what drv_child_perm() derives,
+    // combined with its other parents' (refresh_perms).  -errno when a
+    // protocol driver cannot take them (image locks held elsewhere).
     int update_permissions(uint64_t perm, uint64_t shared, Error& err);
+    // Recomputes this node's permissions from all its parents and applies
+    // them (update_permissions).  Fails without changing anything when two
+    // parents conflict, anywhere below, with QEMU's message ("Permission
+    // conflict on node 'f0': permissions 'write, resize' are both required
+    // by node 'q0' (uses node 'f0' as 'file' child) and unshared by node
+    // 'q1' (uses node 'f0' as 'file' child).").
+    int refresh_perms(Error& err);
+
 
     // For the generic request path (block/io.cc).
     struct TrackedRequest;
     std::vector<TrackedRequest*> tracked_requests_;
     CoQueue serialising_waiters_;
+    // Orders tracked requests; per node, as they are compared only with
+    // the node's own.
+    uint64_t next_request_seq_ = 0;
     // Set when a raw image was opened by probing: writes to block 0 that
     // would turn it into another format are refused (QEMU's protection).
     bool probed_raw_ = false;
@@ -258,6 +334,8 @@ public:
 
 protected:
     BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
+    // Detaches and frees a child edge added by add_child.
+    void remove_child(BdrvChild* child);
     // For drv_open and drv_change_backing_file (see backing_file()).
     void set_backing_file(std::string file, std::string format)
     {
@@ -268,7 +346,21 @@ protected:
 private:
     friend Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string>, QDict,
                                                                  int, AioContext&, Error&,
-                                                                 const BlockDriverState*);
+                                                                 const BlockDriverState*,
+                                                                 BlockGraph*);
+    friend class BlockBackend;
+    friend class BlockGraph;
+    friend struct DrainedSection;
+    friend Task<void> bdrv_co_drained_begin(BlockDriverState*);
+    friend void bdrv_drained_end(BlockDriverState*);
+    friend Task<int> bdrv_co_change_aio_context(BlockDriverState*, AioContext&, Error&);
+    friend void bdrv_replace_child_bs(BdrvChild*, std::shared_ptr<BlockDriverState>);
+
+    // A child that names an existing node of the graph (file=NAME):
+    // attached with this node's permissions checked against its other
+    // users; nullptr and err set when there is no such node or a conflict.
+    BdrvChild* attach_reference(const std::string& name, const std::string& reference,
+                                Error& err);
 
     // Opens the backing child after drv_open (see bdrv_co_open): from the
     // "backing." options, or from backing_file() resolved against this
@@ -276,7 +368,8 @@ private:
     Task<int> open_backing(QDict& options, Error& err);
 
     const BlockDriver& drv_;
-    AioContext& ctx_;
+    AioContext* ctx_;
+    BlockGraph* graph_ = nullptr;
     std::string node_name_;
     std::string filename_;
     int open_flags_ = 0;
@@ -293,6 +386,9 @@ private:
     const BlockDriverState* opening_overlay_ = nullptr;
     uint64_t perm_ = 0;
     uint64_t shared_ = BLK_PERM_ALL;
+    std::vector<BdrvChild*> parents_;
+    RequestCounter requests_;
+    unsigned quiesce_counter_ = 0;
 };
 
 // What qemu-img measure reports (QEMU's BlockMeasureInfo): the bytes a new
@@ -391,11 +487,15 @@ constexpr uint64_t BDRV_MAX_LENGTH = uint64_t(INT64_MAX) / (1ULL << 30) * (1ULL 
 // deprecated, "") and BDRV_O_NO_BACKING open none.  Errors there read
 // "Could not open backing file: ...".  `overlay` is the node whose backing
 // file is being opened, if any: a chain that leads back to a file above it
-// is refused as an infinite loop.
+// is refused as an infinite loop.  With a `graph`, the node and the
+// children it opens take their names there (unique, QEMU's rules), and
+// `file`, `backing` and `data-file` may name existing nodes of it
+// (file=NAME); without one, as in the tools, no such reference resolves.
 Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
                                                      QDict options, int flags, AioContext& ctx,
                                                      Error& err,
-                                                     const BlockDriverState* overlay = nullptr);
+                                                     const BlockDriverState* overlay = nullptr,
+                                                     BlockGraph* graph = nullptr);
 
 // QEMU's bdrv_get_full_backing_filename_from_filename(): the name to open
 // for the backing file `backing` of the image named `backed`: `backing`
@@ -467,8 +567,50 @@ Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& 
 Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data);
 Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data);
 
-// Flushes and closes bs and then its children (see drv_close).
+// Flushes and closes bs and then the children no other parent uses (see
+// drv_close).  Runs in bs's context; the caller has stopped its users.
 Task<void> bdrv_co_close(BlockDriverState* bs);
+
+// --- Drain (block/io.cc) -----------------------------------------------------
+//
+// QEMU's bdrv_drained_begin/end: a drained section gives exclusive access
+// to a node.  Begin quiesces bs, every node below it and every user above
+// them (BlockBackends queue new requests until the section ends; requests
+// already inside the graph, and the ones they issue, go on), then waits
+// until none of those nodes and backends has a request in flight.
+// Sections nest.  Both run in bs's context; requests issued by the drainer
+// itself (a flush, a close) go through: it bypasses the backends.
+Task<void> bdrv_co_drained_begin(BlockDriverState* bs);
+void bdrv_drained_end(BlockDriverState* bs);
+// RAII form for coroutines: `auto section = co_await DrainedSection::begin(bs);`.
+struct DrainedSection {
+    static Task<DrainedSection> begin(BlockDriverState* bs);
+    DrainedSection(DrainedSection&& o) noexcept : bs(std::exchange(o.bs, nullptr)) {}
+    DrainedSection(const DrainedSection&) = delete;
+    ~DrainedSection()
+    {
+        if (bs) {
+            bdrv_drained_end(bs);
+        }
+    }
+    BlockDriverState* bs;
+
+private:
+    explicit DrainedSection(BlockDriverState* b) : bs(b) {}
+};
+
+// Binds bs, and every node connected to it (parents and children), to
+// new_ctx, as QEMU's bdrv_try_change_aio_context(); its BlockBackends
+// follow.  Runs in bs's current context and returns there.  Drains the
+// nodes itself; fails (-EBUSY) while a backend above them has requests
+// queued by an earlier drained section, which would resume in the old
+// thread.
+Task<int> bdrv_co_change_aio_context(BlockDriverState* bs, AioContext& new_ctx, Error& err);
+
+// Points `child` at another node (nullptr: none), keeping both nodes'
+// parents() right; the caller refreshes permissions (set_perm of the
+// backend above, or refresh_perms).
+void bdrv_replace_child_bs(BdrvChild* child, std::shared_ptr<BlockDriverState> bs);
 
 // The protocol node at the bottom of bs's file chain.
 BlockDriverState* bdrv_protocol_node(BlockDriverState* bs);
