@@ -16,6 +16,7 @@
 //     so that what completed lies below the durable write pointer and the
 //     next flush (or its own FUA) makes it durable.
 // docs/devel/crash-testing.rst describes the tests that check all this.
+#include <algorithm>
 #include <cstring>
 
 #include "block/qcow2.h"
@@ -43,18 +44,25 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
     g.nr_conventional = ext.conventional_zones;
     g.max_open = ext.max_open_zones;
     g.max_active = ext.max_active_zones;
-    auto zones = std::make_unique<ZoneStateMachine>(g);
-
     uint64_t wp_bytes = uint64_t(ext.nr_zones) * 8;
-    AlignedBuffer wps(wp_bytes, 4096);
+    std::unique_ptr<ZoneStateMachine> zones;
+    AlignedBuffer wps;
+    // The zone count is bounded by the format, not by this host's memory.
+    try {
+        zones = std::make_unique<ZoneStateMachine>(g);
+        wps = AlignedBuffer(wp_bytes, 4096);
+        entries.resize(ext.nr_zones);
+        conds.assign(ext.nr_zones, 0);
+    } catch (const std::bad_alloc&) {
+        err.set("Could not allocate memory for the state of %u zones", ext.nr_zones);
+        co_return -ENOMEM;
+    }
     IOVector q(wps.data(), wp_bytes);
     int ret = co_await bdrv_co_preadv(file(), wp_offset, wp_bytes, q);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read the zone write pointers");
         co_return ret;
     }
-    entries.resize(ext.nr_zones);
-    conds.assign(ext.nr_zones, 0);
     if (cond_offset) {
         IOVector qc(conds.data(), conds.size());
         ret = co_await bdrv_co_preadv(file(), cond_offset, conds.size(), qc);
@@ -68,12 +76,18 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
         uint64_t entry = load_le64(wps.data() + uint64_t(z) * 8);
         entries[z] = entry;
         bool conventional = entry & ZonedExtension::kConventionalFlag;
-        if (conventional != (z < ext.conventional_zones) || (entry >> 60)) {
+        uint64_t wp = entry & ZonedExtension::kWpMask;
+        if (conventional != (z < ext.conventional_zones) || (entry >> 60) ||
+            (conventional && wp != uint64_t(z) * ext.zone_size)) {
             err.set("Image is corrupt: write pointer entry of zone %u (0x%llx) is malformed", z,
                     (unsigned long long)entry);
             co_return -EINVAL;
         }
         if (conventional) {
+            if (conds[z]) {
+                err.set("Image is corrupt: conventional zone %u has condition %u", z, conds[z]);
+                co_return -EINVAL;
+            }
             continue;
         }
         uint8_t cond = conds[z] & ~kCondDescExtValid;
@@ -83,7 +97,19 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
             err.set("Image is corrupt: unknown condition %u of zone %u", conds[z], z);
             co_return -EINVAL;
         }
-        uint64_t wp = entry & ZonedExtension::kWpMask;
+        if (wp % 512) {
+            err.set("Image is corrupt: write pointer of zone %u (0x%llx) is not a multiple of 512",
+                    z, (unsigned long long)wp);
+            co_return -EINVAL;
+        }
+        // Past the capacity only a finished zone's end is allowed.
+        uint64_t start = uint64_t(z) * ext.zone_size;
+        uint64_t end = std::min(start + ext.zone_size, header_.size);
+        if (wp > start + std::min(ext.zone_capacity, end - start) && wp != end) {
+            err.set("Image is corrupt: write pointer of zone %u (0x%llx) lies between the zone "
+                    "capacity and the zone end", z, (unsigned long long)wp);
+            co_return -EINVAL;
+        }
         if (!zones->restore(z, wp, PersistentCondition(cond), desc_ext_valid)) {
             err.set("Image is corrupt: write pointer of zone %u (0x%llx) lies outside the zone", z,
                     (unsigned long long)wp);
@@ -115,16 +141,23 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
         co_return int(meta);
     }
     ext.meta_offset = uint64_t(meta);
-    AlignedBuffer buf(ext.meta_size, 4096);
-    for (uint32_t z = 0; z < ext.nr_zones; z++) {
-        uint64_t entry = uint64_t(z) * ext.zone_size;
-        if (z < ext.conventional_zones) {
-            entry |= ZonedExtension::kConventionalFlag;
+    // Written a chunk at a time: the areas may be gigabytes.
+    constexpr uint64_t kChunk = 1 * MiB;
+    AlignedBuffer buf(kChunk, 4096);
+    int ret = 0;
+    for (uint64_t at = 0; ret >= 0 && at < ext.meta_size; at += kChunk) {
+        uint64_t len = std::min(kChunk, ext.meta_size - at);
+        for (uint64_t i = 0; i < len / 8; i++) {
+            uint64_t z = at / 8 + i;
+            uint64_t entry = z * ext.zone_size;
+            if (z < ext.conventional_zones) {
+                entry |= ZonedExtension::kConventionalFlag;
+            }
+            store_le64(buf.data() + i * 8, entry);
         }
-        store_le64(buf.data() + uint64_t(z) * 8, entry);
+        IOVector q(buf.data(), len);
+        ret = co_await bdrv_co_pwritev(file(), ext.meta_offset + at, len, q);
     }
-    IOVector q(buf.data(), ext.meta_size);
-    int ret = co_await bdrv_co_pwritev(file(), ext.meta_offset, ext.meta_size, q);
     if (ret >= 0 && ext.zd_extension_size) {
         ext.zde_size = uint64_t(ext.nr_zones) * ext.zd_extension_size;
         int64_t zde = co_await alloc_clusters(ext.zde_size);
@@ -132,10 +165,12 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
             ret = int(zde);
         } else {
             ext.zde_offset = uint64_t(zde);
-            AlignedBuffer zeroes(ext.zde_size, 4096);
-            memset(zeroes.data(), 0, ext.zde_size);
-            IOVector qz(zeroes.data(), ext.zde_size);
-            ret = co_await bdrv_co_pwritev(file(), ext.zde_offset, ext.zde_size, qz);
+            memset(buf.data(), 0, kChunk);
+            for (uint64_t at = 0; ret >= 0 && at < ext.zde_size; at += kChunk) {
+                uint64_t len = std::min(kChunk, ext.zde_size - at);
+                IOVector qz(buf.data(), len);
+                ret = co_await bdrv_co_pwritev(file(), ext.zde_offset + at, len, qz);
+            }
         }
     }
     if (ret >= 0) {
@@ -188,7 +223,7 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         }
         IOVector q(buf, uint64_t(n) * 8);
         uint64_t off = ext.meta_offset + uint64_t(first) * 8;
-        ret = check_overlap(off, uint64_t(n) * 8, META_ZONED);
+        ret = check_overlap(off, uint64_t(n) * 8, META_ZONE_WP);
         if (ret >= 0) {
             ret = co_await bdrv_co_pwritev(file(), off, uint64_t(n) * 8, q);
         }
@@ -304,7 +339,7 @@ Task<int> Qcow2State::zone_condition_array()
     }
     ext.cond_offset = uint64_t(area);
     ext.cond_size = ext.nr_zones;
-    register_metadata(ext.cond_offset, ext.cond_size, META_ZONED);
+    register_metadata(ext.cond_offset, ext.cond_size, META_ZONE_COND);
     Error err;
     co_return co_await rewrite_header(err);
 }
@@ -322,7 +357,7 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
         c |= kCondDescExtValid;
     }
     IOVector q(&c, 1);
-    ret = check_overlap(ext.cond_offset + zone, 1, META_ZONED);
+    ret = check_overlap(ext.cond_offset + zone, 1, META_ZONE_COND);
     if (ret >= 0) {
         ret = co_await bdrv_co_pwritev(file(), ext.cond_offset + zone, 1, q);
     }
@@ -512,7 +547,7 @@ Task<int> Qcow2State::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data
         // valid (zone_set_condition syncs).
         uint64_t at = ext.zde_offset + uint64_t(z) * ext.zd_extension_size;
         IOVector q(const_cast<uint8_t*>(data), ext.zd_extension_size);
-        ret = check_overlap(at, ext.zd_extension_size, META_ZONED);
+        ret = check_overlap(at, ext.zd_extension_size, META_ZONE_DESC);
         if (ret >= 0) {
             ret = co_await bdrv_co_pwritev(file(), at, ext.zd_extension_size, q);
         }
