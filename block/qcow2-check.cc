@@ -981,6 +981,9 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     if (ret >= 0) {
         ret = co_await fix_snapshot_table(snapshot_result, fix);
     }
+    if (ret >= 0) {
+        ret = co_await check_zone_faults(result, fix);
+    }
     result.corruptions += snapshot_result.corruptions;
     result.corruptions_fixed += snapshot_result.corruptions_fixed;
     result.check_errors += snapshot_result.check_errors;

@@ -705,12 +705,26 @@ public:
     CoQueue zone_writes_done_;  // woken as zone writes complete
     // Loads write pointers and conditions and builds the state machine.
     Task<int> zoned_open(Error& err);
+    // A zone whose persisted state the format forbids, and its repair.
+    struct ZoneFault {
+        uint32_t zone;
+        std::string what;  // "write pointer of zone 1 (0x40064) is not ..."
+        uint64_t entry;    // the repaired write pointer entry
+        uint8_t cond;      // the repaired condition byte
+    };
+    // Found by a check open (BDRV_O_CHECK), which loads the zones repaired
+    // in memory; drv_check reports them and with BDRV_FIX_ERRORS writes the
+    // repairs (check_zone_faults).
+    std::vector<ZoneFault> zone_faults_;
     // Reads and validates zone state kept at these offsets (cond_offset 0:
     // no condition array): the write pointer entries as stored, the
-    // conditions, and a state machine restored from them.
+    // conditions, and a state machine restored from them.  A zone the
+    // format forbids fails, or with `faults` is recorded there and loaded
+    // repaired.
     Task<int> load_zone_state(uint64_t wp_offset, uint64_t cond_offset, std::vector<uint64_t>& entries,
                               std::vector<uint8_t>& conds, std::unique_ptr<ZoneStateMachine>& machine,
-                              Error& err);
+                              Error& err, std::vector<ZoneFault>* faults = nullptr);
+    Task<int> check_zone_faults(BdrvCheckResult& result, unsigned fix);
     // Gives the image its condition array (every zone 0) if it has none.
     Task<int> zone_condition_array();
     // Formats a new image as zoned (create time).

@@ -283,9 +283,10 @@ namespace {
 // A zoned image of 4 zones of 256 KiB (4 KiB clusters, zone 0
 // conventional) with data in zone 1 and zone 3 offline, so that it has a
 // condition array; `craft` changes its file, then opening it must fail
-// with `expected`.
+// with `expected`.  With `repairable`, `check` reports the zone as one
+// corruption and `check -r all` repairs it, after which the image opens.
 void require_refused(const std::function<void(const std::string& path, uint64_t ext, uint64_t wps)>& craft,
-                     const std::string& expected)
+                     const std::string& expected, bool repairable = false)
 {
     CreatedImage img("size=1M,cluster_size=4096,zone.mode=host-managed,zone.size=256k,"
                      "zone.conventional_zones=1");
@@ -301,6 +302,10 @@ void require_refused(const std::function<void(const std::string& path, uint64_t 
     CHECK(open_error(img.path, BDRV_O_RDWR) == expected);
     CHECK(open_error(img.path, 0) == expected);
     CHECK(file_bytes(img.path) == before);
+    if (repairable) {
+        repair_and_require_clean(img.path, 1);
+        CHECK(open_error(img.path, BDRV_O_RDWR) == "");
+    }
 }
 
 void set_be32(const std::string& path, uint64_t offset, uint32_t value)
@@ -352,7 +357,7 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
     SECTION("a write pointer that is not a multiple of 512")
     {
         require_refused([](const std::string& p, uint64_t, uint64_t wps) { set_le64(p, wps + 8, 256 * KiB + 100); },
-                        "Image is corrupt: write pointer of zone 1 (0x40064) is not a multiple of 512");
+                        "Image is corrupt: write pointer of zone 1 (0x40064) is not a multiple of 512", true);
     }
     SECTION("a write pointer between the capacity and the zone end")
     {
@@ -362,13 +367,13 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
                 set_le64(p, wps + 8, 256 * KiB + 192 * KiB);
             },
             "Image is corrupt: write pointer of zone 1 (0x70000) lies between the zone capacity and "
-            "the zone end");
+            "the zone end", true);
     }
     SECTION("a conventional zone's entry other than its start")
     {
         require_refused(
             [](const std::string& p, uint64_t, uint64_t wps) { set_le64(p, wps, (1ULL << 59) | 4096); },
-            "Image is corrupt: write pointer entry of zone 0 (0x800000000001000) is malformed");
+            "Image is corrupt: write pointer entry of zone 0 (0x800000000001000) is malformed", true);
     }
     SECTION("a condition for a conventional zone")
     {
@@ -377,6 +382,6 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
                 uint8_t offline = 2;
                 patch_file(p, get_be64(p, ext + 64), &offline, 1);
             },
-            "Image is corrupt: conventional zone 0 has condition 2");
+            "Image is corrupt: conventional zone 0 has condition 2", true);
     }
 }
