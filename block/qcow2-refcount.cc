@@ -56,17 +56,28 @@ void refcount_entry_set(uint8_t* block, uint64_t index, uint32_t bits, uint64_t 
 
 Task<int> Qcow2State::load_refcount_table(Error& err)
 {
-    uint64_t bytes = uint64_t(header_.refcount_table_clusters) << cluster_bits_;
-    AlignedBuffer buf(bytes, 4096);
-    IOVector qiov(buf.data(), bytes);
-    int ret = co_await bdrv_co_preadv(file(), header_.refcount_table_offset, bytes, qiov);
+    uint64_t entries = (uint64_t(header_.refcount_table_clusters) << cluster_bits_) / 8;
+    int ret = co_await read_table(header_.refcount_table_offset, entries, refcount_table_);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read refcount table");
+    }
+    co_return ret;
+}
+
+Task<int> Qcow2State::read_table(uint64_t offset, uint64_t entries, std::vector<uint64_t>& out)
+{
+    out.assign(entries, 0);
+    if (!entries) {
+        co_return 0;
+    }
+    AlignedBuffer buf(entries * 8, 4096);
+    IOVector qiov(buf.data(), entries * 8);
+    int ret = co_await bdrv_co_preadv(file(), offset, entries * 8, qiov);
+    if (ret < 0) {
         co_return ret;
     }
-    refcount_table_.resize(bytes / 8);
-    for (size_t i = 0; i < refcount_table_.size(); i++) {
-        refcount_table_[i] = load_be64(buf.data() + i * 8);
+    for (size_t i = 0; i < entries; i++) {
+        out[i] = load_be64(buf.data() + i * 8);
     }
     co_return 0;
 }

@@ -368,22 +368,11 @@ bool Qcow2State::create_caches(const OpenOptions& o, Error& err)
 
 Task<int> Qcow2State::load_l1_table(Error& err)
 {
-    l1_.assign(header_.l1_size, 0);
-    if (!header_.l1_size) {
-        co_return 0;
-    }
-    uint64_t bytes = uint64_t(header_.l1_size) * 8;
-    AlignedBuffer buf(bytes, 4096);
-    IOVector qiov(buf.data(), bytes);
-    int ret = co_await bdrv_co_preadv(file(), header_.l1_table_offset, bytes, qiov);
+    int ret = co_await read_table(header_.l1_table_offset, header_.l1_size, l1_);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read L1 table");
-        co_return ret;
     }
-    for (size_t i = 0; i < l1_.size(); i++) {
-        l1_[i] = load_be64(buf.data() + i * 8);
-    }
-    co_return 0;
+    co_return ret;
 }
 
 Task<int> Qcow2State::prepare_writable(Error& err)

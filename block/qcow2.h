@@ -916,6 +916,9 @@ public:
     // The refcount block of refcount table entry `ti`, pinned in `out`
     // (left empty when the entry has no block).
     Task<int> load_refcount_block(uint64_t ti, Qcow2Cache::Ref& out);
+    // Reads a table of `entries` big-endian 64-bit entries (L1, refcount
+    // table) into `out`.
+    Task<int> read_table(uint64_t offset, uint64_t entries, std::vector<uint64_t>& out);
     // Metadata overlap checks: is writing [offset, offset+len) as `kind`
     // (0 for guest data) allowed?  Returns 0 or, after signalling
     // corruption, -EIO.
