@@ -2,7 +2,9 @@
 // appends, persistence, reset, conditions, and the zoned limits.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "block/block-backend.h"
@@ -327,4 +329,32 @@ TEST_CASE("zoned qcow2: an image with 100,000 zones opens quickly", "[qcow2][zon
     REQUIRE(blk->bs()->limits().nr_zones == 100000);
     BlockZoneDescriptor d = report_zone(ctx, *blk, 99999ULL * 64 * 1024);
     REQUIRE(d.start == 99999ULL * 64 * 1024);
+}
+
+TEST_CASE("zoned qcow2: a create that runs out of memory fails with one line and leaves no file",
+          "[qcow2][zoned][create]")
+{
+    // 4 TiB of 64 KiB zones: 67,108,864 zones, whose state does not fit in
+    // the 1.5 GB of address space the child may use.  (An uncaught
+    // std::bad_alloc used to abort the tools and leave the file behind.)
+    qcow2_test::TempImage img;
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct rlimit limit = {1500ULL << 20, 1500ULL << 20};
+        setrlimit(RLIMIT_AS, &limit);
+        AioContext ctx;
+        Error err;
+        int ret = qcow2_test::create(ctx, img.path, "size=4T,zone.mode=host-managed,zone.size=64k,"
+                                        "zone.max_append_bytes=32k", err);
+        bool ok = ret == -ENOMEM &&
+                  err.message == "Could not allocate memory for the state of 67108864 zones" &&
+                  access(img.path.c_str(), F_OK) != 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(access(img.path.c_str(), F_OK) != 0);
 }
