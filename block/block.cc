@@ -810,7 +810,13 @@ Task<int> BlockDriverState::open_backing(QDict& options, Error& err)
         err.prepend("Could not open backing file: ");
         co_return -EINVAL;
     }
-    options_.merge_subtree("backing", bs->options());
+    // A backing file the header names keeps its options in its own node
+    // only (nothing rebuilds it from ours): recording them here as well put
+    // the whole chain below into every node, memory growing with the cube
+    // of the chain's depth.
+    if (!implicit) {
+        options_.merge_subtree("backing", bs->options());
+    }
     add_child("backing", std::move(bs))->implicit = implicit;
     co_return 0;
 }

@@ -503,8 +503,11 @@ public:
     }
     ~PosixFileState() override
     {
+        if (lock_fd_ >= 0) {
+            close(lock_fd_);  // drops our lock bytes
+        }
         if (fd_ >= 0) {
-            close(fd_);  // also drops our lock bytes
+            close(fd_);
         }
     }
 
@@ -557,6 +560,11 @@ private:
     unsigned reads_in_flight_ = 0;  // io_uring reads, for offloading
     bool nowait_reads_ = true;      // cleared if RWF_NOWAIT reads are refused
     int fd_ = -1;
+    // The lock bytes live on an open file description of their own that no
+    // I/O ever uses: io_uring requests hold a reference to the description
+    // of fd_, and after kill -9 a dying ring keeps it (and would keep locks
+    // on it) for up to some 100 ms past the process.  -1 without locking.
+    int lock_fd_ = -1;
     AioBackend aio_ = AioBackend::IoUring;
     bool native_aio_ = false;  // aio=native was asked for
     bool use_lock_ = false;
@@ -634,6 +642,14 @@ int PosixFileState::open_fd(Error& err)
         }
         err.set_errno(e, "Could not open '%s'", path_.c_str());
         return e == EROFS ? -EACCES : -e;
+    }
+    if (use_lock_) {
+        lock_fd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+        if (lock_fd_ < 0) {
+            int e = errno;
+            err.set_errno(e, "Could not open '%s' for locking", path_.c_str());
+            return -e;
+        }
     }
     if (!read_only()) {
         // A block device can be read-only (blockdev --setro) although
@@ -1199,16 +1215,16 @@ int PosixFileState::drv_set_perm(uint64_t perm, uint64_t shared, Error& err)
     }
     bool only_relaxing = (perm_ | perm) == perm_ && (shared_ & shared) == shared_;
     if (!only_relaxing) {
-        int ret = locks_.apply(fd_, perm_ | perm, (~shared_ | ~shared) & BLK_PERM_ALL, false, err);
+        int ret = locks_.apply(lock_fd_, perm_ | perm, (~shared_ | ~shared) & BLK_PERM_ALL, false, err);
         if (ret == 0) {
-            ret = check_lock_conflicts(fd_, perm, shared, err);
+            ret = check_lock_conflicts(lock_fd_, perm, shared, err);
             if (ret < 0) {
                 add_lock_hint(err, path_);
             }
         }
         if (ret < 0) {
             Error unlock_err;
-            if (locks_.apply(fd_, perm_, ~shared_ & BLK_PERM_ALL, true, unlock_err) < 0) {
+            if (locks_.apply(lock_fd_, perm_, ~shared_ & BLK_PERM_ALL, true, unlock_err) < 0) {
                 warn_report("%s", unlock_err.message.c_str());
             }
             return ret;
@@ -1217,7 +1233,7 @@ int PosixFileState::drv_set_perm(uint64_t perm, uint64_t shared, Error& err)
     // Dropping bytes only fails if something is badly wrong; the new
     // permissions stand regardless.
     Error unlock_err;
-    if (locks_.apply(fd_, perm, ~shared & BLK_PERM_ALL, true, unlock_err) < 0) {
+    if (locks_.apply(lock_fd_, perm, ~shared & BLK_PERM_ALL, true, unlock_err) < 0) {
         warn_report("%s", unlock_err.message.c_str());
     }
     perm_ = perm;

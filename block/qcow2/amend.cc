@@ -61,16 +61,7 @@ enum AmendOperation { kUpgrading = 1, kChangingRefcountOrder, kDowngrading };
 // clears the dirty bit: the image is clean on disk.
 Task<int> make_clean(Qcow2State& s)
 {
-    int ret = co_await s.flush_metadata();
-    if (ret >= 0) {
-        ret = co_await s.refblock_cache_->write_back();
-    }
-    if (ret >= 0) {
-        ret = co_await s.write_reftable_entries();
-    }
-    if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
-    }
+    int ret = co_await s.sync_all_metadata();
     if (ret >= 0) {
         ret = co_await s.mark_clean();
     }

@@ -620,10 +620,10 @@ Task<int> Qcow2State::bitmaps_store(Error& err)
         header_.autoclear_features = saved_autoclear;
         co_return ret;
     }
-    unregister_metadata(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size);
+    unregister_metadata(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size, META_BITMAP_DIRECTORY);
     free_clusters_later(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size, FreeReason::Other);
     for (const Old& o : old) {
-        unregister_metadata(o.offset, o.bytes);
+        unregister_metadata(o.offset, o.bytes, META_BITMAP);
         free_clusters_later(o.offset, o.bytes, o.reason);
     }
     register_metadata(new_ext.dir_offset, new_ext.dir_size, META_BITMAP_DIRECTORY);

@@ -705,15 +705,7 @@ int64_t Checker::alloc_in_memory(uint64_t count, uint64_t& first_free)
 // and are never chosen); anything else must not be overwritten.
 int Checker::check_rebuild_overlap(uint64_t offset, uint64_t len)
 {
-    for (uint64_t c = offset >> s_.cluster_bits_; c <= (offset + len - 1) >> s_.cluster_bits_; c++) {
-        auto it = s_.metadata_clusters_.find(c);
-        if (it != s_.metadata_clusters_.end() && it->second != META_REFCOUNT_BLOCK &&
-            it->second != META_REFCOUNT_TABLE) {
-            return s_.signal_corruption(true, "Preventing invalid write on metadata (overlaps "
-                                        "with %s)", metadata_kind_name(it->second));
-        }
-    }
-    return 0;
+    return s_.check_overlap_mask(offset, len, kind_bit(META_REFCOUNT_BLOCK) | kind_bit(META_REFCOUNT_TABLE));
 }
 
 // Writes a refcount block for every block of clusters in [first, end) that
@@ -966,16 +958,7 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     }
     // The check reads the disk: everything cached goes there first,
     // refcounts too when they are lazy.
-    int ret = co_await flush_metadata();
-    if (ret >= 0) {
-        ret = co_await refblock_cache_->write_back();
-    }
-    if (ret >= 0) {
-        ret = co_await write_reftable_entries();
-    }
-    if (ret >= 0) {
-        ret = co_await bdrv_co_flush(file()->bs.get());
-    }
+    int ret = co_await sync_all_metadata();
     if (ret < 0) {
         result.check_errors++;
         lock_.unlock();
@@ -997,6 +980,9 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     }
     if (ret >= 0) {
         ret = co_await fix_snapshot_table(snapshot_result, fix);
+    }
+    if (ret >= 0) {
+        ret = co_await check_zone_faults(result, fix);
     }
     result.corruptions += snapshot_result.corruptions;
     result.corruptions_fixed += snapshot_result.corruptions_fixed;

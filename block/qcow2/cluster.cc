@@ -154,9 +154,12 @@ Task<int> Qcow2State::get_l2_table(uint64_t offset, bool allocate, Qcow2Cache::R
     if (new_offset < 0) {
         co_return int(new_offset);
     }
-    register_metadata(uint64_t(new_offset), cluster_size_, META_L2);
+    int ret = claim_metadata(uint64_t(new_offset), cluster_size_, META_L2);
+    if (ret < 0) {
+        co_return ret;
+    }
     Qcow2Cache::Ref table;
-    int ret = co_await l2_cache_->get(uint64_t(new_offset), false, table);
+    ret = co_await l2_cache_->get(uint64_t(new_offset), false, table);
     if (ret < 0) {
         co_return ret;
     }
@@ -407,6 +410,105 @@ CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool 
     return b;
 }
 
+// The run of clusters from `idx` that one allocating write covers (at
+// most `max_clusters`): it stops at a cluster that has a host cluster of its
+// own.  Such a cluster is reused (`reuse`) when it comes first: with
+// extended L2 entries for its unallocated or zero subclusters, without them
+// when it is a preallocated zero cluster.
+int allocation_run(Qcow2State& s, Qcow2Cache::Ref& l2, uint64_t idx, uint64_t guest_start,
+                   uint64_t max_clusters, std::vector<L2Entry>& old, bool& reuse)
+{
+    reuse = false;
+    for (uint64_t k = 0; k < max_clusters; k++) {
+        L2Entry e = s.get_l2_entry(l2, idx + k);
+        int ret = s.validate_l2_entry(e, guest_start + (k << s.cluster_bits_), l2.offset(), idx + k);
+        if (ret < 0) {
+            return ret;
+        }
+        ClusterType t = s.l2_cluster_type(e.entry);
+        if ((t == ClusterType::Normal || t == ClusterType::ZeroAlloc) && (e.entry & kCopied)) {
+            if (k == 0 && (s.extended_l2_ || t == ClusterType::ZeroAlloc)) {
+                reuse = true;
+                old.push_back(e);
+            }
+            break;
+        }
+        old.push_back(e);
+    }
+    return 0;
+}
+
+// Where an allocating write puts its data and what it copies around it.
+struct AllocatingWrite {
+    uint64_t guest_start;  // the first cluster's guest offset
+    uint64_t host;         // the first cluster's host offset
+    uint64_t w_start, w_end;  // the new data, relative to guest_start
+    CowBounds cow;
+    bool head_needed, tail_needed;  // copy [cow.from, w_start), [w_end, cow.to)
+};
+
+// Writes the new data of `w` from `qiov` with the copy-on-write around it:
+// the written range keeps what the guest reads there now (old clusters,
+// zeroes, or the backing file).  The allocation in flight keeps other
+// writers away, so the guest's view cannot change meanwhile.  One write
+// carries the copies together with the new data.  Runs without lock_.
+Task<int> write_with_cow(Qcow2State& s, const AllocatingWrite& w, IOVector& qiov, size_t qiov_offset)
+{
+    AlignedBuffer cow_head, cow_tail;
+    auto read_current = [&](uint64_t from, uint64_t to, AlignedBuffer& buf) -> Task<int> {
+        buf = AlignedBuffer(to - from, 4096);
+        IOVector q(buf.data(), to - from);
+        co_return co_await s.read_guest(w.guest_start + from, to - from, q, 0);
+    };
+    int ret = 0;
+    if (w.head_needed) {
+        ret = co_await read_current(w.cow.from, w.w_start, cow_head);
+    }
+    if (ret >= 0 && w.tail_needed) {
+        ret = co_await read_current(w.w_end, w.cow.to, cow_tail);
+    }
+    if (ret < 0) {
+        co_return ret;
+    }
+    IOVector write;
+    uint64_t write_from = w.head_needed ? w.cow.from : w.w_start;
+    if (w.head_needed) {
+        write.add(cow_head.data(), w.w_start - w.cow.from);
+    }
+    write.add_slice(qiov, qiov_offset, w.w_end - w.w_start);
+    if (w.tail_needed) {
+        write.add(cow_tail.data(), w.cow.to - w.w_end);
+    }
+    co_return co_await bdrv_co_pwritev(s.data_child(), w.host + write_from, write.size(), write);
+}
+
+// Points the `n` L2 entries from `idx` at the written host clusters and
+// queues what they pointed to for freeing.
+void link_clusters(Qcow2State& s, Qcow2Cache::Ref& l2, uint64_t idx, uint64_t n, const AllocatingWrite& w,
+                   bool reuse)
+{
+    for (uint64_t k = 0; k < n; k++) {
+        L2Entry now = s.get_l2_entry(l2, idx + k);
+        L2Entry linked{(w.host + (k << s.cluster_bits_)) | kCopied, 0};
+        if (s.extended_l2_) {
+            // Subclusters outside the written range keep their state.
+            uint64_t base = k << s.cluster_bits_;
+            uint64_t from = std::max(w.cow.from, base) - base;
+            uint64_t to = std::min(w.cow.to, base + s.cluster_size_) - base;
+            uint64_t written = subcluster_alloc_bits(uint32_t(from >> s.subcluster_bits_),
+                                                     uint32_t(((to - 1) >> s.subcluster_bits_) + 1));
+            uint64_t kept = s.l2_cluster_type(now.entry) == ClusterType::Compressed ? 0 : now.bitmap;
+            linked.bitmap = (kept | written) & ~(written << 32);
+        }
+        s.set_l2_entry(l2, idx + k, linked);
+        // With an external data file the old mapping was at the same
+        // offset: nothing to free.
+        if (!reuse && !s.has_data_file()) {
+            s.free_l2_entry_later(now.entry, Qcow2State::FreeReason::Other);
+        }
+    }
+}
+
 }  // namespace
 
 bool Qcow2State::range_reads_zero(const L2Entry& e, uint64_t from, uint64_t to) const
@@ -440,77 +542,60 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
         co_return ret;
     }
     uint64_t idx = l2_index(offset);
-    uint64_t guest_start = offset & ~(cluster_size_ - 1);
-    uint64_t max_clusters = size_to_clusters(offset - guest_start + bytes);
+    AllocatingWrite w;
+    w.guest_start = offset & ~(cluster_size_ - 1);
+    uint64_t max_clusters = size_to_clusters(offset - w.guest_start + bytes);
     max_clusters = std::min(max_clusters, l2_entries_ - idx);
-
-    // The run of clusters to allocate: stop at one that has a host cluster
-    // of its own.  Such a cluster is reused when it comes first: with
-    // extended L2 entries for its unallocated or zero subclusters, without
-    // them when it is a preallocated zero cluster.
     std::vector<L2Entry> old;
     bool reuse = false;
-    for (uint64_t k = 0; k < max_clusters; k++) {
-        L2Entry e = get_l2_entry(l2, idx + k);
-        ret = validate_l2_entry(e, guest_start + (k << cluster_bits_), l2.offset(), idx + k);
-        if (ret < 0) {
-            lock_.unlock();
-            co_return ret;
-        }
-        ClusterType t = l2_cluster_type(e.entry);
-        if ((t == ClusterType::Normal || t == ClusterType::ZeroAlloc) && (e.entry & kCopied)) {
-            if (k == 0 && (extended_l2_ || t == ClusterType::ZeroAlloc)) {
-                reuse = true;
-                old.push_back(e);
-            }
-            break;
-        }
-        old.push_back(e);
+    ret = allocation_run(*this, l2, idx, w.guest_start, max_clusters, old, reuse);
+    if (ret < 0) {
+        lock_.unlock();
+        co_return ret;
     }
     uint64_t n = old.size();
     uint64_t alloc_bytes = n << cluster_bits_;
-    uint64_t w_start = offset - guest_start;
-    uint64_t data_bytes = std::min(bytes, alloc_bytes - w_start);
-    uint64_t w_end = w_start + data_bytes;
-    CowBounds cow = cow_bounds(*this, old, reuse, w_start, w_end);
+    w.w_start = offset - w.guest_start;
+    uint64_t data_bytes = std::min(bytes, alloc_bytes - w.w_start);
+    w.w_end = w.w_start + data_bytes;
+    w.cow = cow_bounds(*this, old, reuse, w.w_start, w.w_end);
 
     uint64_t fresh_boundary = fresh_from_;
-    uint64_t host;
     if (reuse) {
-        host = old[0].entry & kOffsetMask;
+        w.host = old[0].entry & kOffsetMask;
     } else if (has_data_file()) {
-        host = guest_start;  // guest data sits at its guest offset
+        w.host = w.guest_start;  // guest data sits at its guest offset
     } else {
         int64_t h = co_await alloc_clusters(alloc_bytes);
         if (h < 0) {
             lock_.unlock();
             co_return int(h);
         }
-        host = uint64_t(h);
+        w.host = uint64_t(h);
     }
     // Clusters past everything ever allocated in the image file read as
     // zeroes: copying zeroes there can be skipped.
-    bool fresh = !reuse && !has_data_file() && (host >> cluster_bits_) >= fresh_boundary;
+    bool fresh = !reuse && !has_data_file() && (w.host >> cluster_bits_) >= fresh_boundary;
     l2.reset();
 
     uint64_t last_base = (n - 1) << cluster_bits_;
-    bool head_needed = cow.from < w_start && !(fresh && range_reads_zero(old.front(), cow.from, w_start));
-    bool tail_needed = w_end < cow.to &&
-                       !(fresh && range_reads_zero(old.back(), w_end - last_base, cow.to - last_base));
+    w.head_needed = w.cow.from < w.w_start && !(fresh && range_reads_zero(old.front(), w.cow.from, w.w_start));
+    w.tail_needed = w.w_end < w.cow.to &&
+                    !(fresh && range_reads_zero(old.back(), w.w_end - last_base, w.cow.to - last_base));
 
     auto alloc = std::make_shared<InFlightAlloc>();
-    alloc->guest_offset = guest_start;
+    alloc->guest_offset = w.guest_start;
     alloc->bytes = alloc_bytes;
-    alloc->host_offset = host;
+    alloc->host_offset = w.host;
     alloc->data_offset = offset;
     alloc->data_bytes = data_bytes;
     // With subclusters the new entry marks only [cow.from, cow.to) as
     // written, so writes elsewhere in the clusters cannot join.
-    alloc->cow_free = !head_needed && !tail_needed && !extended_l2_;
+    alloc->cow_free = !w.head_needed && !w.tail_needed && !extended_l2_;
     in_flight_.push_back(alloc);
-    ret = check_overlap(host, alloc_bytes, MetadataKind(0));
+    ret = check_overlap(w.host, alloc_bytes, MetadataKind(0));
     if (ret >= 0 && fresh) {
-        ret = co_await extend_file_for(host + alloc_bytes);
+        ret = co_await extend_file_for(w.host + alloc_bytes);
     }
     auto finish = [&](int result) -> int {
         if (result < 0) {
@@ -526,46 +611,15 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     if (ret < 0) {
         co_return finish(ret);
     }
-    DataIoGuard guard(*this, host, alloc_bytes);
+    DataIoGuard guard(*this, w.host, alloc_bytes);
     lock_.unlock();
-
-    // Copy-on-write: around the new data, the written range keeps what
-    // the guest reads there now (old clusters, zeroes, or the backing
-    // file).  The allocation in flight keeps other writers away, so the
-    // guest's view cannot change meanwhile.  One write carries the copies
-    // together with the new data.
-    AlignedBuffer cow_head, cow_tail;
-    auto read_current = [&](uint64_t from, uint64_t to, AlignedBuffer& buf) -> Task<int> {
-        buf = AlignedBuffer(to - from, 4096);
-        IOVector q(buf.data(), to - from);
-        co_return co_await read_guest(guest_start + from, to - from, q, 0);
-    };
-    ret = 0;
-    if (head_needed) {
-        ret = co_await read_current(cow.from, w_start, cow_head);
-    }
-    if (ret >= 0 && tail_needed) {
-        ret = co_await read_current(w_end, cow.to, cow_tail);
-    }
-    if (ret >= 0) {
-        IOVector write;
-        uint64_t write_from = head_needed ? cow.from : w_start;
-        if (head_needed) {
-            write.add(cow_head.data(), w_start - cow.from);
-        }
-        write.add_slice(qiov, qiov_offset, data_bytes);
-        if (tail_needed) {
-            write.add(cow_tail.data(), cow.to - w_end);
-        }
-        ret = co_await bdrv_co_pwritev(data_child(), host + write_from, write.size(), write);
-    }
-
+    ret = co_await write_with_cow(*this, w, qiov, qiov_offset);
     co_await lock_.lock();
     if (ret < 0) {
         if (!reuse && !has_data_file()) {
             // Nothing references the new clusters, but requests that
             // joined may still be writing there: free them the safe way.
-            free_clusters_later(host, alloc_bytes, FreeReason::Other);
+            free_clusters_later(w.host, alloc_bytes, FreeReason::Other);
         }
         co_return finish(ret);
     }
@@ -573,26 +627,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     if (ret < 0) {
         co_return finish(ret);
     }
-    for (uint64_t k = 0; k < n; k++) {
-        L2Entry now = get_l2_entry(l2, idx + k);
-        L2Entry linked{(host + (k << cluster_bits_)) | kCopied, 0};
-        if (extended_l2_) {
-            // Subclusters outside the written range keep their state.
-            uint64_t base = k << cluster_bits_;
-            uint64_t from = std::max(cow.from, base) - base;
-            uint64_t to = std::min(cow.to, base + cluster_size_) - base;
-            uint64_t written = subcluster_alloc_bits(uint32_t(from >> subcluster_bits_),
-                                                     uint32_t(((to - 1) >> subcluster_bits_) + 1));
-            uint64_t kept = l2_cluster_type(now.entry) == ClusterType::Compressed ? 0 : now.bitmap;
-            linked.bitmap = (kept | written) & ~(written << 32);
-        }
-        set_l2_entry(l2, idx + k, linked);
-        // With an external data file the old mapping was at the same
-        // offset: nothing to free.
-        if (!reuse && !has_data_file()) {
-            free_l2_entry_later(now.entry, FreeReason::Other);
-        }
-    }
+    link_clusters(*this, l2, idx, n, w, reuse);
     l2.reset();
     co_return finish(int(data_bytes));
 }
@@ -768,38 +803,8 @@ Task<int> Qcow2State::discard_clusters(uint64_t offset, uint64_t bytes, bool ful
 
 Task<int> Qcow2State::write_l1_entries()
 {
-    if (dirty_l1_.empty()) {
-        co_return 0;
-    }
-    std::sort(dirty_l1_.begin(), dirty_l1_.end());
-    constexpr uint64_t kPerSector = 512 / 8;
-    uint8_t sector[512];
-    uint64_t last = UINT64_MAX;
-    for (uint32_t idx : dirty_l1_) {
-        uint64_t s = idx / kPerSector;
-        if (s == last) {
-            continue;
-        }
-        last = s;
-        uint64_t n = std::min<uint64_t>(kPerSector, l1_.size() - s * kPerSector);
-        memset(sector, 0, sizeof(sector));
-        for (uint64_t i = 0; i < n; i++) {
-            store_be64(sector + i * 8, l1_[s * kPerSector + i]);
-        }
-        uint64_t off = header_.l1_table_offset + s * 512;
-        uint64_t len = std::min<uint64_t>(512, uint64_t(header_.l1_size) * 8 - s * 512);
-        int ret = check_overlap(off, len, META_L1);
-        if (ret < 0) {
-            co_return ret;
-        }
-        IOVector qiov(sector, len);
-        ret = co_await bdrv_co_pwritev(file(), off, len, qiov);
-        if (ret < 0) {
-            co_return ret;
-        }
-    }
-    dirty_l1_.clear();
-    co_return 0;
+    co_return co_await write_dirty_entries(dirty_l1_, l1_, header_.l1_table_offset,
+                                           uint64_t(header_.l1_size) * 8, META_L1);
 }
 
 Task<int> Qcow2State::grow_l1_table(uint64_t min_size, Error& err)
@@ -831,7 +836,11 @@ Task<int> Qcow2State::grow_l1_table(uint64_t min_size, Error& err)
     for (size_t i = 0; i < l1_.size(); i++) {
         store_be64(buf.data() + i * 8, l1_[i]);
     }
-    register_metadata(uint64_t(new_offset), new_bytes, META_L1);
+    ret = claim_metadata(uint64_t(new_offset), new_bytes, META_L1);
+    if (ret < 0) {
+        err.set_errno(-ret, "Could not write the L1 table");
+        co_return ret;
+    }
     IOVector qiov(buf.data(), write_bytes);
     ret = co_await bdrv_co_pwritev(file(), uint64_t(new_offset), write_bytes, qiov);
     if (ret >= 0) {
@@ -855,7 +864,7 @@ Task<int> Qcow2State::grow_l1_table(uint64_t min_size, Error& err)
     }
     l1_.resize(min_size, 0);
     if (old_bytes) {
-        unregister_metadata(old_offset, old_bytes);
+        unregister_metadata(old_offset, old_bytes, META_L1);
         free_clusters_later(old_offset, old_bytes, FreeReason::Other);
     }
     co_return 0;

@@ -9,6 +9,10 @@ namespace qemu::qcow2 {
 
 namespace {
 
+// The format's limit (docs/interop/qcow2-zoned.rst): the write pointer
+// array stays below 4 GiB.
+constexpr uint32_t kMaxZones = UINT32_MAX / 8;
+
 constexpr size_t kFeatureEntryBytes = 48;
 constexpr size_t kFeatureNameBytes = 46;
 
@@ -68,16 +72,17 @@ const char* metadata_kind_name(MetadataKind kind)
     case META_REFCOUNT_BLOCK: return "refcount block";
     case META_SNAPSHOT_TABLE: return "snapshot table";
     case META_SNAPSHOT_L1: return "inactive L1 table";
-    case META_OTHER: return "other metadata";
-    case META_ZONED: return "zoned metadata";
-    case META_SNAPSHOT_ZONED: return "snapshot zoned metadata";
     case META_BITMAP_DIRECTORY: return "bitmap directory";
     case META_BITMAP: return "bitmap data";
+    case META_ZONE_WP: return "write pointer array";
+    case META_ZONE_COND: return "zone condition array";
+    case META_ZONE_DESC: return "zone descriptor extensions";
+    case META_SNAPSHOT_ZONED: return "snapshot zone state";
     }
     return "metadata";
 }
 
-bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& err)
+bool Header::parse_fixed_fields(const uint8_t* buf, size_t len, Error& err)
 {
     if (len < kV2HeaderLength || load_be32(buf) != kMagic) {
         err.set("Image is not in qcow2 format");
@@ -158,8 +163,14 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
         return false;
     }
 
-    // Backing file name.
-    uint64_t ext_end = cs;
+    return true;
+}
+
+// The backing file name; `ext_end` becomes where the extensions must end.
+bool Header::parse_backing_name(const uint8_t* buf, size_t len, uint64_t& ext_end, Error& err)
+{
+    const uint64_t cs = cluster_size();
+    ext_end = cs;
     backing_file.clear();
     if (backing_file_offset) {
         if (backing_file_offset > cs) {
@@ -175,8 +186,51 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
                             backing_file_size);
         ext_end = backing_file_offset;
     }
+    return true;
+}
 
-    // Header extensions.
+bool Header::parse_zoned_extension(const uint8_t* data, uint32_t ext_len, Error& err)
+{
+    if (ext_len < ZonedExtension::kBaseLength) {
+        err.set("zoned_ext: len=%u too small (<%u)", ext_len, ZonedExtension::kBaseLength);
+        return false;
+    }
+    if (ext_len != ZonedExtension::kBaseLength && ext_len != ZonedExtension::kFullLength) {
+        err.set("Image is corrupt: zoned extension length %u is neither %u nor %u", ext_len,
+                ZonedExtension::kBaseLength, ZonedExtension::kFullLength);
+        return false;
+    }
+    ZonedExtension z;
+    z.model = data[0];
+    if (data[1] || data[2] || data[3] ||
+        (ext_len == ZonedExtension::kFullLength && load_be32(data + 60))) {
+        err.set("Image is corrupt: reserved bytes of the zoned extension are not zero");
+        return false;
+    }
+    z.zone_size = load_be64(data + 4);
+    z.zone_capacity = load_be64(data + 12);
+    z.conventional_zones = load_be32(data + 20);
+    z.nr_zones = load_be32(data + 24);
+    z.max_active_zones = load_be32(data + 28);
+    z.max_open_zones = load_be32(data + 32);
+    z.max_append_bytes = load_be32(data + 36);
+    z.meta_size = load_be64(data + 40);
+    z.meta_offset = load_be64(data + 48);
+    if (ext_len >= ZonedExtension::kFullLength) {
+        z.zd_extension_size = load_be32(data + 56);
+        z.cond_offset = load_be64(data + 64);
+        z.cond_size = load_be64(data + 72);
+        z.zde_offset = load_be64(data + 80);
+        z.zde_size = load_be64(data + 88);
+    }
+    if (z.model != 0) {
+        zoned = z;
+    }
+    return true;
+}
+
+bool Header::parse_extensions(const uint8_t* buf, size_t len, uint64_t ext_end, Error& err)
+{
     backing_format.clear();
     data_file.reset();
     feature_table.clear();
@@ -208,38 +262,11 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
         case EXT_DATA_FILE:
             data_file.emplace(reinterpret_cast<const char*>(data), ext_len);
             break;
-        case EXT_ZONED: {
-            if (ext_len < ZonedExtension::kBaseLength) {
-                err.set("zoned_ext: len=%u too small (<%u)", ext_len, ZonedExtension::kBaseLength);
+        case EXT_ZONED:
+            if (!parse_zoned_extension(data, ext_len, err)) {
                 return false;
-            }
-            ZonedExtension z;
-            z.model = data[0];
-            if (data[1] || data[2] || data[3]) {
-                err.set("Image is corrupt: reserved bytes of the zoned extension are not zero");
-                return false;
-            }
-            z.zone_size = load_be64(data + 4);
-            z.zone_capacity = load_be64(data + 12);
-            z.conventional_zones = load_be32(data + 20);
-            z.nr_zones = load_be32(data + 24);
-            z.max_active_zones = load_be32(data + 28);
-            z.max_open_zones = load_be32(data + 32);
-            z.max_append_bytes = load_be32(data + 36);
-            z.meta_size = load_be64(data + 40);
-            z.meta_offset = load_be64(data + 48);
-            if (ext_len >= ZonedExtension::kFullLength) {
-                z.zd_extension_size = load_be32(data + 56);
-                z.cond_offset = load_be64(data + 64);
-                z.cond_size = load_be64(data + 72);
-                z.zde_offset = load_be64(data + 80);
-                z.zde_size = load_be64(data + 88);
-            }
-            if (z.model != 0) {
-                zoned = z;
             }
             break;
-        }
         case EXT_FEATURE_TABLE:
             for (size_t i = 0; i + kFeatureEntryBytes <= ext_len; i += kFeatureEntryBytes) {
                 FeatureName f;
@@ -260,7 +287,11 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
         pos += (uint64_t(ext_len) + 7) & ~7ULL;
     }
 
-    // Features.
+    return true;
+}
+
+bool Header::check_features(uint64_t file_size, Error& err) const
+{
     uint64_t unsupported = incompatible_features & ~kSupportedIncompatible;
     if (unsupported) {
         std::string names;
@@ -298,7 +329,12 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
         err.set("Encrypted images are not supported");
         return false;
     }
+    return true;
+}
 
+bool Header::check_tables(uint64_t file_size, Error& err) const
+{
+    const uint64_t cs = cluster_size();
     // Tables: offsets and sizes within sane limits and the file.
     if (!table_fits(refcount_table_offset, uint64_t(refcount_table_clusters) << cluster_bits, 1,
                     kMaxRefcountTableBytes, cs, "Reference count table", err)) {
@@ -342,6 +378,14 @@ bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& er
         return false;
     }
     return true;
+}
+
+bool Header::parse(const uint8_t* buf, size_t len, uint64_t file_size, Error& err)
+{
+    uint64_t ext_end = 0;
+    return parse_fixed_fields(buf, len, err) && parse_backing_name(buf, len, ext_end, err) &&
+           parse_extensions(buf, len, ext_end, err) && check_features(file_size, err) &&
+           check_tables(file_size, err);
 }
 
 bool Header::serialize(std::vector<uint8_t>& out, Error& err) const
@@ -471,6 +515,16 @@ bool ZonedExtension::validate(uint64_t virtual_size, uint32_t cluster_bits, uint
     }
     if (zone_capacity == 0 || zone_capacity > zone_size || zone_capacity % 512) {
         return bad("zone capacity is zero, larger than the zone size, or not sector aligned");
+    }
+    // Zones end on sector boundaries, the last one too (requests are
+    // split at zone ends and must not be left with less than a sector).
+    if (virtual_size % 512) {
+        return bad("the virtual size is not a multiple of 512");
+    }
+    if (nr_zones > kMaxZones) {
+        err.set("Image is corrupt: zoned extension: %u zones exceed the limit of %u", nr_zones,
+                kMaxZones);
+        return false;
     }
     uint64_t expected_zones = (virtual_size + zone_size - 1) / zone_size;
     if (nr_zones != expected_zones || nr_zones == 0) {

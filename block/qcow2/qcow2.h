@@ -191,6 +191,15 @@ struct Header {
     // Name of an unsupported feature bit, from the image's table if it has
     // one ("Unsupported IMGFMT feature(s): NAME").
     std::string feature_name(FeatureType type, int bit) const;
+
+private:
+    // The steps of parse(), in order.
+    bool parse_fixed_fields(const uint8_t* buf, size_t len, Error& err);
+    bool parse_backing_name(const uint8_t* buf, size_t len, uint64_t& ext_end, Error& err);
+    bool parse_extensions(const uint8_t* buf, size_t len, uint64_t ext_end, Error& err);
+    bool parse_zoned_extension(const uint8_t* data, uint32_t ext_len, Error& err);
+    bool check_features(uint64_t file_size, Error& err) const;
+    bool check_tables(uint64_t file_size, Error& err) const;
 };
 
 // The feature names this driver writes into every v3 header.
@@ -247,7 +256,9 @@ enum class SubclusterType {
     Invalid,  // the bitmap contradicts the entry (the image is corrupt)
 };
 
-// Offsets that metadata overlap checks distinguish (QEMU's QCOW2_OL_*).
+// Kinds of metadata area that overlap checks distinguish: QEMU's QCOW2_OL_*
+// in QEMU's order (an overlap is reported as the lowest kind it hits, as
+// QEMU does), then the kinds only we know.
 enum MetadataKind : uint8_t {
     META_HEADER = 1,
     META_L1 = 2,
@@ -256,13 +267,18 @@ enum MetadataKind : uint8_t {
     META_REFCOUNT_BLOCK = 5,
     META_SNAPSHOT_TABLE = 6,
     META_SNAPSHOT_L1 = 7,
-    META_OTHER = 8,  // extension data (bitmaps, crypto header): never written by us
-    META_ZONED = 9,  // write pointers, zone conditions, descriptor extensions
-    META_SNAPSHOT_ZONED = 10,  // a snapshot's copies of the zoned metadata
-    META_BITMAP_DIRECTORY = 11,
-    META_BITMAP = 12,  // bitmap tables and bitmap data
+    META_BITMAP_DIRECTORY = 8,
+    META_BITMAP = 9,  // bitmap tables and bitmap data
+    META_ZONE_WP = 10,  // the write pointer array
+    META_ZONE_COND = 11,  // the zone condition array
+    META_ZONE_DESC = 12,  // the zone descriptor extension area
+    META_SNAPSHOT_ZONED = 13,  // a snapshot's copies of the zoned metadata
 };
 const char* metadata_kind_name(MetadataKind kind);
+constexpr uint32_t kind_bit(MetadataKind kind)
+{
+    return 1u << kind;
+}
 
 // A cache of cluster-sized metadata tables (L2 tables or refcount blocks)
 // read from and written to the image file.  Entries are pinned while a
@@ -624,7 +640,13 @@ public:
     uint64_t free_cluster_index_ = 0;  // no free cluster below this
     uint64_t fresh_from_ = 0;          // clusters from here on read as zeroes
     uint64_t free_byte_offset_ = 0;    // packing point for compressed clusters
-    std::unordered_map<uint64_t, MetadataKind> metadata_clusters_;
+    // Which metadata areas occupy each cluster: a mask of 1 << MetadataKind
+    // per cluster index (clusters without metadata are absent).  The
+    // allocator never hands out a cluster found here, whatever its refcount.
+    std::unordered_map<uint64_t, uint32_t> metadata_clusters_;
+    // The first two kinds found sharing a cluster since the last
+    // rebuild_metadata_map() (0 when none): open refuses such images.
+    std::pair<MetadataKind, MetadataKind> metadata_overlap_{};
     std::vector<const DataIoGuard*> data_io_;
 
     // cache-clean-interval: drops cache entries unused for that long.
@@ -690,12 +712,26 @@ public:
     CoQueue zone_writes_done_;  // woken as zone writes complete
     // Loads write pointers and conditions and builds the state machine.
     Task<int> zoned_open(Error& err);
+    // A zone whose persisted state the format forbids, and its repair.
+    struct ZoneFault {
+        uint32_t zone;
+        std::string what;  // "write pointer of zone 1 (0x40064) is not ..."
+        uint64_t entry;    // the repaired write pointer entry
+        uint8_t cond;      // the repaired condition byte
+    };
+    // Found by a check open (BDRV_O_CHECK), which loads the zones repaired
+    // in memory; drv_check reports them and with BDRV_FIX_ERRORS writes the
+    // repairs (check_zone_faults).
+    std::vector<ZoneFault> zone_faults_;
     // Reads and validates zone state kept at these offsets (cond_offset 0:
     // no condition array): the write pointer entries as stored, the
-    // conditions, and a state machine restored from them.
+    // conditions, and a state machine restored from them.  A zone the
+    // format forbids fails, or with `faults` is recorded there and loaded
+    // repaired.
     Task<int> load_zone_state(uint64_t wp_offset, uint64_t cond_offset, std::vector<uint64_t>& entries,
                               std::vector<uint8_t>& conds, std::unique_ptr<ZoneStateMachine>& machine,
-                              Error& err);
+                              Error& err, std::vector<ZoneFault>* faults = nullptr);
+    Task<int> check_zone_faults(BdrvCheckResult& result, unsigned fix);
     // Gives the image its condition array (every zone 0) if it has none.
     Task<int> zone_condition_array();
     // Formats a new image as zoned (create time).
@@ -724,6 +760,26 @@ public:
     Task<int> fix_snapshot_table(BdrvCheckResult& res, unsigned fix);
 
     // --- qcow2.cc ----------------------------------------------------------
+    // The steps of drv_open, in order.  The open options are taken from
+    // the QDict before the file child is opened and applied once the
+    // header (its cluster size, its lazy refcounts bit) is known.
+    struct OpenOptions {
+        std::optional<std::string> l2_cache, refcount_cache, cache, lazy, pass_request;
+        uint64_t clean_interval = 0;
+        bool pass_snapshot = true;
+        bool pass_other = false;
+        std::string overlap;
+    };
+    bool take_open_options(QDict& options, OpenOptions& o, Error& err);
+    // Reads and validates the header; sets the geometry members.
+    Task<int> read_header(Error& err);
+    // Lazy refcounts, discard passing, the caches and their timer.
+    bool apply_open_options(const OpenOptions& o, Error& err);
+    bool create_caches(const OpenOptions& o, Error& err);
+    Task<int> load_l1_table(Error& err);
+    // On read-write opens: repairs a dirty image, clears autoclear bits we
+    // do not maintain.
+    Task<int> prepare_writable(Error& err);
     // Opens the external data file child (option data-file.*, else the
     // name in the header), with QEMU's checks and messages.
     Task<int> open_data_file(QDict& options, Error& err);
@@ -750,6 +806,10 @@ public:
     // Writes dirty metadata in crash-safe order (see the top of this file),
     // then applies the deferred frees.
     Task<int> flush_metadata();
+    // flush_metadata(), then refcounts too when they are lazy, then a sync:
+    // everything cached is on disk.  Header switches (snapshots, amend)
+    // must never name clusters whose refcounts are not on disk.
+    Task<int> sync_all_metadata();
 
     // --- cluster.cc --------------------------------------------------
     uint64_t offset_into_cluster(uint64_t off) const { return off & (cluster_size_ - 1); }
@@ -856,13 +916,35 @@ public:
     void free_l2_entry_later(uint64_t l2_entry, FreeReason reason);
     Task<int> apply_pending_frees();
     Task<int> write_reftable_entries();
+    // Writes the sectors of a table (at `table_offset`, `table_bytes` long,
+    // of kind `kind`) that hold the entries in `dirty`, then clears `dirty`.
+    Task<int> write_dirty_entries(std::vector<uint32_t>& dirty, const std::vector<uint64_t>& table,
+                                  uint64_t table_offset, uint64_t table_bytes, MetadataKind kind);
+    // The refcount block of refcount table entry `ti`, pinned in `out`
+    // (left empty when the entry has no block).
+    Task<int> load_refcount_block(uint64_t ti, Qcow2Cache::Ref& out);
+    // Reads a table of `entries` big-endian 64-bit entries (L1, refcount
+    // table) into `out`.
+    Task<int> read_table(uint64_t offset, uint64_t entries, std::vector<uint64_t>& out);
     // Metadata overlap checks: is writing [offset, offset+len) as `kind`
     // (0 for guest data) allowed?  Returns 0 or, after signalling
     // corruption, -EIO.
     int check_overlap(uint64_t offset, uint64_t len, MetadataKind kind);
+    // The same for a write that may replace the kinds in `allowed` (a mask
+    // of 1 << MetadataKind) as well.
+    int check_overlap_mask(uint64_t offset, uint64_t len, uint32_t allowed);
+    // Enters [offset, offset+len) as an area of `kind`; an area sharing a
+    // cluster with one of another kind is recorded in metadata_overlap_.
     void register_metadata(uint64_t offset, uint64_t len, MetadataKind kind);
-    void unregister_metadata(uint64_t offset, uint64_t len);
+    void unregister_metadata(uint64_t offset, uint64_t len, MetadataKind kind);
+    // Enters a newly allocated area, before anything is written to it;
+    // -EIO (corruption signalled) when metadata is there already.
+    int claim_metadata(uint64_t offset, uint64_t len, MetadataKind kind);
+    // The map from the header, the tables in memory and the snapshot table.
     void rebuild_metadata_map();
+    // Fails, naming the two kinds, when rebuild_metadata_map() found
+    // overlapping areas.
+    bool validate_metadata_layout(Error& err) const;
 };
 
 }  // namespace qemu::qcow2

@@ -14,6 +14,12 @@ namespace {
 
 constexpr uint64_t kRefTableOffsetMask = ~0x1ffULL;
 
+// The kind QEMU would name for a mask: the lowest one (QEMU's ffs()).
+MetadataKind lowest_kind(uint32_t mask)
+{
+    return MetadataKind(__builtin_ctz(mask));
+}
+
 }  // namespace
 
 uint64_t refcount_entry_get(const uint8_t* block, uint64_t index, uint32_t bits)
@@ -50,29 +56,36 @@ void refcount_entry_set(uint8_t* block, uint64_t index, uint32_t bits, uint64_t 
 
 Task<int> Qcow2State::load_refcount_table(Error& err)
 {
-    uint64_t bytes = uint64_t(header_.refcount_table_clusters) << cluster_bits_;
-    AlignedBuffer buf(bytes, 4096);
-    IOVector qiov(buf.data(), bytes);
-    int ret = co_await bdrv_co_preadv(file(), header_.refcount_table_offset, bytes, qiov);
+    uint64_t entries = (uint64_t(header_.refcount_table_clusters) << cluster_bits_) / 8;
+    int ret = co_await read_table(header_.refcount_table_offset, entries, refcount_table_);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read refcount table");
+    }
+    co_return ret;
+}
+
+Task<int> Qcow2State::read_table(uint64_t offset, uint64_t entries, std::vector<uint64_t>& out)
+{
+    out.assign(entries, 0);
+    if (!entries) {
+        co_return 0;
+    }
+    AlignedBuffer buf(entries * 8, 4096);
+    IOVector qiov(buf.data(), entries * 8);
+    int ret = co_await bdrv_co_preadv(file(), offset, entries * 8, qiov);
+    if (ret < 0) {
         co_return ret;
     }
-    refcount_table_.resize(bytes / 8);
-    for (size_t i = 0; i < refcount_table_.size(); i++) {
-        refcount_table_[i] = load_be64(buf.data() + i * 8);
+    for (size_t i = 0; i < entries; i++) {
+        out[i] = load_be64(buf.data() + i * 8);
     }
     co_return 0;
 }
 
-Task<int> Qcow2State::get_refcount(uint64_t cluster_index, uint64_t& refcount)
+Task<int> Qcow2State::load_refcount_block(uint64_t ti, Qcow2Cache::Ref& out)
 {
-    refcount = 0;
-    uint64_t ti = cluster_index >> refcount_block_bits_;
-    if (ti >= refcount_table_.size()) {
-        co_return 0;
-    }
-    uint64_t block_offset = refcount_table_[ti] & kRefTableOffsetMask;
+    out.reset();
+    uint64_t block_offset = ti < refcount_table_.size() ? refcount_table_[ti] & kRefTableOffsetMask : 0;
     if (!block_offset) {
         co_return 0;
     }
@@ -80,9 +93,15 @@ Task<int> Qcow2State::get_refcount(uint64_t cluster_index, uint64_t& refcount)
         co_return signal_corruption(true, "Refblock offset %#llx unaligned (reftable index: %#llx)",
                                     (unsigned long long)block_offset, (unsigned long long)ti);
     }
+    co_return co_await refblock_cache_->get(block_offset, true, out);
+}
+
+Task<int> Qcow2State::get_refcount(uint64_t cluster_index, uint64_t& refcount)
+{
+    refcount = 0;
     Qcow2Cache::Ref block;
-    int ret = co_await refblock_cache_->get(block_offset, true, block);
-    if (ret < 0) {
+    int ret = co_await load_refcount_block(cluster_index >> refcount_block_bits_, block);
+    if (ret < 0 || !block) {
         co_return ret;
     }
     refcount = refcount_entry_get(block.data(), cluster_index & (refcount_block_entries_ - 1),
@@ -168,8 +187,12 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
                 store_be64(table_bytes + i * 8, table[i]);
             }
             uint64_t area_offset = p.area_start << cluster_bits_;
+            int ret = check_overlap_mask(area_offset, area_bytes, 0);
+            if (ret < 0) {
+                co_return ret;
+            }
             IOVector qiov(area.data(), area_bytes);
-            int ret = co_await bdrv_co_pwritev(file(), area_offset, area_bytes, qiov);
+            ret = co_await bdrv_co_pwritev(file(), area_offset, area_bytes, qiov);
             if (ret < 0) {
                 co_return ret;
             }
@@ -192,7 +215,7 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
             if (ret < 0) {
                 co_return ret;
             }
-            unregister_metadata(old_offset, old_bytes);
+            unregister_metadata(old_offset, old_bytes, META_REFCOUNT_TABLE);
             refcount_table_ = std::move(table);
             register_metadata(area_offset, p.nb_blocks << cluster_bits_, META_REFCOUNT_BLOCK);
             register_metadata(header_.refcount_table_offset, p.table_clusters << cluster_bits_,
@@ -210,8 +233,12 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
             uint64_t candidate = uint64_t(found) >> cluster_bits_;
             uint64_t block_offset = candidate << cluster_bits_;
             bool self_describing = (candidate >> refcount_block_bits_) == ti;
+            int ret = claim_metadata(block_offset, cluster_size_, META_REFCOUNT_BLOCK);
+            if (ret < 0) {
+                co_return ret;
+            }
             Qcow2Cache::Ref block;
-            int ret = co_await refblock_cache_->get(block_offset, false, block);
+            ret = co_await refblock_cache_->get(block_offset, false, block);
             if (ret < 0) {
                 co_return ret;
             }
@@ -223,7 +250,6 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
             block.reset();
             refcount_table_[ti] = block_offset;
             dirty_reftable_.push_back(uint32_t(ti));
-            register_metadata(block_offset, cluster_size_, META_REFCOUNT_BLOCK);
             if (!self_describing) {
                 ret = co_await update_refcount(block_offset, cluster_size_, 1);
                 if (ret < 0) {
@@ -231,13 +257,8 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
                 }
             }
         }
-        uint64_t block_offset = refcount_table_[ti] & kRefTableOffsetMask;
-        if (offset_into_cluster(block_offset)) {
-            co_return signal_corruption(true, "Refblock offset %#llx unaligned (reftable index: %#llx)",
-                                        (unsigned long long)block_offset, (unsigned long long)ti);
-        }
         Qcow2Cache::Ref block;
-        int ret = co_await refblock_cache_->get(block_offset, true, block);
+        int ret = co_await load_refcount_block(ti, block);
         if (ret < 0) {
             co_return ret;
         }
@@ -254,9 +275,10 @@ Task<int> Qcow2State::update_refcount(uint64_t offset, uint64_t length, int64_t 
             free_cluster_index_ = std::min(free_cluster_index_, c);
             auto meta = metadata_clusters_.find(c);
             if (meta != metadata_clusters_.end()) {
-                if (meta->second == META_L2) {
+                if (meta->second & kind_bit(META_L2)) {
                     l2_cache_->discard(c << cluster_bits_);
-                } else if (meta->second == META_REFCOUNT_BLOCK) {
+                }
+                if (meta->second & kind_bit(META_REFCOUNT_BLOCK)) {
                     refblock_cache_->discard(c << cluster_bits_);
                 }
                 metadata_clusters_.erase(meta);
@@ -277,6 +299,13 @@ Task<int64_t> Qcow2State::find_free_run(uint64_t n)
             uint64_t c = free_cluster_index_++;
             if ((c + 1) << cluster_bits_ > kOffsetMask) {
                 co_return -EFBIG;
+            }
+            // A metadata area in a cluster with refcount 0 (a corrupt
+            // image, or one whose refcounts a leak repair by another
+            // program dropped) stays where it is.
+            if (metadata_clusters_.contains(c)) {
+                found = false;
+                break;
             }
             uint64_t rc;
             int ret = co_await get_refcount(c, rc);
@@ -432,57 +461,72 @@ Task<int> Qcow2State::apply_pending_frees()
 
 Task<int> Qcow2State::write_reftable_entries()
 {
-    if (dirty_reftable_.empty()) {
-        co_return 0;
-    }
-    std::sort(dirty_reftable_.begin(), dirty_reftable_.end());
-    dirty_reftable_.erase(std::unique(dirty_reftable_.begin(), dirty_reftable_.end()), dirty_reftable_.end());
-    // Write whole 512-byte sectors of the table around each changed entry.
+    co_return co_await write_dirty_entries(dirty_reftable_, refcount_table_, header_.refcount_table_offset,
+                                           uint64_t(header_.refcount_table_clusters) << cluster_bits_,
+                                           META_REFCOUNT_TABLE);
+}
+
+Task<int> Qcow2State::write_dirty_entries(std::vector<uint32_t>& dirty, const std::vector<uint64_t>& table,
+                                          uint64_t table_offset, uint64_t table_bytes, MetadataKind kind)
+{
+    std::sort(dirty.begin(), dirty.end());
+    // Whole 512-byte sectors of the table around each changed entry (the
+    // last one may be partial).
     constexpr uint64_t kPerSector = 512 / 8;
     uint8_t sector[512];
     uint64_t last_sector = UINT64_MAX;
-    for (uint32_t idx : dirty_reftable_) {
+    for (uint32_t idx : dirty) {
         uint64_t s = idx / kPerSector;
-        if (s == last_sector) {
+        if (s == last_sector || s * 512 >= table_bytes) {
             continue;
         }
         last_sector = s;
         for (uint64_t i = 0; i < kPerSector; i++) {
             uint64_t e = s * kPerSector + i;
-            store_be64(sector + i * 8, e < refcount_table_.size() ? refcount_table_[e] : 0);
+            store_be64(sector + i * 8, e < table.size() ? table[e] : 0);
         }
-        uint64_t off = header_.refcount_table_offset + s * 512;
-        int ret = check_overlap(off, 512, META_REFCOUNT_TABLE);
+        uint64_t off = table_offset + s * 512;
+        uint64_t len = std::min<uint64_t>(512, table_bytes - s * 512);
+        int ret = check_overlap(off, len, kind);
         if (ret < 0) {
             co_return ret;
         }
-        IOVector qiov(sector, 512);
-        ret = co_await bdrv_co_pwritev(file(), off, 512, qiov);
+        IOVector qiov(sector, len);
+        ret = co_await bdrv_co_pwritev(file(), off, len, qiov);
         if (ret < 0) {
             co_return ret;
         }
     }
-    dirty_reftable_.clear();
+    dirty.clear();
     co_return 0;
 }
 
 void Qcow2State::register_metadata(uint64_t offset, uint64_t len, MetadataKind kind)
 {
     for (uint64_t c = offset >> cluster_bits_; c < (offset + len + cluster_size_ - 1) >> cluster_bits_; c++) {
-        metadata_clusters_[c] = kind;
+        uint32_t& mask = metadata_clusters_[c];
+        uint32_t others = mask & ~kind_bit(kind);
+        if (others && !metadata_overlap_.first) {
+            metadata_overlap_ = {lowest_kind(others), kind};
+        }
+        mask |= kind_bit(kind);
     }
 }
 
-void Qcow2State::unregister_metadata(uint64_t offset, uint64_t len)
+void Qcow2State::unregister_metadata(uint64_t offset, uint64_t len, MetadataKind kind)
 {
     for (uint64_t c = offset >> cluster_bits_; c < (offset + len + cluster_size_ - 1) >> cluster_bits_; c++) {
-        metadata_clusters_.erase(c);
+        auto it = metadata_clusters_.find(c);
+        if (it != metadata_clusters_.end() && !(it->second &= ~kind_bit(kind))) {
+            metadata_clusters_.erase(it);
+        }
     }
 }
 
 void Qcow2State::rebuild_metadata_map()
 {
     metadata_clusters_.clear();
+    metadata_overlap_ = {};
     register_metadata(0, cluster_size_, META_HEADER);
     register_metadata(header_.l1_table_offset, uint64_t(header_.l1_size) * 8, META_L1);
     register_metadata(header_.refcount_table_offset,
@@ -510,9 +554,9 @@ void Qcow2State::rebuild_metadata_map()
         register_metadata(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, META_SNAPSHOT_L1);
     }
     if (const auto& z = header_.zoned) {
-        register_metadata(z->meta_offset, z->meta_size, META_ZONED);
-        register_metadata(z->cond_offset, z->cond_size, META_ZONED);
-        register_metadata(z->zde_offset, z->zde_size, META_ZONED);
+        register_metadata(z->meta_offset, z->meta_size, META_ZONE_WP);
+        register_metadata(z->cond_offset, z->cond_size, META_ZONE_COND);
+        register_metadata(z->zde_offset, z->zde_size, META_ZONE_DESC);
         for (const Snapshot& sn : snapshots_) {
             if (const auto& copy = sn.zone_state) {
                 register_metadata(copy->wp_offset, z->meta_size, META_SNAPSHOT_ZONED);
@@ -525,17 +569,50 @@ void Qcow2State::rebuild_metadata_map()
     }
 }
 
+bool Qcow2State::validate_metadata_layout(Error& err) const
+{
+    auto [first, second] = metadata_overlap_;
+    if (!first) {
+        return true;
+    }
+    // Named as the write that would destroy the other: the header is never
+    // rewritten over a table, a table of the lower kind is the older one.
+    if (first == META_HEADER) {
+        err.set("%s overlaps with %s", metadata_kind_name(second), metadata_kind_name(first));
+    } else {
+        err.set("%s overlaps with %s", metadata_kind_name(first), metadata_kind_name(second));
+    }
+    return false;
+}
+
+int Qcow2State::claim_metadata(uint64_t offset, uint64_t len, MetadataKind kind)
+{
+    int ret = check_overlap_mask(offset, len, 0);
+    if (ret >= 0) {
+        register_metadata(offset, len, kind);
+    }
+    return ret;
+}
+
 int Qcow2State::check_overlap(uint64_t offset, uint64_t len, MetadataKind kind)
 {
     // Guest data in an external data file cannot hit metadata.
-    if (len == 0 || (kind == MetadataKind(0) && data_file_)) {
+    if (kind == MetadataKind(0) && data_file_) {
+        return 0;
+    }
+    return check_overlap_mask(offset, len, kind ? kind_bit(kind) : 0);
+}
+
+int Qcow2State::check_overlap_mask(uint64_t offset, uint64_t len, uint32_t allowed)
+{
+    if (len == 0) {
         return 0;
     }
     for (uint64_t c = offset >> cluster_bits_; c <= (offset + len - 1) >> cluster_bits_; c++) {
         auto it = metadata_clusters_.find(c);
-        if (it != metadata_clusters_.end() && it->second != kind) {
+        if (it != metadata_clusters_.end() && (it->second & ~allowed)) {
             return signal_corruption(true, "Preventing invalid write on metadata (overlaps with %s)",
-                                     metadata_kind_name(it->second));
+                                     metadata_kind_name(lowest_kind(it->second & ~allowed)));
         }
     }
     return 0;

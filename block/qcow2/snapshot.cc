@@ -435,24 +435,6 @@ private:
     uint64_t l2_offset_ = 0;
 };
 
-// Everything cached on disk and synced, refcounts too when they are lazy:
-// snapshot operations switch tables by header updates, and a header must
-// never name clusters whose refcounts are not on disk.
-Task<int> sync_metadata(Qcow2State& s)
-{
-    int ret = co_await s.flush_metadata();
-    if (ret >= 0) {
-        ret = co_await s.refblock_cache_->write_back();
-    }
-    if (ret >= 0) {
-        ret = co_await s.write_reftable_entries();
-    }
-    if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
-    }
-    co_return ret;
-}
-
 // One more reference to everything `l1` references.  Its L2 tables are
 // shared then, so their COPIED flags are cleared on disk, but only once the
 // new refcounts are there (QEMU orders its L2 cache after its refcount
@@ -474,7 +456,7 @@ Task<int> reference_l1(Qcow2State& s, const std::vector<uint64_t>& l1, RefcountJ
         }
     }
     if (ret >= 0) {
-        ret = co_await sync_metadata(s);
+        ret = co_await s.sync_all_metadata();
     }
     L1Walk walk(s, l1);
     while (ret >= 0 && (ret = co_await walk.next(ranges)) > 0) {
@@ -598,7 +580,7 @@ Task<int> write_snapshot_table(Qcow2State& s, std::vector<Snapshot> table, bool&
             ret = co_await bdrv_co_pwritev(s.file(), offset, bytes.size(), q);
         }
         if (ret >= 0) {
-            ret = co_await sync_metadata(s);
+            ret = co_await s.sync_all_metadata();
         }
         if (ret < 0) {
             co_await s.update_refcount(offset, bytes.size(), -1);  // nothing names it
@@ -772,7 +754,7 @@ Task<int> restore_zone_state(Qcow2State& s, const ZoneStateCopy& copy, Error& er
     ZonedExtension& ext = *s.header_.zoned;
     int ret = 0;
     if (!copy.zde.empty()) {
-        ret = s.check_overlap(ext.zde_offset, ext.zde_size, META_ZONED);
+        ret = s.check_overlap(ext.zde_offset, ext.zde_size, META_ZONE_DESC);
         if (ret >= 0) {
             IOVector q(const_cast<uint8_t*>(copy.zde.data()), copy.zde.size());
             ret = co_await bdrv_co_pwritev(s.file(), ext.zde_offset, copy.zde.size(), q);
@@ -785,7 +767,7 @@ Task<int> restore_zone_state(Qcow2State& s, const ZoneStateCopy& copy, Error& er
         ret = co_await s.zone_condition_array();
     }
     if (ret >= 0 && ext.cond_offset) {
-        ret = s.check_overlap(ext.cond_offset, ext.cond_size, META_ZONED);
+        ret = s.check_overlap(ext.cond_offset, ext.cond_size, META_ZONE_COND);
         if (ret >= 0) {
             IOVector q(const_cast<uint8_t*>(copy.conds.data()), copy.conds.size());
             ret = co_await bdrv_co_pwritev(s.file(), ext.cond_offset, copy.conds.size(), q);
@@ -833,7 +815,7 @@ public:
         if (busy) {
             co_return -EBUSY;
         }
-        int ret = co_await sync_metadata(s_);
+        int ret = co_await s_.sync_all_metadata();
         if (ret >= 0 && s_.header_.version >= 3 && !s_.dirty_marked_) {
             ret = co_await s_.mark_dirty();
             marked_dirty_ = ret >= 0;
@@ -849,7 +831,7 @@ public:
         if (ret < 0 && !settled) {
             co_return ret;
         }
-        int synced = co_await sync_metadata(s_);
+        int synced = co_await s_.sync_all_metadata();
         if (synced >= 0 && marked_dirty_) {
             synced = co_await s_.mark_clean();
         }
@@ -931,7 +913,7 @@ Task<int> Qcow2State::drv_snapshot_create(SnapshotInfo& info)
         ret = co_await update_copied_flags(*this);  // shared now: all cleared
     }
     if (ret >= 0) {
-        ret = co_await sync_metadata(*this);
+        ret = co_await sync_all_metadata();
     }
     bool header_unknown = false;
     if (ret >= 0) {
@@ -1012,7 +994,7 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
         ret = l1_offset < 0 ? int(l1_offset) : 0;
     }
     if (ret >= 0) {
-        ret = co_await sync_metadata(*this);
+        ret = co_await sync_all_metadata();
     }
     bool zones_lowered = false;
     if (ret >= 0 && zones_) {
@@ -1067,7 +1049,7 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
     rebuild_metadata_map();
     set_total_bytes(sn.disk_size);
     if (ret >= 0) {
-        ret = co_await sync_metadata(*this);
+        ret = co_await sync_all_metadata();
     }
     if (ret >= 0) {
         ret = co_await update_copied_flags(*this);
@@ -1133,7 +1115,7 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
         free_clusters_later(z->zde_offset, z->zde_offset ? ext.zde_size : 0, FreeReason::Snapshot);
     }
     if (ret >= 0) {
-        ret = co_await sync_metadata(*this);
+        ret = co_await sync_all_metadata();
     }
     if (ret >= 0) {
         ret = co_await update_copied_flags(*this);

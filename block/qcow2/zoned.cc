@@ -16,6 +16,7 @@
 //     so that what completed lies below the durable write pointer and the
 //     next flush (or its own FUA) makes it durable.
 // docs/devel/crash-testing.rst describes the tests that check all this.
+#include <algorithm>
 #include <cstring>
 
 #include "qcow2.h"
@@ -27,11 +28,72 @@ namespace {
 // Bit 7 of a zone's condition byte: its descriptor extension is valid
 // (docs/interop/qcow2-zoned.rst).
 constexpr uint8_t kCondDescExtValid = 0x80;
+
+// What docs/interop/qcow2-zoned.rst forbids in zone `z`'s write pointer
+// entry and condition byte, or "" when nothing.  Either way `entry` and
+// `cond` come back as a valid state: a misplaced write pointer at the zone
+// start (nothing above it was acknowledged as written), an unaligned one
+// rounded down, one past the capacity at the capacity (full), an unknown
+// condition as 0.
+std::string zone_fault(const ZonedExtension& ext, uint64_t disk_size, uint32_t z, uint64_t& entry,
+                       uint8_t& cond)
+{
+    uint64_t start = uint64_t(z) * ext.zone_size;
+    uint64_t end = std::min(start + ext.zone_size, disk_size);
+    uint64_t cap_end = start + std::min(ext.zone_capacity, end - start);
+    std::string fault;
+    auto note = [&](std::string what) {
+        if (fault.empty()) {
+            fault = std::move(what);
+        }
+    };
+    if (z < ext.conventional_zones) {
+        uint64_t expected = start | ZonedExtension::kConventionalFlag;
+        if (entry != expected) {
+            note(string_printf("write pointer entry of zone %u (0x%llx) is malformed", z,
+                               (unsigned long long)entry));
+            entry = expected;
+        }
+        if (cond) {
+            note(string_printf("conventional zone %u has condition %u", z, cond));
+            cond = 0;
+        }
+        return fault;
+    }
+    uint64_t wp = entry & ZonedExtension::kWpMask;
+    if (entry >> 59) {
+        note(string_printf("write pointer entry of zone %u (0x%llx) is malformed", z,
+                           (unsigned long long)entry));
+    }
+    if ((cond & ~kCondDescExtValid) > uint8_t(PersistentCondition::Offline) ||
+        ((cond & kCondDescExtValid) && !ext.zd_extension_size)) {
+        note(string_printf("unknown condition %u of zone %u", cond, z));
+        cond = 0;
+    }
+    if (wp % 512) {
+        note(string_printf("write pointer of zone %u (0x%llx) is not a multiple of 512", z,
+                           (unsigned long long)wp));
+        wp -= wp % 512;
+    }
+    if (wp < start || wp > end) {
+        note(string_printf("write pointer of zone %u (0x%llx) lies outside the zone", z,
+                           (unsigned long long)wp));
+        wp = start;
+    } else if (wp > cap_end && wp != end) {
+        // Past the capacity only a finished zone's end is allowed.
+        note(string_printf("write pointer of zone %u (0x%llx) lies between the zone capacity and "
+                           "the zone end", z, (unsigned long long)wp));
+        wp = cap_end;
+    }
+    entry = wp;
+    return fault;
+}
 }  // namespace
 
 Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
                                       std::vector<uint64_t>& entries, std::vector<uint8_t>& conds,
-                                      std::unique_ptr<ZoneStateMachine>& machine, Error& err)
+                                      std::unique_ptr<ZoneStateMachine>& machine, Error& err,
+                                      std::vector<ZoneFault>* faults)
 {
     const ZonedExtension& ext = *header_.zoned;
     ZoneGeometry g;
@@ -43,18 +105,25 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
     g.nr_conventional = ext.conventional_zones;
     g.max_open = ext.max_open_zones;
     g.max_active = ext.max_active_zones;
-    auto zones = std::make_unique<ZoneStateMachine>(g);
-
     uint64_t wp_bytes = uint64_t(ext.nr_zones) * 8;
-    AlignedBuffer wps(wp_bytes, 4096);
+    std::unique_ptr<ZoneStateMachine> zones;
+    AlignedBuffer wps;
+    // The zone count is bounded by the format, not by this host's memory.
+    try {
+        zones = std::make_unique<ZoneStateMachine>(g);
+        wps = AlignedBuffer(wp_bytes, 4096);
+        entries.resize(ext.nr_zones);
+        conds.assign(ext.nr_zones, 0);
+    } catch (const std::bad_alloc&) {
+        err.set("Could not allocate memory for the state of %u zones", ext.nr_zones);
+        co_return -ENOMEM;
+    }
     IOVector q(wps.data(), wp_bytes);
     int ret = co_await bdrv_co_preadv(file(), wp_offset, wp_bytes, q);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read the zone write pointers");
         co_return ret;
     }
-    entries.resize(ext.nr_zones);
-    conds.assign(ext.nr_zones, 0);
     if (cond_offset) {
         IOVector qc(conds.data(), conds.size());
         ret = co_await bdrv_co_preadv(file(), cond_offset, conds.size(), qc);
@@ -66,28 +135,22 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
     for (uint32_t z = 0; z < ext.nr_zones; z++) {
         // Little-endian on disk, as the upstream proposal writes them on x86.
         uint64_t entry = load_le64(wps.data() + uint64_t(z) * 8);
-        entries[z] = entry;
-        bool conventional = entry & ZonedExtension::kConventionalFlag;
-        if (conventional != (z < ext.conventional_zones) || (entry >> 60)) {
-            err.set("Image is corrupt: write pointer entry of zone %u (0x%llx) is malformed", z,
-                    (unsigned long long)entry);
-            co_return -EINVAL;
+        uint64_t fixed_entry = entry;
+        uint8_t fixed_cond = conds[z];
+        std::string fault = zone_fault(ext, header_.size, z, fixed_entry, fixed_cond);
+        if (!fault.empty()) {
+            if (!faults) {
+                err.set("Image is corrupt: %s", fault.c_str());
+                co_return -EINVAL;
+            }
+            faults->push_back({z, fault, fixed_entry, fixed_cond});
         }
-        if (conventional) {
-            continue;
-        }
-        uint8_t cond = conds[z] & ~kCondDescExtValid;
-        bool desc_ext_valid = conds[z] & kCondDescExtValid;
-        if (cond > uint8_t(PersistentCondition::Offline) ||
-            (desc_ext_valid && !ext.zd_extension_size)) {
-            err.set("Image is corrupt: unknown condition %u of zone %u", conds[z], z);
-            co_return -EINVAL;
-        }
-        uint64_t wp = entry & ZonedExtension::kWpMask;
-        if (!zones->restore(z, wp, PersistentCondition(cond), desc_ext_valid)) {
-            err.set("Image is corrupt: write pointer of zone %u (0x%llx) lies outside the zone", z,
-                    (unsigned long long)wp);
-            co_return -EINVAL;
+        entries[z] = fixed_entry;
+        conds[z] = fixed_cond;
+        if (z >= ext.conventional_zones) {
+            zones->restore(z, fixed_entry & ZonedExtension::kWpMask,
+                           PersistentCondition(fixed_cond & ~kCondDescExtValid),
+                           fixed_cond & kCondDescExtValid);
         }
     }
     zones->finish_restore();
@@ -100,8 +163,54 @@ Task<int> Qcow2State::zoned_open(Error& err)
     // The areas are protected as metadata by rebuild_metadata_map().
     const ZonedExtension& ext = *header_.zoned;
     std::vector<uint8_t> conds;
+    zone_faults_.clear();
     co_return co_await load_zone_state(ext.meta_offset, ext.cond_offset, wp_on_disk_, conds, zones_,
-                                       err);
+                                       err, (open_flags() & BDRV_O_CHECK) ? &zone_faults_ : nullptr);
+}
+
+Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
+{
+    bool repair = fix & BDRV_FIX_ERRORS;
+    for (const ZoneFault& f : zone_faults_) {
+        fprintf(stderr, "%s %s\n", repair ? "Repairing" : "ERROR", f.what.c_str());
+        if (!repair) {
+            result.corruptions++;
+            continue;
+        }
+        const ZonedExtension& ext = *header_.zoned;
+        uint8_t entry[8];
+        store_le64(entry, f.entry);
+        uint64_t at = ext.meta_offset + uint64_t(f.zone) * 8;
+        int ret = check_overlap(at, 8, META_ZONE_WP);
+        if (ret >= 0) {
+            IOVector q(entry, 8);
+            ret = co_await bdrv_co_pwritev(file(), at, 8, q);
+        }
+        if (ret >= 0 && ext.cond_offset) {
+            uint8_t cond = f.cond;
+            ret = check_overlap(ext.cond_offset + f.zone, 1, META_ZONE_COND);
+            if (ret >= 0) {
+                IOVector q(&cond, 1);
+                ret = co_await bdrv_co_pwritev(file(), ext.cond_offset + f.zone, 1, q);
+            }
+        }
+        if (ret < 0) {
+            fprintf(stderr, "ERROR writing the state of zone %u: %s\n", f.zone, strerror(-ret));
+            result.check_errors++;
+            continue;
+        }
+        wp_on_disk_[f.zone] = f.entry;
+        result.corruptions_fixed++;
+    }
+    if (repair && !zone_faults_.empty()) {
+        zone_faults_.clear();
+        int ret = co_await bdrv_co_flush(file()->bs.get());
+        if (ret < 0) {
+            result.check_errors++;
+            co_return ret;
+        }
+    }
+    co_return 0;
 }
 
 Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
@@ -115,16 +224,23 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
         co_return int(meta);
     }
     ext.meta_offset = uint64_t(meta);
-    AlignedBuffer buf(ext.meta_size, 4096);
-    for (uint32_t z = 0; z < ext.nr_zones; z++) {
-        uint64_t entry = uint64_t(z) * ext.zone_size;
-        if (z < ext.conventional_zones) {
-            entry |= ZonedExtension::kConventionalFlag;
+    // Written a chunk at a time: the areas may be gigabytes.
+    constexpr uint64_t kChunk = 1 * MiB;
+    AlignedBuffer buf(kChunk, 4096);
+    int ret = 0;
+    for (uint64_t at = 0; ret >= 0 && at < ext.meta_size; at += kChunk) {
+        uint64_t len = std::min(kChunk, ext.meta_size - at);
+        for (uint64_t i = 0; i < len / 8; i++) {
+            uint64_t z = at / 8 + i;
+            uint64_t entry = z * ext.zone_size;
+            if (z < ext.conventional_zones) {
+                entry |= ZonedExtension::kConventionalFlag;
+            }
+            store_le64(buf.data() + i * 8, entry);
         }
-        store_le64(buf.data() + uint64_t(z) * 8, entry);
+        IOVector q(buf.data(), len);
+        ret = co_await bdrv_co_pwritev(file(), ext.meta_offset + at, len, q);
     }
-    IOVector q(buf.data(), ext.meta_size);
-    int ret = co_await bdrv_co_pwritev(file(), ext.meta_offset, ext.meta_size, q);
     if (ret >= 0 && ext.zd_extension_size) {
         ext.zde_size = uint64_t(ext.nr_zones) * ext.zd_extension_size;
         int64_t zde = co_await alloc_clusters(ext.zde_size);
@@ -132,10 +248,12 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
             ret = int(zde);
         } else {
             ext.zde_offset = uint64_t(zde);
-            AlignedBuffer zeroes(ext.zde_size, 4096);
-            memset(zeroes.data(), 0, ext.zde_size);
-            IOVector qz(zeroes.data(), ext.zde_size);
-            ret = co_await bdrv_co_pwritev(file(), ext.zde_offset, ext.zde_size, qz);
+            memset(buf.data(), 0, kChunk);
+            for (uint64_t at = 0; ret >= 0 && at < ext.zde_size; at += kChunk) {
+                uint64_t len = std::min(kChunk, ext.zde_size - at);
+                IOVector qz(buf.data(), len);
+                ret = co_await bdrv_co_pwritev(file(), ext.zde_offset + at, len, qz);
+            }
         }
     }
     if (ret >= 0) {
@@ -188,7 +306,7 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         }
         IOVector q(buf, uint64_t(n) * 8);
         uint64_t off = ext.meta_offset + uint64_t(first) * 8;
-        ret = check_overlap(off, uint64_t(n) * 8, META_ZONED);
+        ret = check_overlap(off, uint64_t(n) * 8, META_ZONE_WP);
         if (ret >= 0) {
             ret = co_await bdrv_co_pwritev(file(), off, uint64_t(n) * 8, q);
         }
@@ -304,7 +422,7 @@ Task<int> Qcow2State::zone_condition_array()
     }
     ext.cond_offset = uint64_t(area);
     ext.cond_size = ext.nr_zones;
-    register_metadata(ext.cond_offset, ext.cond_size, META_ZONED);
+    register_metadata(ext.cond_offset, ext.cond_size, META_ZONE_COND);
     Error err;
     co_return co_await rewrite_header(err);
 }
@@ -322,7 +440,7 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
         c |= kCondDescExtValid;
     }
     IOVector q(&c, 1);
-    ret = check_overlap(ext.cond_offset + zone, 1, META_ZONED);
+    ret = check_overlap(ext.cond_offset + zone, 1, META_ZONE_COND);
     if (ret >= 0) {
         ret = co_await bdrv_co_pwritev(file(), ext.cond_offset + zone, 1, q);
     }
@@ -512,7 +630,7 @@ Task<int> Qcow2State::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data
         // valid (zone_set_condition syncs).
         uint64_t at = ext.zde_offset + uint64_t(z) * ext.zd_extension_size;
         IOVector q(const_cast<uint8_t*>(data), ext.zd_extension_size);
-        ret = check_overlap(at, ext.zd_extension_size, META_ZONED);
+        ret = check_overlap(at, ext.zd_extension_size, META_ZONE_DESC);
         if (ret >= 0) {
             ret = co_await bdrv_co_pwritev(file(), at, ext.zd_extension_size, q);
         }

@@ -84,3 +84,82 @@ ours_image ours-c4k-v2 cluster_size=4096,compat=0.10
     "$out/ours-zoned.qcow2" 1M
 "$build/qemu-io" -c "write -P 0x11 0 8k" -c "write -P 0x22 256k 8k" -c "zone_open 512k 256k" \
     -c "zone_append -p 512k 4k" "$out/ours-zoned.qcow2" >/dev/null
+
+# Crafted images (issue 12), as the unit tests in test-qcow2-crafted.cc
+# make them: metadata areas overlapping each other or the header, metadata
+# in clusters with refcount 0, and zoned headers and write pointers that
+# the format forbids.
+poke() {  # FILE OFFSET HEXBYTES
+    printf "$(echo "$3" | sed 's/../\\x&/g')" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
+}
+peek64() {  # FILE OFFSET: prints the big-endian u64 there
+    echo $((16#$(od -An -tx1 -j $(($2)) -N8 "$1" | tr -d ' \n')))
+}
+be64() { printf '%016x' "$1"; }
+be32() { printf '%08x' "$1"; }
+# set_refcount FILE OFFSET VALUE (16-bit refcounts, 4 KiB clusters, first
+# refcount block)
+set_refcount() {
+    local block
+    block=$(peek64 "$1" "$(peek64 "$1" 48)")
+    poke "$1" $((block + $2 / 4096 * 2)) "$(printf '%04x' "$3")"
+}
+# zoned_ext FILE: prints where the zoned extension's data starts
+zoned_ext() {
+    local at magic len
+    at=$((16#$(od -An -tx1 -j 100 -N4 "$1" | tr -d ' \n')))
+    while :; do
+        magic=$(od -An -tx1 -j $at -N4 "$1" | tr -d ' \n')
+        len=$((16#$(od -An -tx1 -j $((at + 4)) -N4 "$1" | tr -d ' \n')))
+        if [ "$magic" = 007a6264 ]; then
+            echo $((at + 8))
+            return
+        fi
+        at=$((at + 8 + (len + 7) / 8 * 8))
+    done
+}
+
+ours_image crafted-l1-on-header cluster_size=4096
+poke "$out/crafted-l1-on-header.qcow2" 40 "$(be64 0)"
+ours_image crafted-l1-refcount0 cluster_size=4096
+set_refcount "$out/crafted-l1-refcount0.qcow2" "$(peek64 "$out/crafted-l1-refcount0.qcow2" 40)" 0
+cp "$out/qemu-snapshot.qcow2" "$out/crafted-snapshot-l1-active.qcow2"
+f=$out/crafted-snapshot-l1-active.qcow2
+poke "$f" "$(peek64 "$f" 64)" "$(be64 "$(peek64 "$f" 40)")"
+
+zoned_opts=cluster_size=4096,zone.mode=host-managed,zone.size=256k,zone.conventional_zones=1
+"$build/qemu-img" create -q -f qcow2 -o "$zoned_opts" "$tmp/zoned.qcow2" 1M
+"$build/qemu-io" -c "write -P 0x22 256k 8k" -c "zone_offline 768k 256k" "$tmp/zoned.qcow2" >/dev/null
+zoned_crafted() {  # NAME: a copy of the zoned image to craft
+    cp "$tmp/zoned.qcow2" "$out/crafted-zoned-$1.qcow2"
+    f=$out/crafted-zoned-$1.qcow2
+    ext=$(zoned_ext "$f")
+    wps=$(peek64 "$f" $((ext + 48)))
+}
+zoned_crafted wp-refcount0
+set_refcount "$f" "$wps" 0
+zoned_crafted cond-on-l1
+poke "$f" $((ext + 64)) "$(be64 "$(peek64 "$f" 40)")"
+zoned_crafted cond-refcount0
+set_refcount "$f" "$(peek64 "$f" $((ext + 64)))" 0
+zoned_crafted size-unaligned
+poke "$f" 24 "$(be64 $((1024 * 1024 - 100)))"
+zoned_crafted too-many-zones  # 2^32-1 zones of 4 KiB
+poke "$f" 24 "$(be64 $((4294967295 * 4096)))"
+poke "$f" $((ext + 4)) "$(be64 4096)$(be64 4096)"
+poke "$f" $((ext + 24)) "$(be32 4294967295)"
+poke "$f" $((ext + 36)) "$(be32 2048)"
+poke "$f" $((ext + 40)) "$(be64 $((4294967295 * 8)))"
+zoned_crafted reserved
+poke "$f" $((ext + 60)) "$(be32 1)"
+zoned_crafted length-64
+poke "$f" $((ext - 4)) "$(be32 64)"
+zoned_crafted wp-unaligned
+poke "$f" $((wps + 8)) "$(printf '%02x' 100)0004"
+zoned_crafted wp-past-capacity  # zone 1: capacity 128k, pointer 192k into the zone
+poke "$f" $((ext + 12)) "$(be64 $((128 * 1024)))"
+poke "$f" $((wps + 8)) 0000070000000000
+zoned_crafted conventional-wp
+poke "$f" "$wps" 0010000000000008
+zoned_crafted conventional-cond
+poke "$f" "$(peek64 "$f" $((ext + 64)))" 02

@@ -116,6 +116,30 @@ inline void read_file(const std::string& path, uint64_t offset, void* data, size
     close(fd);
 }
 
+inline uint64_t get_be64(const std::string& path, uint64_t offset)
+{
+    uint8_t b[8];
+    read_file(path, offset, b, 8);
+    return load_be64(b);
+}
+
+inline void set_be64(const std::string& path, uint64_t offset, uint64_t value)
+{
+    uint8_t b[8];
+    store_be64(b, value);
+    patch_file(path, offset, b, 8);
+}
+
+// The descriptor of the zone at `offset`.
+inline BlockZoneDescriptor report_zone(AioContext& ctx, BlockBackend& blk, uint64_t offset)
+{
+    BlockZoneDescriptor d;
+    uint32_t n = 1;
+    REQUIRE(run_sync(ctx, blk.co_zone_report(offset, n, &d)) == 0);
+    REQUIRE(n == 1);
+    return d;
+}
+
 // Where the L2 entry of `guest_cluster` (in the first L2 table) is in the
 // image file; entries are 8 bytes, or 16 with extended L2 entries.
 inline uint64_t l2_entry_offset(const std::string& path, uint64_t guest_cluster, bool extended)

@@ -15,6 +15,7 @@
 #include "block/block-backend.h"
 #include "qemu/bswap.h"
 #include "qemu/units.h"
+#include "qcow2-test-util.h"
 
 using namespace qemu;
 
@@ -118,19 +119,8 @@ void peek(const std::string& path, uint64_t offset, void* data, size_t len)
     close(fd);
 }
 
-uint64_t get_be64(const std::string& path, uint64_t offset)
-{
-    uint8_t b[8];
-    peek(path, offset, b, 8);
-    return load_be64(b);
-}
-
-void set_be64(const std::string& path, uint64_t offset, uint64_t value)
-{
-    uint8_t b[8];
-    store_be64(b, value);
-    poke(path, offset, b, 8);
-}
+using qcow2_test::get_be64;
+using qcow2_test::set_be64;
 
 // 16-bit refcounts, the default width.
 uint16_t get_refcount(const std::string& path, uint64_t cluster)

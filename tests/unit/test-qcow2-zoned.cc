@@ -2,7 +2,9 @@
 // appends, persistence, reset, conditions, and the zoned limits.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "block/block-backend.h"
@@ -15,14 +17,7 @@ namespace {
 
 using ZonedImage = qcow2_test::CreatedImage;
 
-BlockZoneDescriptor report_one(AioContext& ctx, BlockBackend& blk, uint64_t offset)
-{
-    BlockZoneDescriptor d;
-    uint32_t n = 1;
-    REQUIRE(run_sync(ctx, blk.co_zone_report(offset, n, &d)) == 0);
-    REQUIRE(n == 1);
-    return d;
-}
+using qcow2_test::report_zone;
 
 // Runs `count` coroutines produced by make(i) with `depth` in flight.
 template <typename F>
@@ -76,7 +71,7 @@ TEST_CASE("zoned qcow2: limits are published, also through raw", "[qcow2][zoned]
     REQUIRE(raw);
     REQUIRE(raw->bs()->limits().zoned == BlockZoneModel::HostManaged);
     REQUIRE(raw->bs()->limits().nr_zones == 16);
-    BlockZoneDescriptor d = report_one(ctx, *raw, 4 * MiB);
+    BlockZoneDescriptor d = report_zone(ctx, *raw, 4 * MiB);
     REQUIRE(d.start == 4 * MiB);
     REQUIRE(d.state == BlockZoneState::Empty);
 }
@@ -95,7 +90,7 @@ TEST_CASE("zoned qcow2: sequential writes at queue depth 32 are accepted in orde
     for (int r : results) {
         REQUIRE(r == 0);
     }
-    REQUIRE(report_one(ctx, *blk, 4 * MiB).state == BlockZoneState::Full);
+    REQUIRE(report_zone(ctx, *blk, 4 * MiB).state == BlockZoneState::Full);
     std::vector<uint8_t> back(4 * MiB);
     REQUIRE(blk->pread(4 * MiB, back.size(), back.data()) == 0);
     for (int i = 0; i < 1024; i++) {
@@ -128,7 +123,7 @@ TEST_CASE("zoned qcow2: concurrent appends get distinct offsets and their data l
         REQUIRE(blk->pread(where[i], sizeof(b), b) == 0);
         REQUIRE(std::all_of(b, b + sizeof(b), [&](uint8_t v) { return v == uint8_t(i + 1); }));
     }
-    REQUIRE(report_one(ctx, *blk, 8 * MiB).wp == 8 * MiB + 256 * 8192);
+    REQUIRE(report_zone(ctx, *blk, 8 * MiB).wp == 8 * MiB + 256 * 8192);
 }
 
 TEST_CASE("zoned qcow2: zone rules on writes, appends and reads", "[qcow2][zoned]")
@@ -150,11 +145,11 @@ TEST_CASE("zoned qcow2: zone rules on writes, appends and reads", "[qcow2][zoned
     REQUIRE(blk->pread(0, back.size(), back.data()) == 0);
     REQUIRE(std::all_of(back.begin(), back.begin() + 8192, [](uint8_t v) { return v == 7; }));
     REQUIRE(std::all_of(back.begin() + 8192, back.end(), [](uint8_t v) { return v == 0; }));
-    BlockZoneDescriptor z = report_one(ctx, *blk, 0);
+    BlockZoneDescriptor z = report_zone(ctx, *blk, 0);
     REQUIRE(z.capacity == 2 * MiB);
     REQUIRE(z.state == BlockZoneState::ImplicitlyOpen);
     REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Finish, 0, 4 * MiB)) == 0);
-    REQUIRE(report_one(ctx, *blk, 0).wp == 2 * MiB);  // start + capacity, not the zone end
+    REQUIRE(report_zone(ctx, *blk, 0).wp == 2 * MiB);  // start + capacity, not the zone end
     REQUIRE(blk->pwrite(2 * MiB, 4096, d.data()) == -ENOSPC);
     REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 0, 4 * MiB)) == -EPERM);
     REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 4096, 4 * MiB)) == -EINVAL);
@@ -176,14 +171,14 @@ TEST_CASE("zoned qcow2: write pointers survive a restart, open zones come back c
     }
     AioContext ctx;
     auto blk = img.open(ctx);
-    BlockZoneDescriptor z = report_one(ctx, *blk, 4 * MiB);
+    BlockZoneDescriptor z = report_zone(ctx, *blk, 4 * MiB);
     REQUIRE(z.wp == 4 * MiB + 65536);
     REQUIRE(z.state == BlockZoneState::Closed);
-    REQUIRE(report_one(ctx, *blk, 12 * MiB).state == BlockZoneState::Empty);
-    REQUIRE(report_one(ctx, *blk, 16 * MiB).state == BlockZoneState::Full);
-    REQUIRE(report_one(ctx, *blk, 20 * MiB).state == BlockZoneState::ReadOnly);
-    REQUIRE(report_one(ctx, *blk, 24 * MiB).state == BlockZoneState::Offline);
-    REQUIRE(report_one(ctx, *blk, 0).type == BlockZoneType::Conventional);
+    REQUIRE(report_zone(ctx, *blk, 12 * MiB).state == BlockZoneState::Empty);
+    REQUIRE(report_zone(ctx, *blk, 16 * MiB).state == BlockZoneState::Full);
+    REQUIRE(report_zone(ctx, *blk, 20 * MiB).state == BlockZoneState::ReadOnly);
+    REQUIRE(report_zone(ctx, *blk, 24 * MiB).state == BlockZoneState::Offline);
+    REQUIRE(report_zone(ctx, *blk, 0).type == BlockZoneType::Conventional);
     std::vector<uint8_t> back(65536);
     REQUIRE(blk->pread(4 * MiB, back.size(), back.data()) == 0);
     REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 3; }));
@@ -212,7 +207,7 @@ TEST_CASE("zoned qcow2: reset frees the zone's clusters", "[qcow2][zoned][reset]
     REQUIRE(blk->flush() == 0);
     REQUIRE(stat(img.path.c_str(), &after) == 0);
     REQUIRE(after.st_blocks * 512 < before.st_blocks * 512 - 250 * int64_t(MiB));
-    BlockZoneDescriptor z = report_one(ctx, *blk, 0);
+    BlockZoneDescriptor z = report_zone(ctx, *blk, 0);
     REQUIRE(z.state == BlockZoneState::Empty);
     REQUIRE(z.wp == 0);
     std::vector<uint8_t> back(1 * MiB, 1);
@@ -240,8 +235,8 @@ TEST_CASE("zoned qcow2: descriptor extensions persist and are cleared by reset",
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(0, ext.data())) == -EINVAL);  // conventional
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB + 512, ext.data())) == -EINVAL);
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == 0);
-        REQUIRE(report_one(ctx, *blk, 4 * MiB).state == BlockZoneState::Closed);
-        REQUIRE(report_one(ctx, *blk, 4 * MiB).desc_ext_valid);
+        REQUIRE(report_zone(ctx, *blk, 4 * MiB).state == BlockZoneState::Closed);
+        REQUIRE(report_zone(ctx, *blk, 4 * MiB).desc_ext_valid);
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == -EPERM);
         // A written zone cannot take one.
         REQUIRE(blk->pwrite(8 * MiB, 4096, ext.data()) == 0);
@@ -253,20 +248,20 @@ TEST_CASE("zoned qcow2: descriptor extensions persist and are cleared by reset",
     }
     AioContext ctx;
     auto blk = img.open(ctx);
-    BlockZoneDescriptor z = report_one(ctx, *blk, 4 * MiB);
+    BlockZoneDescriptor z = report_zone(ctx, *blk, 4 * MiB);
     REQUIRE(z.state == BlockZoneState::Closed);
     REQUIRE(z.wp == 4 * MiB);
     REQUIRE(z.desc_ext_valid);
     REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(4 * MiB, back.data())) == 0);
     REQUIRE(back == ext);
-    REQUIRE(report_one(ctx, *blk, 12 * MiB).state == BlockZoneState::Empty);
-    REQUIRE_FALSE(report_one(ctx, *blk, 12 * MiB).desc_ext_valid);
+    REQUIRE(report_zone(ctx, *blk, 12 * MiB).state == BlockZoneState::Empty);
+    REQUIRE_FALSE(report_zone(ctx, *blk, 12 * MiB).desc_ext_valid);
     REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(12 * MiB, back.data())) == 0);
     REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 0; }));
     // The zone takes writes at its start like any closed zone.
     REQUIRE(blk->pwrite(4 * MiB, 4096, ext.data()) == 0);
     REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Reset, 4 * MiB, 4 * MiB)) == 0);
-    REQUIRE_FALSE(report_one(ctx, *blk, 4 * MiB).desc_ext_valid);
+    REQUIRE_FALSE(report_zone(ctx, *blk, 4 * MiB).desc_ext_valid);
     // Images without extensions refuse the requests.
     ZonedImage plain(kOpts);
     auto pblk = plain.open(ctx);
@@ -318,7 +313,7 @@ TEST_CASE("zoned qcow2: refuses resize, discard and write-zeroes shortcuts", "[q
     REQUIRE(err.message == "Cannot resize a zoned image");
     // Write-zeroes goes through the zone rules as a data write.
     REQUIRE(run_sync(ctx, blk->co_pwrite_zeroes(8 * MiB, 64 * 1024)) == 0);
-    REQUIRE(report_one(ctx, *blk, 8 * MiB).wp == 8 * MiB + 64 * 1024);
+    REQUIRE(report_zone(ctx, *blk, 8 * MiB).wp == 8 * MiB + 64 * 1024);
     REQUIRE(run_sync(ctx, blk->co_pwrite_zeroes(8 * MiB, 64 * 1024)) == -ESPIPE);
 }
 
@@ -332,6 +327,34 @@ TEST_CASE("zoned qcow2: an image with 100,000 zones opens quickly", "[qcow2][zon
     int64_t open_ns = AioContext::now_ns() - t0;
     WARN("opening 100,000 zones took " << open_ns / 1000 << " us");
     REQUIRE(blk->bs()->limits().nr_zones == 100000);
-    BlockZoneDescriptor d = report_one(ctx, *blk, 99999ULL * 64 * 1024);
+    BlockZoneDescriptor d = report_zone(ctx, *blk, 99999ULL * 64 * 1024);
     REQUIRE(d.start == 99999ULL * 64 * 1024);
+}
+
+TEST_CASE("zoned qcow2: a create that runs out of memory fails with one line and leaves no file",
+          "[qcow2][zoned][create]")
+{
+    // 4 TiB of 64 KiB zones: 67,108,864 zones, whose state does not fit in
+    // the 1.5 GB of address space the child may use.  (An uncaught
+    // std::bad_alloc used to abort the tools and leave the file behind.)
+    qcow2_test::TempImage img;
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        struct rlimit limit = {1500ULL << 20, 1500ULL << 20};
+        setrlimit(RLIMIT_AS, &limit);
+        AioContext ctx;
+        Error err;
+        int ret = qcow2_test::create(ctx, img.path, "size=4T,zone.mode=host-managed,zone.size=64k,"
+                                        "zone.max_append_bytes=32k", err);
+        bool ok = ret == -ENOMEM &&
+                  err.message == "Could not allocate memory for the state of 67108864 zones" &&
+                  access(img.path.c_str(), F_OK) != 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(access(img.path.c_str(), F_OK) != 0);
 }
