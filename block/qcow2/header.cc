@@ -195,16 +195,24 @@ bool Header::parse_zoned_extension(const uint8_t* data, uint32_t ext_len, Error&
         err.set("zoned_ext: len=%u too small (<%u)", ext_len, ZonedExtension::kBaseLength);
         return false;
     }
-    if (ext_len != ZonedExtension::kBaseLength && ext_len != ZonedExtension::kFullLength) {
-        err.set("Image is corrupt: zoned extension length %u is neither %u nor %u", ext_len,
-                ZonedExtension::kBaseLength, ZonedExtension::kFullLength);
+    // Faults that rewriting the header repairs.
+    auto fault = [&](std::string what) {
+        if (!tolerate_header_faults) {
+            err.set("Image is corrupt: %s", what.c_str());
+            return false;
+        }
+        header_faults.push_back(std::move(what));
+        return true;
+    };
+    if (ext_len != ZonedExtension::kBaseLength && ext_len != ZonedExtension::kFullLength &&
+        !fault(string_printf("zoned extension length %u is neither %u nor %u", ext_len,
+                             ZonedExtension::kBaseLength, ZonedExtension::kFullLength))) {
         return false;
     }
     ZonedExtension z;
     z.model = data[0];
-    if (data[1] || data[2] || data[3] ||
-        (ext_len == ZonedExtension::kFullLength && load_be32(data + 60))) {
-        err.set("Image is corrupt: reserved bytes of the zoned extension are not zero");
+    if ((data[1] || data[2] || data[3] || (ext_len >= ZonedExtension::kFullLength && load_be32(data + 60))) &&
+        !fault("reserved bytes of the zoned extension are not zero")) {
         return false;
     }
     z.zone_size = load_be64(data + 4);

@@ -244,6 +244,7 @@ Task<int> Qcow2State::read_header(Error& err)
             co_return ret;
         }
     }
+    header_.tolerate_header_faults = open_flags() & BDRV_O_CHECK;
     if (!header_.parse(head.data(), head_len, file_size, err)) {
         co_return -EINVAL;
     }

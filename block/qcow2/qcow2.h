@@ -191,6 +191,12 @@ struct Header {
     // Name of an unsupported feature bit, from the image's table if it has
     // one ("Unsupported IMGFMT feature(s): NAME").
     std::string feature_name(FeatureType type, int bit) const;
+    // Set before parse() by a check open: faults of the zoned extension
+    // that rewriting the header repairs (non-zero reserved bytes, a length
+    // other than 56 or 96) are recorded in header_faults ("reserved bytes
+    // of ...") instead of failing.
+    bool tolerate_header_faults = false;
+    std::vector<std::string> header_faults;
 
 private:
     // The steps of parse(), in order.
@@ -720,8 +726,8 @@ public:
         uint8_t cond;      // the repaired condition byte
     };
     // Found by a check open (BDRV_O_CHECK), which loads the zones repaired
-    // in memory; drv_check reports them and with BDRV_FIX_ERRORS writes the
-    // repairs (check_zone_faults).
+    // in memory; drv_check reports them, and the header's header_faults,
+    // and with BDRV_FIX_ERRORS writes the repairs (check_zone_faults).
     std::vector<ZoneFault> zone_faults_;
     // Reads and validates zone state kept at these offsets (cond_offset 0:
     // no condition array): the write pointer entries as stored, the

@@ -171,6 +171,26 @@ Task<int> Qcow2State::zoned_open(Error& err)
 Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
 {
     bool repair = fix & BDRV_FIX_ERRORS;
+    for (const std::string& what : header_.header_faults) {
+        fprintf(stderr, "%s %s\n", repair ? "Repairing" : "ERROR", what.c_str());
+        (repair ? result.corruptions_fixed : result.corruptions)++;
+    }
+    if (repair && !header_.header_faults.empty()) {
+        // The header as we write it has the canonical length and zeroes.
+        Error err;
+        int ret = co_await rewrite_header(err);
+        if (ret >= 0) {
+            ret = co_await bdrv_co_flush(file()->bs.get());
+        }
+        if (ret < 0) {
+            fprintf(stderr, "ERROR rewriting the header: %s\n", strerror(-ret));
+            result.corruptions_fixed -= int(header_.header_faults.size());
+            result.corruptions += int(header_.header_faults.size());
+            result.check_errors++;
+            co_return ret;
+        }
+        header_.header_faults.clear();
+    }
     for (const ZoneFault& f : zone_faults_) {
         fprintf(stderr, "%s %s\n", repair ? "Repairing" : "ERROR", f.what.c_str());
         if (!repair) {

@@ -347,12 +347,12 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
     SECTION("non-zero reserved bytes after the descriptor extension size")
     {
         require_refused([](const std::string& p, uint64_t ext, uint64_t) { set_be32(p, ext + 60, 1); },
-                        "Image is corrupt: reserved bytes of the zoned extension are not zero");
+                        "Image is corrupt: reserved bytes of the zoned extension are not zero", true);
     }
     SECTION("an extension length other than 56 or 96")
     {
         require_refused([](const std::string& p, uint64_t ext, uint64_t) { set_be32(p, ext - 4, 64); },
-                        "Image is corrupt: zoned extension length 64 is neither 56 nor 96");
+                        "Image is corrupt: zoned extension length 64 is neither 56 nor 96", true);
     }
     SECTION("a write pointer that is not a multiple of 512")
     {
