@@ -55,6 +55,17 @@ void error_report(const char* fmt, ...)
     fprintf(stderr, "%s: %s\n", program.c_str(), msg.c_str());
 }
 
+int result_errno(int ret)
+{
+    unsigned n = ret < 0 ? 0u - unsigned(ret) : unsigned(ret);
+    return int(n >= unsigned(kResultCodeBase) ? n & 0xfffu : n);
+}
+
+const char* result_strerror(int ret)
+{
+    return strerror(result_errno(ret));
+}
+
 void Error::set(const char* fmt, ...)
 {
     va_list ap;
@@ -68,7 +79,7 @@ void Error::set_errno(int errnum, const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    message = vformat(fmt, ap) + ": " + strerror(errnum < 0 ? -errnum : errnum);
+    message = vformat(fmt, ap) + ": " + result_strerror(errnum);
     va_end(ap);
     hints.clear();
 }

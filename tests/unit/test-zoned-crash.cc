@@ -285,7 +285,7 @@ bool sector_is(const uint8_t* p, uint32_t id, uint64_t sector)
 
 bool is_zone_errno(int ret)
 {
-    return zone_error_from_errno(ret) != ZoneError::None;
+    return zone_error_of(ret) != ZoneError::None;
 }
 
 // --- What the workload was told ---------------------------------------------------
@@ -436,6 +436,12 @@ private:
         if (trace_.size() > 400) {
             trace_.pop_front();
         }
+    }
+    // A host error (not a zone error) that crash-sim injected: the request
+    // failed and, being a zone operation, changed nothing.
+    bool host_error_injected(int ret) const
+    {
+        return ret < 0 && !is_zone_errno(ret) && !sim_.crashed() && sim_.stats().injected > 0;
     }
     void poll()
     {
@@ -632,19 +638,33 @@ void Workload::write_done(uint32_t id, int ret)
         }
         return;
     }
-    if (!is_zone_errno(ret) || sim_.crashed()) {
+    bool injected = host_error_injected(ret);
+    if ((!is_zone_errno(ret) && !injected) || sim_.crashed()) {
         if (!sim_.crashed()) {
-            fail("write #" + std::to_string(id) + " failed: " + strerror(-ret));
+            fail("write #" + std::to_string(id) + " failed: " + result_strerror(ret));
         }
         w.state = WriteRecord::State::Unknown;  // may or may not be on disk
         log("failed #" + std::to_string(id) + " (crash)");
         return;
     }
-    // Refused at admission (resources, full zone): nothing was written.
+    if (injected && (m.conventional || w.fua)) {
+        // Any part of it may be there: its sectors stay unknown.  (A FUA
+        // write whose data was written may fail in the flush after it:
+        // done, but not known durable.)
+        w.state = WriteRecord::State::Unknown;
+        for (uint64_t off = w.start; m.conventional && off < w.end; off += kSector) {
+            m.busy[(off - m.start) / kSector] = UINT32_MAX;
+        }
+        log("failed #" + std::to_string(id) + ": " + result_strerror(ret));
+        return;
+    }
+    // Refused at admission (resources, full zone), or failed by an
+    // injected error and undone (it, and the writes after it in its zone):
+    // nothing was written below the write pointer.
     w.state = WriteRecord::State::Rejected;
-    log("refused #" + std::to_string(id) + ": " + strerror(-ret));
+    log("refused #" + std::to_string(id) + ": " + result_strerror(ret));
     if (m.conventional) {
-        fail("conventional write #" + std::to_string(id) + " refused: " + strerror(-ret));
+        fail("conventional write #" + std::to_string(id) + " refused: " + result_strerror(ret));
         return;
     }
     for (uint64_t off = w.start; off < w.end; off += kSector) {
@@ -726,8 +746,8 @@ Task<void> Workload::do_read(uint32_t z, uint64_t offset, uint64_t bytes, std::v
             break;
         }
     }
-    if (ret < 0 && !sim_.crashed()) {
-        fail(std::string("read failed: ") + strerror(-ret));
+    if (ret < 0 && !sim_.crashed() && !host_error_injected(ret)) {
+        fail(std::string("read failed: ") + result_strerror(ret));
     }
     in_flight_--;
 }
@@ -758,8 +778,8 @@ Task<void> Workload::do_flush(uint64_t issue_seq)
                 m.lb = m.cap_end;
             }
         }
-    } else if (!sim_.crashed()) {
-        fail(std::string("flush failed: ") + strerror(-ret));
+    } else if (!sim_.crashed() && !host_error_injected(ret)) {
+        fail(std::string("flush failed: ") + result_strerror(ret));
     }
     in_flight_--;
 }
@@ -822,11 +842,14 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
             continue;  // reset-all leaves read-only and offline zones alone
         }
         if (ret < 0) {
-            if (sim_.crashed()) {
+            // A range reset fails zone by zone: those before the failing
+            // one are reset, the others not, and which is which is not
+            // known here.
+            if (sim_.crashed() || (whole && host_error_injected(ret))) {
                 continue;  // the operation may or may not have happened
             }
-            if (!is_zone_errno(ret)) {
-                fail(std::string("zone ") + zone_op_name(op) + " failed: " + strerror(-ret));
+            if (!is_zone_errno(ret) && !host_error_injected(ret)) {
+                fail(std::string("zone ") + zone_op_name(op) + " failed: " + result_strerror(ret));
             }
             if (op == BlockZoneOp::Reset) {
                 m.resets_pending--;
@@ -882,13 +905,13 @@ void Workload::verify_after_crash(BlockBackend& blk, std::vector<uint8_t>& image
         }
         int ret = blk.pread(m.start, m.length, image.data() + m.start);
         if (d.state == BlockZoneState::Offline) {
-            if (ret != -ENXIO) {
+            if (ret != zone_error_code(ZoneError::Offline)) {
                 fail(where + "offline, but reading it returned " + std::to_string(ret));
             }
             continue;
         }
         if (ret < 0) {
-            fail(where + "reading it after the crash failed: " + strerror(-ret));
+            fail(where + "reading it after the crash failed: " + result_strerror(ret));
             continue;
         }
         if (m.conventional) {
@@ -1016,7 +1039,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
             int ret = run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Finish, d.start, d.length));
             actions += "finished zone " + std::to_string(z) + " (write pointer was " + std::to_string(d.wp) + "); ";
             if (ret < 0) {
-                failures.push_back("finishing zone " + std::to_string(z) + " failed: " + strerror(-ret));
+                failures.push_back("finishing zone " + std::to_string(z) + " failed: " + result_strerror(ret));
             }
             continue;  // what lies above the old write pointer must read as zeroes
         }
@@ -1032,7 +1055,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         if (ret == 0) {
             memcpy(image.data() + d.wp, data.data(), len);
         } else if (!is_zone_errno(ret)) {
-            failures.push_back("writing on in zone " + std::to_string(z) + " failed: " + strerror(-ret));
+            failures.push_back("writing on in zone " + std::to_string(z) + " failed: " + result_strerror(ret));
         }
     }
     blk.reset();
@@ -1047,7 +1070,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         uint64_t start = uint64_t(z) * g.zone_size;
         uint64_t len = std::min(g.zone_size, g.size - start);
         int ret = blk->pread(start, len, now.data() + start);
-        if (ret < 0 && ret != -ENXIO) {
+        if (ret < 0 && ret != zone_error_code(ZoneError::Offline)) {
             failures.push_back("reading zone " + std::to_string(z) + " after writing on failed");
         }
     }
@@ -1106,7 +1129,7 @@ void crash_during_repair(std::mt19937_64& rng, const std::string& store, AioCont
     sim->crash();
     int ret = run_sync(ctx, sim->settle(outcome));
     if (ret < 0) {
-        res.failures.push_back(std::string("settle failed: ") + strerror(-ret));
+        res.failures.push_back(std::string("settle failed: ") + result_strerror(ret));
     }
     res.description += std::string("the open worked, then ") + crash_outcome_name(outcome);
 }
@@ -1139,6 +1162,13 @@ void run_round(std::mt19937_64& rng, const Geometry& g, const std::string& store
     REQUIRE(sim);
     uint64_t crash_at = sim->stats().requests + 1 + rng() % (uint64_t(ops) * 2);
     sim->crash_at_request(crash_at);
+    // Half of the rounds also fail one request before the crash with EIO,
+    // which the zone operation it belongs to must undo.
+    if (rng() % 2) {
+        uint64_t fail_at = sim->stats().requests + 1 + rng() % (crash_at - sim->stats().requests);
+        sim->fail_request(fail_at, EIO);
+        desc << ", EIO at request " << fail_at;
+    }
     Workload w(rng(), g, *blk, *sim, ctx, image);
     w.run(ops);
     sim->crash();
@@ -1150,7 +1180,7 @@ void run_round(std::mt19937_64& rng, const Geometry& g, const std::string& store
     }
     int ret = run_sync(ctx, sim->settle(outcome));
     if (ret < 0) {
-        res.failures.push_back(std::string("settle failed: ") + strerror(-ret));
+        res.failures.push_back(std::string("settle failed: ") + result_strerror(ret));
     }
     desc << ", " << sim->stats().survivors << " survived";
     res.description += "\n" + desc.str();
