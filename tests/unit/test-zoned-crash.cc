@@ -474,7 +474,7 @@ private:
     Task<void> do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last);
 
     void make_durable(uint32_t id);
-    void write_done(uint32_t id, int ret);
+    void write_done(uint32_t id, int ret, bool maybe_done = false);
     std::vector<uint8_t> pattern(uint32_t id, uint64_t start, uint64_t end)
     {
         std::vector<uint8_t> data(end - start);
@@ -614,11 +614,22 @@ Task<void> Workload::do_write(uint32_t id, bool append, std::vector<uint8_t> dat
     } else {
         ret = co_await blk_.co_pwritev(w.start, data.size(), q, flags);
     }
-    write_done(id, ret);
+    bool maybe_done = false;
+    if (w.fua && host_error_injected(ret) && !zones_[w.zone].conventional) {
+        // Failed: its data write (undone, or doomed by an earlier failed
+        // write: the write pointer went back below it), or the flush after
+        // its data (done, not known durable).
+        BlockZoneDescriptor d;
+        uint32_t n = 1;
+        const ZoneModel& m = zones_[w.zone];
+        maybe_done = co_await blk_.co_zone_report(m.start, n, &d) == 0 && d.wp > w.start &&
+                     m.ids[(w.start - m.start) / kSector] == id;
+    }
+    write_done(id, ret, maybe_done);
     in_flight_--;
 }
 
-void Workload::write_done(uint32_t id, int ret)
+void Workload::write_done(uint32_t id, int ret, bool maybe_done)
 {
     WriteRecord& w = writes_[id - 1];
     ZoneModel& m = zones_[w.zone];
@@ -647,10 +658,8 @@ void Workload::write_done(uint32_t id, int ret)
         log("failed #" + std::to_string(id) + " (crash)");
         return;
     }
-    if (injected && (m.conventional || w.fua)) {
-        // Any part of it may be there: its sectors stay unknown.  (A FUA
-        // write whose data was written may fail in the flush after it:
-        // done, but not known durable.)
+    if (injected && (m.conventional || maybe_done)) {
+        // Any part of it may be there: its sectors stay unknown.
         w.state = WriteRecord::State::Unknown;
         for (uint64_t off = w.start; m.conventional && off < w.end; off += kSector) {
             m.busy[(off - m.start) / kSector] = UINT32_MAX;
@@ -841,11 +850,20 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
         if (op == BlockZoneOp::Reset && m.has_condition()) {
             continue;  // reset-all leaves read-only and offline zones alone
         }
-        if (ret < 0) {
+        int zret = ret;
+        if (ret < 0 && whole && host_error_injected(ret)) {
             // A range reset fails zone by zone: those before the failing
-            // one are reset, the others not, and which is which is not
-            // known here.
-            if (sim_.crashed() || (whole && host_error_injected(ret))) {
+            // one are reset (empty now; nothing else touches them while
+            // the reset is pending), the others unchanged.
+            BlockZoneDescriptor d;
+            uint32_t n = 1;
+            if (co_await blk_.co_zone_report(m.start, n, &d) == 0 && n == 1 &&
+                d.state == BlockZoneState::Empty) {
+                zret = 0;
+            }
+        }
+        if (zret < 0) {
+            if (sim_.crashed()) {
                 continue;  // the operation may or may not have happened
             }
             if (!is_zone_errno(ret) && !host_error_injected(ret)) {
