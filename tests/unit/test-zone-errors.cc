@@ -10,7 +10,7 @@
 #include "block/crash-sim.h"
 #include "block/zone-error.h"
 #include "qemu/units.h"
-#include "qcow2-test-util.h"
+#include "crash-sim-test-util.h"
 
 using namespace qemu;
 
@@ -22,40 +22,7 @@ const ZoneError kAllZoneErrors[] = {
     ZoneError::TooManyOpen,    ZoneError::TooManyActive, ZoneError::InvalidTransition,
 };
 
-// A zoned image opened over crash-sim, which injects the host errors.
-struct FaultyZonedImage {
-    qcow2_test::CreatedImage img;
-    AioContext ctx;
-    std::unique_ptr<BlockBackend> blk;
-    std::shared_ptr<CrashSimState> sim;
-
-    explicit FaultyZonedImage(const std::string& opts) : img(opts) { open(); }
-
-    void open()
-    {
-        QDict o;
-        o.set("driver", "qcow2");
-        o.set("file.driver", "crash-sim");
-        o.set("file.file.driver", "file");
-        o.set("file.file.filename", img.path);
-        // Reopened at once: the lock of the closed node may linger (issue 12).
-        o.set("file.file.locking", "off");
-        Error err;
-        blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
-        INFO(err.message);
-        REQUIRE(blk);
-        sim = std::dynamic_pointer_cast<CrashSimState>(blk->bs()->file()->bs);
-        REQUIRE(sim);
-    }
-
-    BlockZoneDescriptor report(uint64_t offset)
-    {
-        BlockZoneDescriptor d;
-        uint32_t n = 1;
-        REQUIRE(run_sync(ctx, blk->co_zone_report(offset, n, &d)) == 0);
-        return d;
-    }
-};
+using FaultyZonedImage = qcow2_test::SimImage;
 
 }  // namespace
 
@@ -147,23 +114,23 @@ TEST_CASE("zone errors: a full host disk under a zoned node is no full zone", "[
         REQUIRE(zone_error_of(ret) == ZoneError::None);
         REQUIRE(nvme_status_from_result(ret, BlockRequestKind::Write).value() == (0x4000 | 0x081));
         REQUIRE(virtio_blk_status_from_result(ret) == VIRTIO_BLK_S_IOERR);
-        REQUIRE(t.report(0).wp == 4096);  // nothing changed
-        REQUIRE(t.report(0).state == BlockZoneState::ImplicitlyOpen);
+        REQUIRE(t.report_one(0).wp == 4096);  // nothing changed
+        REQUIRE(t.report_one(0).state == BlockZoneState::ImplicitlyOpen);
     }
     IOVector q(d.data(), 4096);
     uint64_t where = 4 * MiB;
     int ret = run_sync(t.ctx, t.blk->co_zone_append(where, q));
     REQUIRE(ret == -ENOSPC);
     REQUIRE(zone_error_of(ret) == ZoneError::None);
-    REQUIRE(t.report(4 * MiB).state == BlockZoneState::Empty);
+    REQUIRE(t.report_one(4 * MiB).state == BlockZoneState::Empty);
     ret = run_sync(t.ctx, t.blk->co_pwrite_zeroes(4096, 8192));
     REQUIRE(ret == -ENOSPC);
-    REQUIRE(t.report(0).wp == 4096);
+    REQUIRE(t.report_one(0).wp == 4096);
 
     // Space again: the same write now does its I/O.
     t.sim->set_full(false);
     REQUIRE(t.blk->pwrite(4096, 4096, d.data()) == 0);
-    REQUIRE(t.report(0).wp == 8192);
+    REQUIRE(t.report_one(0).wp == 8192);
 
     // A full zone is a zone error, whatever the host disk says.
     REQUIRE(run_sync(t.ctx, t.blk->co_zone_mgmt(BlockZoneOp::Finish, 8 * MiB, 4 * MiB)) == 0);
@@ -187,9 +154,9 @@ TEST_CASE("zone errors: an EIO under a zoned node is no zone error", "[zone-erro
     REQUIRE(ret == -EIO);
     REQUIRE(zone_error_of(ret) == ZoneError::None);
     REQUIRE(nvme_status_from_result(ret, BlockRequestKind::Write).value() == 0x280);
-    REQUIRE(t.report(0).wp == 4096);
+    REQUIRE(t.report_one(0).wp == 4096);
     REQUIRE(t.blk->pwrite(4096, 4096, d.data()) == 0);
-    REQUIRE(t.report(0).wp == 8192);
+    REQUIRE(t.report_one(0).wp == 8192);
 }
 
 TEST_CASE("zone errors: the crash-sim options inject host errors", "[zone-error][crash-sim]")

@@ -12,7 +12,7 @@
 #include "block/crash-sim.h"
 #include "block/zone-error.h"
 #include "qemu/units.h"
-#include "qcow2-test-util.h"
+#include "crash-sim-test-util.h"
 
 using namespace qemu;
 
@@ -25,36 +25,8 @@ constexpr uint64_t kZone = 1 * MiB;
 constexpr uint64_t kSize = 6 * MiB;
 constexpr uint32_t kZones = 6;
 
-struct Image {
-    qcow2_test::CreatedImage img{kOpts};
-    AioContext ctx;
-    std::unique_ptr<BlockBackend> blk;
-    std::shared_ptr<CrashSimState> sim;
-
-    Image() { open(); }
-
-    void open()
-    {
-        QDict o;
-        o.set("driver", "qcow2");
-        o.set("file.driver", "crash-sim");
-        o.set("file.file.driver", "file");
-        o.set("file.file.filename", img.path);
-        // Reopened at once: the lock of the closed node may linger (issue 12).
-        o.set("file.file.locking", "off");
-        Error err;
-        blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
-        INFO(err.message);
-        REQUIRE(blk);
-        sim = std::dynamic_pointer_cast<CrashSimState>(blk->bs()->file()->bs);
-        REQUIRE(sim);
-    }
-    void reopen()
-    {
-        sim.reset();
-        blk.reset();  // flushes
-        open();
-    }
+struct Image : qcow2_test::SimImage {
+    Image() : SimImage(kOpts) {}
 
     std::vector<BlockZoneDescriptor> report()
     {
