@@ -12,6 +12,11 @@
 //   - read-only and offline conditions are written and synced at once;
 //   - a finish zeroes what lies between the write pointer and the capacity
 //     (see zone_finish_data) before its write pointer can be persisted;
+//   - a failed zone operation is undone: a write's admission (and those
+//     after it in its zone) in memory, a reset, finish or fault by putting
+//     the zone back and persisting its old write pointer (mappings first)
+//     and condition again; what cannot be undone (a reset's unmapping)
+//     comes last and cannot fail the operation;
 //   - a zone write completes only once the earlier writes of its zone have,
 //     so that what completed lies below the durable write pointer and the
 //     next flush (or its own FUA) makes it durable.
