@@ -13,8 +13,8 @@
 // write finishes, complete_write() moves the zone's durable frontier: the
 // offset below which every admitted write has finished.  Only the frontier
 // may be persisted as the write pointer (a crash must never leave a write
-// pointer above data that is not there); a failed write's range counts as
-// counts as nothing: see complete_write().
+// pointer above data that is not there); a failed write counts as nothing:
+// see complete_write().
 //
 // A failed operation changes nothing: a failed write is undone (its write
 // pointer and the zone's condition go back; the writes admitted after it
