@@ -92,7 +92,11 @@ public:
     {
         for (unsigned i = 0; i < ops; i++) {
             std::vector<BlockZoneDescriptor> before = t_.report();
-            std::vector<uint8_t> data_before = t_.contents(before);
+            // What the zones read matters only where the error may hit.
+            std::vector<uint8_t> data_before;
+            if (fail_in_) {
+                data_before = t_.contents(before);
+            }
             uint64_t injected = t_.sim->stats().injected;
             // Only the operations' own requests count (and may fail).
             uint64_t first = t_.sim->requests();
