@@ -49,11 +49,18 @@ Task<int> CrashSimState::drv_open(QDict& options, Error& err)
     auto seed = take_number(options, "seed", 0, err);
     auto max_delay = take_number(options, "max-delay", 0, err);
     auto crash_after = take_number(options, "crash-after", 0, err);
-    if (!seed || !max_delay || !crash_after) {
+    auto fail_at = take_number(options, "fail-at", 0, err);
+    auto fail_errno = take_number(options, "fail-errno", EIO, err);
+    auto full_after = take_number(options, "full-after", 0, err);
+    if (!seed || !max_delay || !crash_after || !fail_at || !fail_errno || !full_after) {
         co_return -EINVAL;
     }
     if (*max_delay > 1000) {
         err.set("crash-sim: max-delay must be at most 1000");
+        co_return -EINVAL;
+    }
+    if (*fail_errno == 0 || *fail_errno >= 4096) {
+        err.set("crash-sim: fail-errno must be an errno value (1 to 4095)");
         co_return -EINVAL;
     }
     if (!co_await open_child("file", options, false, err)) {
@@ -62,6 +69,9 @@ Task<int> CrashSimState::drv_open(QDict& options, Error& err)
     rng_.seed(*seed);
     max_delay_ = uint32_t(*max_delay);
     crash_at_ = *crash_after;
+    fail_at_ = *fail_at;
+    fail_errno_ = int(*fail_errno);
+    full_after_ = *full_after;
     set_total_bytes(file()->bs->total_bytes());
     co_return 0;
 }
@@ -77,13 +87,27 @@ void CrashSimState::crash()
         std::count_if(pending_.begin(), pending_.end(), [](const ChangePtr& c) { return c->completed; }));
 }
 
-bool CrashSimState::admit()
+int CrashSimState::admit(bool change)
 {
     stats_.requests++;
     if (crash_at_ && stats_.requests >= crash_at_) {
         crash();
     }
-    return !crashed_;
+    if (crashed_) {
+        return -EIO;
+    }
+    if (fail_at_ && stats_.requests == fail_at_) {
+        stats_.injected++;
+        return -fail_errno_;
+    }
+    if (full_after_ && stats_.requests >= full_after_) {
+        full_ = true;
+    }
+    if (change && full_) {
+        stats_.injected++;
+        return -ENOSPC;
+    }
+    return 0;
 }
 
 Task<void> CrashSimState::delay()
@@ -116,8 +140,8 @@ void CrashSimState::overlay(const Change& c, uint64_t offset, uint64_t bytes, ui
 Task<int> CrashSimState::drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                     size_t qiov_offset, unsigned)
 {
-    if (!admit()) {
-        co_return -EIO;
+    if (int ret = admit(false); ret < 0) {
+        co_return ret;
     }
     InFlight guard(in_flight_);
     // The changes are taken before the child is read: one that a flush
@@ -161,8 +185,8 @@ Task<int> CrashSimState::submit(ChangePtr change)
 Task<int> CrashSimState::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov,
                                      size_t qiov_offset, unsigned)
 {
-    if (!admit()) {
-        co_return -EIO;
+    if (int ret = admit(true); ret < 0) {
+        co_return ret;
     }
     auto c = std::make_shared<Change>(Change{Change::Kind::Write, offset, bytes, {}});
     c->data.resize(bytes);
@@ -172,8 +196,8 @@ Task<int> CrashSimState::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& 
 
 Task<int> CrashSimState::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned)
 {
-    if (!admit()) {
-        co_return -EIO;
+    if (int ret = admit(true); ret < 0) {
+        co_return ret;
     }
     co_return co_await submit(std::make_shared<Change>(Change{Change::Kind::Zero, offset, bytes, {}}));
 }
@@ -187,9 +211,9 @@ Task<int> CrashSimState::drv_pdiscard(uint64_t offset, uint64_t bytes)
 Task<int> CrashSimState::drv_truncate(uint64_t offset, bool, PreallocMode prealloc, unsigned,
                                       Error& err)
 {
-    if (!admit()) {
-        err.set("crash-sim: the disk has crashed");
-        co_return -EIO;
+    if (int ret = admit(offset > total_bytes()); ret < 0) {
+        err.set_errno(-ret, "crash-sim: cannot truncate");
+        co_return ret;
     }
     auto c = std::make_shared<Change>(Change{Change::Kind::Truncate, offset, 0, {}});
     c->prealloc = prealloc;
@@ -240,8 +264,8 @@ Task<int> CrashSimState::apply(const Change& c, const std::vector<bool>* sectors
 
 Task<int> CrashSimState::drv_flush_to_os()
 {
-    if (!admit()) {
-        co_return -EIO;
+    if (int ret = admit(false); ret < 0) {
+        co_return ret;
     }
     stats_.flushes++;
     InFlight guard(in_flight_);
@@ -372,6 +396,11 @@ public:
              "Most event loop iterations a request waits before completing", "0"},
             {"crash-after", OptionType::Number,
              "Crash when this request arrives (counted from 1; 0: never)", "0"},
+            {"fail-at", OptionType::Number,
+             "Fail this request (counted from 1) without crashing (0: none)", "0"},
+            {"fail-errno", OptionType::Number, "The errno fail-at fails with", "5"},
+            {"full-after", OptionType::Number,
+             "From this request on, writes fail with ENOSPC (0: never)", "0"},
         };
         return schema;
     }

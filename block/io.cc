@@ -220,6 +220,17 @@ Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVe
     co_return co_await aligned_preadv(bs, pad.offset, pad.bytes, pad.qiov, 0, flags);
 }
 
+// A zoned device writes whole logical blocks: a partial one would move a
+// write pointer by a block for less data (a read-modify-write), so it is
+// refused as a zone append of that size is.
+static int check_zoned_write(const BlockLimits& bl, uint64_t offset, uint64_t bytes)
+{
+    if (bl.zoned != BlockZoneModel::None && (offset % bl.request_alignment || bytes % bl.request_alignment)) {
+        return zone_error_code(ZoneError::InvalidRequest);
+    }
+    return 0;
+}
+
 Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
                           size_t qiov_offset, unsigned flags)
 {
@@ -244,6 +255,9 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
     }
     const BlockLimits& bl = bs->limits();
     uint32_t align = bl.request_alignment;
+    if (int ret = check_zoned_write(bl, offset, bytes); ret < 0) {
+        co_return ret;
+    }
     if (offset % align == 0 && bytes % align == 0) {
         RequestTracker tracker(bs, offset, bytes, false);
         co_await tracker.wait_for_conflicts();
@@ -275,9 +289,6 @@ Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOV
     co_return co_await aligned_pwritev(bs, pad.offset, pad.bytes, pad.qiov, 0, flags);
 }
 
-namespace {
-
-// 1 MiB of zeroes, the source for emulated write-zeroes.
 const AlignedBuffer& zero_buffer()
 {
     static const AlignedBuffer zeroes = [] {
@@ -287,6 +298,8 @@ const AlignedBuffer& zero_buffer()
     }();
     return zeroes;
 }
+
+namespace {
 
 // Writes zeroes from the zero buffer when the driver cannot do better.
 Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
@@ -324,6 +337,9 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
         flags &= ~BDRV_REQ_MAY_UNMAP;
     }
     const BlockLimits& bl = bs->limits();
+    if (int ret = check_zoned_write(bl, offset, bytes); ret < 0) {
+        co_return ret;
+    }
     uint64_t align = std::max<uint64_t>(bl.request_alignment, bl.pwrite_zeroes_alignment);
     uint64_t start = align_up(offset, align);
     uint64_t end = align_down(offset + bytes, align);
@@ -666,7 +682,7 @@ Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& n
         co_return -ENOTSUP;
     }
     if (offset >= bs->total_bytes()) {
-        co_return -EINVAL;
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     co_return co_await bs->drv_zone_report(offset, nr_zones, zones);
 }
@@ -681,7 +697,7 @@ Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offse
         co_return -EPERM;
     }
     if (offset >= bs->total_bytes() || len > bs->total_bytes() - offset) {
-        co_return -EINVAL;
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     int ret = co_await bs->drv_zone_mgmt(op, offset, len);
     if (ret >= 0) {
@@ -717,7 +733,7 @@ static int check_desc_ext_request(BlockDriverState* bs, uint64_t offset)
         return -ENOTSUP;
     }
     if (bl.zone_desc_ext_size == 0 || offset >= bs->total_bytes() || offset % bl.zone_size) {
-        return -EINVAL;
+        return zone_error_code(ZoneError::InvalidRequest);
     }
     return 0;
 }

@@ -133,7 +133,7 @@ void ZoneStateMachine::mark_dirty(uint32_t z)
     }
 }
 
-ZoneError ZoneStateMachine::acquire_open(uint32_t z)
+ZoneError ZoneStateMachine::acquire_open(uint32_t z, uint32_t* evicted)
 {
     BlockZoneState s = BlockZoneState(zones_[z].state);
     if (is_open(s)) {
@@ -144,6 +144,9 @@ ZoneError ZoneStateMachine::acquire_open(uint32_t z)
     }
     if (g_.max_open && nr_open_ >= g_.max_open) {
         if (lru_tail_ != kNone) {
+            if (evicted) {
+                *evicted = lru_tail_;
+            }
             set_state(lru_tail_, BlockZoneState::Closed);
         } else if (limits_enforced()) {
             return ZoneError::TooManyOpen;  // all open zones are explicitly open
@@ -165,7 +168,7 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
             return ZoneError::InvalidRequest;
         }
         if (len && !is_conventional(zone_index(offset + len - 1))) {
-            return ZoneError::BoundaryCrossed;
+            return ZoneError::Boundary;
         }
         pos = offset;
         return ZoneError::None;
@@ -178,12 +181,12 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
     }
     switch (BlockZoneState(zone.state)) {
     case BlockZoneState::Offline:
-        return ZoneError::ZoneOffline;
+        return ZoneError::Offline;
     case BlockZoneState::ReadOnly:
-        return ZoneError::ZoneReadOnly;
+        return ZoneError::ReadOnly;
     case BlockZoneState::Full:
         if (g_.model != BlockZoneModel::HostAware || append) {
-            return ZoneError::ZoneFull;
+            return ZoneError::Full;
         }
         break;
     default:
@@ -194,16 +197,17 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
         pos = zone.wp;
     } else {
         if (!host_aware && offset != zone.wp) {
-            return ZoneError::UnalignedWrite;
+            return ZoneError::InvalidWrite;
         }
         pos = offset;
     }
     if (pos + len > cap_end) {
-        return ZoneError::BoundaryCrossed;
+        return ZoneError::Boundary;
     }
     BlockZoneState s = BlockZoneState(zone.state);
+    uint32_t evicted = kNone;
     if (s == BlockZoneState::Empty || s == BlockZoneState::Closed) {
-        ZoneError e = acquire_open(z);
+        ZoneError e = acquire_open(z, &evicted);
         if (e != ZoneError::None) {
             return e;
         }
@@ -216,12 +220,31 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
     if (zone.wp == cap_end && BlockZoneState(zone.state) != BlockZoneState::Full) {
         set_state(z, BlockZoneState::Full);
     }
-    ticket = WriteTicket{z, pos, pos + len};
-    in_flight_[z].push_back({pos + len, false});
+    ticket = WriteTicket{z, pos, pos + len, s, next_ticket_++, evicted, false};
+    in_flight_[z].push_back({ticket.id, pos, pos + len, &ticket, false, false});
     return ZoneError::None;
 }
 
-void ZoneStateMachine::complete_write(const WriteTicket& ticket)
+BlockZoneState ZoneStateMachine::state_after_undo(uint32_t z, BlockZoneState before) const
+{
+    const Zone& zone = zones_[z];
+    BlockZoneState now = BlockZoneState(zone.state);
+    bool unwritten = zone.wp == zone_start(z) && !zone.desc_ext_valid;
+    // Only what writes did is undone: an explicit open or close, or a
+    // fault, since the write's admission stays.
+    if (now == BlockZoneState::ImplicitlyOpen || now == BlockZoneState::Full) {
+        if (before == BlockZoneState::Empty || before == BlockZoneState::Closed) {
+            return unwritten ? BlockZoneState::Empty : BlockZoneState::Closed;
+        }
+        return before;
+    }
+    if (now == BlockZoneState::Closed && unwritten) {
+        return BlockZoneState::Empty;
+    }
+    return now;
+}
+
+void ZoneStateMachine::complete_write(WriteTicket& ticket, bool ok)
 {
     if (ticket.zone == UINT32_MAX) {
         return;
@@ -231,16 +254,50 @@ void ZoneStateMachine::complete_write(const WriteTicket& ticket)
         return;
     }
     std::deque<Pending>& q = it->second;
-    for (Pending& p : q) {
-        if (!p.done && p.end == ticket.end) {
-            p.done = true;
-            break;
+    auto self = std::find_if(q.begin(), q.end(), [&](const Pending& p) { return p.id == ticket.id; });
+    if (self == q.end()) {
+        return;
+    }
+    self->done = true;
+    Zone& zone = zones_[ticket.zone];
+    if (!ok || ticket.doomed) {
+        self->failed = true;
+        self->owner = nullptr;  // it returns at once
+    }
+    if (!ok && !ticket.doomed) {
+        // Undo: back to where this write started.  In a host-managed zone
+        // every later write lies above it and is doomed (told once: its
+        // owner may return as soon as it knows).
+        if (g_.model != BlockZoneModel::HostAware) {
+            for (auto later = self + 1; later != q.end(); ++later) {
+                later->failed = true;
+                if (later->owner) {
+                    later->owner->doomed = true;
+                    later->owner = nullptr;
+                }
+            }
+        }
+        if (g_.model == BlockZoneModel::HostAware) {
+            uint64_t top = std::max(zone.durable_wp, ticket.start);
+            for (auto p = q.begin(); p != self; ++p) {
+                top = std::max(top, p->failed ? p->start : p->end);
+            }
+            zone.wp = std::min(zone.wp, top);
+        } else {
+            zone.wp = ticket.start;
+        }
+        // With earlier writes in flight, `before` is what they made it.
+        set_state(ticket.zone, state_after_undo(ticket.zone, ticket.before));
+        if (ticket.evicted != kNone && BlockZoneState(zones_[ticket.evicted].state) == BlockZoneState::Closed &&
+            (!g_.max_open || nr_open_ < g_.max_open)) {
+            set_state(ticket.evicted, BlockZoneState::ImplicitlyOpen);
         }
     }
-    Zone& zone = zones_[ticket.zone];
     uint64_t before = zone.durable_wp;
     while (!q.empty() && q.front().done) {
-        zone.durable_wp = std::max(zone.durable_wp, q.front().end);
+        if (!q.front().failed) {
+            zone.durable_wp = std::max(zone.durable_wp, q.front().end);
+        }
         q.pop_front();
     }
     if (q.empty()) {
@@ -249,6 +306,32 @@ void ZoneStateMachine::complete_write(const WriteTicket& ticket)
     if (zone.durable_wp != before) {
         mark_dirty(ticket.zone);
     }
+}
+
+bool ZoneStateMachine::doomed_in_flight(uint32_t z) const
+{
+    auto it = in_flight_.find(z);
+    if (it == in_flight_.end()) {
+        return false;
+    }
+    return std::any_of(it->second.begin(), it->second.end(),
+                       [](const Pending& p) { return p.failed && !p.done; });
+}
+
+ZoneStateMachine::ZoneSnapshot ZoneStateMachine::snapshot(uint32_t z) const
+{
+    const Zone& zone = zones_[z];
+    return ZoneSnapshot{zone.wp, zone.durable_wp, BlockZoneState(zone.state), zone.desc_ext_valid};
+}
+
+void ZoneStateMachine::restore_zone(uint32_t z, const ZoneSnapshot& snap)
+{
+    Zone& zone = zones_[z];
+    set_state(z, snap.state);
+    zone.wp = snap.wp;
+    zone.durable_wp = snap.durable_wp;
+    zone.desc_ext_valid = snap.desc_ext_valid;
+    mark_dirty(z);
 }
 
 ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)

@@ -78,7 +78,7 @@ struct AioModeFlags {
 
 [[noreturn]] void fail(const char* what, int ret)
 {
-    error_report("%s: %s", what, strerror(-ret));
+    error_report("%s: %s", what, result_strerror(ret));
     exit(EXIT_FAILURE);
 }
 

@@ -211,7 +211,7 @@ int img_check(int argc, char** argv)
     }
     if (ret < 0 || check.result.check_errors) {
         if (ret < 0) {
-            error_report("Check failed: %s", strerror(-ret));
+            error_report("Check failed: %s", result_strerror(ret));
         } else {
             error_report("Check failed");
         }

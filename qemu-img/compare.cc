@@ -140,7 +140,7 @@ private:
         int ret = side.blk->pread(offset, bytes, side.buf.data());
         if (ret < 0) {
             error_report("Error while reading offset %" PRIu64 " of %s: %s", offset,
-                         side.filename.c_str(), strerror(-ret));
+                         side.filename.c_str(), result_strerror(ret));
             return kReadFailed;
         }
         return kIdentical;
@@ -152,7 +152,7 @@ private:
         int ret = side.blk->pread(offset, bytes, a_.buf.data());
         if (ret < 0) {
             error_report("Error while reading offset %" PRIu64 " of %s: %s", offset,
-                         side.filename.c_str(), strerror(-ret));
+                         side.filename.c_str(), result_strerror(ret));
             return kReadFailed;
         }
         int64_t idx = find_nonzero_sector(a_.buf.data(), bytes);

@@ -110,6 +110,11 @@ public:
         if (!p_.has_zero_init && p_.target_is_new && p_.min_sparse) {
             p_.has_zero_init = target_.bs()->drv_has_zero_init();
         }
+        if (p_.zoned) {
+            // A sequential zone takes writes only at its write pointer:
+            // in order, holes included (see write_zeroes).
+            p_.in_order = true;
+        }
         if (p_.compressed) {
             // Compressed clusters are written whole, one per request.
             if (p_.cluster_sectors == 0 || p_.cluster_sectors > p_.buf_sectors) {
@@ -141,7 +146,7 @@ public:
             IOVector empty;
             ret = run_sync(ctx, target_.co_pwritev(0, 0, empty, BDRV_REQ_WRITE_COMPRESSED));
             if (ret < 0) {
-                error_report("error while finishing the compressed image: %s", strerror(-ret));
+                error_report("error while finishing the compressed image: %s", result_strerror(ret));
                 return ret;
             }
         }
@@ -200,13 +205,13 @@ private:
                 }
                 if (!p_.salvage) {
                     error_report("error while reading block status at offset %" PRIu64 ": %s",
-                                 offset, strerror(-ret));
+                                 offset, result_strerror(ret));
                     co_return ret;
                 }
                 if (n == 1) {
                     if (!p_.quiet) {
                         error_report("warning: error while reading block status at offset "
-                                     "%" PRIu64 ": %s", offset, strerror(-ret));
+                                     "%" PRIu64 ": %s", offset, result_strerror(ret));
                     }
                     st.flags = BDRV_BLOCK_DATA;  // then just try to read it
                     count = kSectorBytes;
@@ -265,9 +270,60 @@ private:
             if (counts_for_progress(status_)) {
                 allocated_sectors_ += uint64_t(n);
             }
+            if (p_.zoned && !p_.zoned->fill_known && status_ == PieceStatus::Data) {
+                note_zoned_data(sector_num, uint64_t(n));
+            }
             sector_num += uint64_t(n);
         }
         co_return 0;
+    }
+
+    // A zoned target's sequential zones are written up to the end of the
+    // data in them.
+    void note_zoned_data(uint64_t sector_num, uint64_t n)
+    {
+        ZonedTarget& zt = *p_.zoned;
+        uint64_t off = sector_num * kSectorBytes;
+        uint64_t end = off + n * kSectorBytes;
+        while (off < end) {
+            size_t z = size_t(off / zt.zone_size);
+            if (z >= zt.fill_end.size()) {
+                break;
+            }
+            uint64_t zone_end = std::min(end, (uint64_t(z) + 1) * zt.zone_size);
+            zt.fill_end[z] = std::max(zt.fill_end[z], zone_end);
+            off = zone_end;
+        }
+    }
+
+    bool in_sequential_zone(uint64_t sector_num) const
+    {
+        if (!p_.zoned) {
+            return false;
+        }
+        size_t z = size_t(sector_num * kSectorBytes / p_.zoned->zone_size);
+        return z < p_.zoned->sequential.size() && p_.zoned->sequential[z];
+    }
+
+    // For a zoned target: how many of the `nb_sectors` from sector_num to
+    // write in one go (within one zone), and how many to skip (above a
+    // sequential zone's fill end).
+    uint64_t zoned_chunk(uint64_t sector_num, uint64_t nb_sectors, bool& skip) const
+    {
+        const ZonedTarget& zt = *p_.zoned;
+        uint64_t off = sector_num * kSectorBytes;
+        size_t z = size_t(off / zt.zone_size);
+        uint64_t zone_end = (uint64_t(z) + 1) * zt.zone_size;
+        uint64_t n = std::min(nb_sectors, (zone_end - off) / kSectorBytes);
+        skip = false;
+        if (z < zt.sequential.size() && zt.sequential[z]) {
+            if (off >= zt.fill_end[z]) {
+                skip = true;
+            } else {
+                n = std::min(n, (zt.fill_end[z] - off) / kSectorBytes);
+            }
+        }
+        return n;
     }
 
     // QEMU's convert_co_read(): a piece may span several sources.
@@ -296,7 +352,7 @@ private:
                 }
                 if (!p_.quiet) {
                     error_report("warning: error while reading offset %" PRIu64 ": %s", offset,
-                                 strerror(-ret));
+                                 result_strerror(ret));
                 }
                 memset(buf, 0, kSectorBytes);
             }
@@ -318,7 +374,7 @@ private:
 
     Task<int> write_zeroes(uint64_t sector_num, uint64_t n)
     {
-        if (p_.has_zero_init) {
+        if (p_.has_zero_init && !in_sequential_zone(sector_num)) {
             co_return 0;
         }
         uint64_t bytes = n * kSectorBytes;
@@ -336,6 +392,16 @@ private:
         }
         while (nb_sectors > 0) {
             uint64_t n = nb_sectors;
+            if (p_.zoned) {
+                bool skip;
+                n = zoned_chunk(sector_num, nb_sectors, skip);
+                if (skip) {
+                    sector_num += n;
+                    nb_sectors -= n;
+                    buf += n * kSectorBytes;
+                    continue;
+                }
+            }
             bool data = false;
             if (status == PieceStatus::Data) {
                 if (!p_.min_sparse || p_.copy_verbatim) {
@@ -405,7 +471,7 @@ private:
                 int ret = co_await read(sector_num, n, buf.data());
                 if (ret < 0) {
                     error_report("error while reading at byte %" PRIu64 ": %s",
-                                 sector_num * kSectorBytes, strerror(-ret));
+                                 sector_num * kSectorBytes, result_strerror(ret));
                     fail(ret);
                 }
             } else if (!p_.min_sparse && status == PieceStatus::Zero) {
@@ -422,7 +488,7 @@ private:
                 int ret = co_await write(sector_num, n, buf.data(), status);
                 if (ret < 0) {
                     error_report("error while writing at byte %" PRIu64 ": %s",
-                                 sector_num * kSectorBytes, strerror(-ret));
+                                 sector_num * kSectorBytes, result_strerror(ret));
                     fail(ret);
                 }
             }

@@ -15,9 +15,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "block/block-backend.h"
+#include "convert-zoned.h"
 #include "progress.h"
 
 namespace qemu::img {
@@ -56,6 +58,9 @@ struct ConvertParams {
     uint64_t cluster_sectors = 0;  // the target's cluster size, 0 if unknown
     uint64_t rate_limit = 0;       // bytes per second written, 0: no limit
     unsigned write_flags = 0;      // BDRV_REQ_FUA for a writethrough target
+    // A zoned target: written in order, each sequential zone from its start
+    // up to its fill end, zeroes included (convert-zoned.h).
+    std::optional<ZonedTarget> zoned;
 };
 
 // Copies everything; returns 0 or -errno after reporting the error.

@@ -338,8 +338,18 @@ public:
         if (!open_target(flags)) {
             return 1;
         }
+        warn_zone_layout_dropped(sources_, cmd_.source_names, *target_);
+        if (target_->bs()->limits().zoned != BlockZoneModel::None) {
+            p_.zoned.emplace();
+            if (!prepare_zoned_target(sources_, cmd_.source_names, *target_, *cmd_.target, *p_.zoned)) {
+                return 1;
+            }
+        }
         int ret = convert_copy(sources_, *target_, p_, progress);
         if (ret < 0) {
+            return 1;
+        }
+        if (p_.zoned && finish_zoned_target(*target_, *cmd_.target, *p_.zoned) < 0) {
             return 1;
         }
         progress.update(100, 0);

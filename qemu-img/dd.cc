@@ -71,13 +71,13 @@ bool copy(BlockBackend& in, BlockBackend& out, AioContext& ctx, uint64_t start, 
         IOVector rq(buf.data(), n);
         int ret = run_sync(ctx, in.co_preadv(pos, n, rq));
         if (ret < 0) {
-            error_report("error while reading from input image file: %s", strerror(-ret));
+            error_report("error while reading from input image file: %s", result_strerror(ret));
             return false;
         }
         IOVector wq(buf.data(), n);
         ret = run_sync(ctx, out.co_pwritev(pos - start, n, wq));
         if (ret < 0) {
-            error_report("error while writing to output image file: %s", strerror(-ret));
+            error_report("error while writing to output image file: %s", result_strerror(ret));
             return false;
         }
         pos += n;

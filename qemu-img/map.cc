@@ -216,7 +216,7 @@ int img_map(int argc, char** argv)
         MapEntry next;
         int ret = query_entry(bs, offset, length - offset, next);
         if (ret < 0) {
-            error_report("Could not read file metadata: %s", strerror(-ret));
+            error_report("Could not read file metadata: %s", result_strerror(ret));
             return 1;
         }
         if (curr.mergeable_with(next)) {

@@ -162,7 +162,7 @@ private:
                                          bs, old_backing ? old_backing->bs.get() : nullptr,
                                          offset, n, n));
             if (ret < 0) {
-                error_report("error while reading image metadata: %s", strerror(-ret));
+                error_report("error while reading image metadata: %s", result_strerror(ret));
                 return false;
             }
             if (ret) {
@@ -179,7 +179,7 @@ private:
                                                                 prefix_chain_->bs.get(),
                                                                 offset, n, n));
                 if (ret < 0) {
-                    error_report("error while reading image metadata: %s", strerror(-ret));
+                    error_report("error while reading image metadata: %s", result_strerror(ret));
                     return false;
                 }
                 if (!ret && n) {
@@ -219,7 +219,7 @@ private:
                                : blk_->pwrite(offset + done, run, buf_old.data() + done,
                                               write_flags_);
                 if (wret < 0) {
-                    error_report("Error while writing to COW image: %s", strerror(-wret));
+                    error_report("Error while writing to COW image: %s", result_strerror(wret));
                     return false;
                 }
             }
@@ -252,7 +252,7 @@ private:
                          "specified", name.c_str());
         } else if (ret < 0) {
             error_report("Could not change the backing file to '%s': %s", name.c_str(),
-                         strerror(-ret));
+                         result_strerror(ret));
         }
         return ret >= 0;
     }

@@ -120,7 +120,7 @@ int img_snapshot(int argc, char** argv)
         ret = run_sync(ctx, bdrv_snapshot_create(bs, sn));
         if (ret < 0) {
             error_report("Could not create snapshot '%s': %d (%s)", snapshot_name.c_str(), ret,
-                         strerror(-ret));
+                         result_strerror(ret));
         }
         break;
     }

@@ -447,7 +447,7 @@ int read_f(QemuIoSession& s, int argc, char** argv)
     }
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("read failed: %s\n", strerror(-ret));
+        printf("read failed: %s\n", result_strerror(ret));
         return ret;
     }
     ret = 0;
@@ -534,7 +534,7 @@ int readv_f(QemuIoSession& s, int argc, char** argv)
     ret = run_sync(s.ctx(), s.blk()->co_preadv(uint64_t(offset), size, mem->qiov));
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
+        printf("readv failed: %s\n", result_strerror(ret));
         return ret;
     }
     ret = 0;
@@ -698,7 +698,7 @@ int write_f(QemuIoSession& s, int argc, char** argv)
     }
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("write failed: %s\n", strerror(-ret));
+        printf("write failed: %s\n", result_strerror(ret));
         return ret;
     }
     if (!quiet) {
@@ -774,7 +774,7 @@ int writev_f(QemuIoSession& s, int argc, char** argv)
     ret = run_sync(s.ctx(), s.blk()->co_pwritev(uint64_t(offset), size, mem->qiov, flags));
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("writev failed: %s\n", strerror(-ret));
+        printf("writev failed: %s\n", result_strerror(ret));
         return ret;
     }
     if (!quiet) {
@@ -804,7 +804,7 @@ Task<void> aio_read_request(QemuIoSession& s, int64_t offset, std::unique_ptr<Re
     co_await s.report_turn(seq);
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
+        printf("readv failed: %s\n", result_strerror(ret));
     } else {
         if (opts.pattern_given && !matches_pattern(mem->buf.data(), size, opts.pattern)) {
             printf("Pattern verification failed at offset %" PRId64 ", %zu bytes\n", offset,
@@ -836,7 +836,7 @@ Task<void> aio_write_request(QemuIoSession& s, int64_t offset, uint64_t bytes,
     co_await s.report_turn(seq);
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("aio_write failed: %s\n", strerror(-ret));
+        printf("aio_write failed: %s\n", result_strerror(ret));
     } else if (!opts.quiet) {
         print_report("wrote", t, offset, int64_t(bytes), int64_t(bytes), 1, opts.machine);
     }
@@ -1165,7 +1165,7 @@ int discard_f(QemuIoSession& s, int argc, char** argv)
     ret = run_sync(s.ctx(), s.blk()->co_pdiscard(uint64_t(offset), uint64_t(bytes)));
     timespec t = elapsed_since(start);
     if (ret < 0) {
-        printf("discard failed: %s\n", strerror(-ret));
+        printf("discard failed: %s\n", result_strerror(ret));
         return ret;
     }
     if (!quiet) {
@@ -1206,7 +1206,7 @@ int zone_report_f(QemuIoSession& s, int, char** argv)
     std::vector<BlockZoneDescriptor> zones(nr_zones);
     ret = run_sync(s.ctx(), s.blk()->co_zone_report(uint64_t(offset), nr_zones, zones.data()));
     if (ret < 0) {
-        printf("zone report failed: %s\n", strerror(-ret));
+        printf("zone report failed: %s\n", result_strerror(ret));
         return ret;
     }
     for (uint32_t i = 0; i < nr_zones; i++) {
@@ -1238,7 +1238,7 @@ int zone_mgmt_command(QemuIoSession& s, char** argv, BlockZoneOp op, const char*
     }
     ret = run_sync(s.ctx(), s.blk()->co_zone_mgmt(op, uint64_t(offset), uint64_t(len)));
     if (ret < 0) {
-        printf("zone %s failed: %s\n", what, strerror(-ret));
+        printf("zone %s failed: %s\n", what, result_strerror(ret));
         return ret;
     }
     return 0;
@@ -1369,7 +1369,7 @@ int zone_append_f(QemuIoSession& s, int argc, char** argv)
     uint64_t where = uint64_t(offset);
     ret = run_sync(s.ctx(), s.blk()->co_zone_append(where, mem->qiov, s.write_flags()));
     if (ret < 0) {
-        printf("zone append failed: %s\n", strerror(-ret));
+        printf("zone append failed: %s\n", result_strerror(ret));
         return ret;
     }
     if (print_sector) {
@@ -1400,7 +1400,7 @@ Task<int> alloc_co(BlockDriverState* bs, int64_t offset, int64_t count)
         int64_t num = 0;
         int ret = co_await is_allocated(bs, offset, remaining, num);
         if (ret < 0) {
-            printf("is_allocated failed: %s\n", strerror(-ret));
+            printf("is_allocated failed: %s\n", result_strerror(ret));
             co_return ret;
         }
         offset += num;
@@ -1466,7 +1466,7 @@ Task<int> map_co(BlockDriverState* bs, int64_t bytes)
         int64_t num = 0;
         int ret = co_await allocation_run(bs, offset, bytes, num);
         if (ret < 0) {
-            error_report("Failed to get allocation status: %s", strerror(-ret));
+            error_report("Failed to get allocation status: %s", result_strerror(ret));
             co_return ret;
         }
         if (num == 0) {

@@ -36,11 +36,6 @@ struct ImageOpenMode {
     std::string aio;
 };
 
-
-// "qemu-io: MESSAGE" on stderr (QEMU's error_report / warn_report).
-void qemuio_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void qemuio_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-
 class QemuIoSession {
 public:
     // image_opts: file names given to open are --image-opts option strings.

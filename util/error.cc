@@ -101,6 +101,17 @@ void report_error(const Error& err, const std::string& prefix)
     sink(ReportKind::Error, prefix + err.pretty());
 }
 
+int result_errno(int ret)
+{
+    unsigned n = ret < 0 ? 0u - unsigned(ret) : unsigned(ret);
+    return int(n >= unsigned(kResultCodeBase) ? n & 0xfffu : n);
+}
+
+const char* result_strerror(int ret)
+{
+    return strerror(result_errno(ret));
+}
+
 void Error::set(const char* fmt, ...)
 {
     va_list ap;
@@ -114,7 +125,7 @@ void Error::set_errno(int errnum, const char* fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    message = vstring_printf(fmt, ap) + ": " + strerror(errnum < 0 ? -errnum : errnum);
+    message = vstring_printf(fmt, ap) + ": " + result_strerror(errnum);
     va_end(ap);
     hints.clear();
 }

@@ -672,7 +672,7 @@ Task<int> Qcow2State::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qio
     if (zones_) {
         // Admission happens here, before anything can suspend, so that
         // writes are accepted in the order they were submitted.
-        co_return co_await zoned_write(offset, bytes, qiov, qiov_offset, flags, false, nullptr);
+        co_return co_await zoned_write(offset, bytes, &qiov, qiov_offset, flags, false, nullptr);
     }
     co_return co_await write_guest(offset, bytes, qiov, qiov_offset, flags);
 }
@@ -763,11 +763,20 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
     if (corrupt_) {
         co_return -EIO;
     }
+    if (zones_ && !data_inaccessible()) {
+        // As data, through the zone rules, admitted whole: a request
+        // crossing the zone capacity changes nothing.
+        if (!bitmaps_.empty()) {
+            if (int ret = co_await bitmaps_note_change(offset, bytes); ret < 0) {
+                co_return ret;
+            }
+        }
+        co_return co_await zoned_write(offset, bytes, nullptr, 0, 0, false, nullptr);
+    }
     // Whole clusters, or with extended L2 entries whole subclusters.
     uint64_t unit_mask = subcluster_size_ - 1;
     bool whole = !(offset & unit_mask) && (!(bytes & unit_mask) || offset + bytes == total_bytes());
-    // Zoned images write zeroes as data, through the zone rules.
-    if (!whole || header_.version < 3 || zones_ || data_inaccessible()) {
+    if (!whole || header_.version < 3 || data_inaccessible()) {
         co_return -ENOTSUP;  // the generic layer writes zeroes instead
     }
     if (!bitmaps_.empty()) {
@@ -830,6 +839,12 @@ Task<int> Qcow2State::drv_flush_to_os()
     int ret = co_await flush_metadata();
     if (ret >= 0 && !wps.empty()) {
         ret = co_await zoned_persist(wps);
+    }
+    if (ret < 0) {
+        // Not (all) written: the next flush tries again.
+        for (const auto& [z, wp] : wps) {
+            zones_->mark_dirty(z);
+        }
     }
     lock_.unlock();
     co_return ret;
@@ -1044,8 +1059,9 @@ void Qcow2State::drv_refresh_limits(BlockLimits& bl)
         bl.zone_desc_ext_size = z.zd_extension_size;
         bl.write_granularity = 512;
         // One guest request is one admission: no splitting or padding
-        // behind the zone rules' back.
+        // behind the zone rules' back (write-zeroes included).
         bl.request_alignment = 512;
+        bl.pwrite_zeroes_alignment = 512;
     }
 }
 

@@ -745,12 +745,24 @@ public:
     // Writes the durable write pointers that changed; the data and mappings
     // below them are on disk when this runs (see drv_flush_to_os).
     Task<int> zoned_persist(const std::vector<std::pair<uint32_t, uint64_t>>& wps);
-    // The write path of a zoned image: admission, then the write.
-    Task<int> zoned_write(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
+    // The write path of a zoned image: admission of the whole request,
+    // then the write (of zeroes without `qiov`).  A failure is undone in
+    // the zone state (ZoneStateMachine::complete_write).
+    Task<int> zoned_write(uint64_t offset, uint64_t bytes, IOVector* qiov, size_t qiov_offset,
                           unsigned flags, bool append, uint64_t* pos);
+    Task<int> write_guest_zeroes(uint64_t offset, uint64_t bytes);
     Task<int> zoned_read(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset);
     Task<int> zone_set_condition(uint32_t zone);
-    Task<int> zone_reset_data(uint32_t zone);
+    Task<int> zone_reset_data(uint32_t zone, bool desc_ext_before);
+    // One zone management operation, undone if its I/O fails.
+    Task<int> zone_mgmt_one(BlockZoneOp op, uint32_t zone);
+    // Open or close a range of zones: all of them or none.
+    Task<int> zone_open_close_range(BlockZoneOp op, uint32_t first, uint32_t last,
+                                    bool whole_device);
+    // Puts a zone back as it was before a failed operation (caller holds
+    // lock_); rewrites its condition byte when the operation wrote it.
+    Task<void> zone_undo(uint32_t zone, const ZoneStateMachine::ZoneSnapshot& before,
+                         bool condition_written);
     // Makes [wp, capacity) of a zone being finished read as zeroes.
     Task<int> zone_finish_data(uint32_t zone, uint64_t wp);
     Task<void> wait_zone_idle(uint32_t zone);

@@ -12,6 +12,11 @@
 //   - read-only and offline conditions are written and synced at once;
 //   - a finish zeroes what lies between the write pointer and the capacity
 //     (see zone_finish_data) before its write pointer can be persisted;
+//   - a failed zone operation is undone: a write's admission (and those
+//     after it in its zone) in memory, a reset, finish or fault by putting
+//     the zone back and persisting its old write pointer (mappings first)
+//     and condition again; what cannot be undone (a reset's unmapping)
+//     comes last and cannot fail the operation;
 //   - a zone write completes only once the earlier writes of its zone have,
 //     so that what completed lies below the durable write pointer and the
 //     next flush (or its own FUA) makes it durable.
@@ -345,17 +350,48 @@ Task<void> Qcow2State::wait_zone_idle(uint32_t zone)
     }
 }
 
-Task<int> Qcow2State::zoned_write(uint64_t offset, uint64_t bytes, IOVector& qiov,
+Task<int> Qcow2State::write_guest_zeroes(uint64_t offset, uint64_t bytes)
+{
+    // Zones are written as data: their clusters must hold what a read
+    // below the write pointer returns.
+    const AlignedBuffer& zeroes = zero_buffer();
+    while (bytes > 0) {
+        uint64_t n = std::min<uint64_t>(bytes, zeroes.size());
+        IOVector q(const_cast<uint8_t*>(zeroes.data()), n);
+        int ret = co_await write_guest(offset, n, q, 0, 0);
+        if (ret < 0) {
+            co_return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    co_return 0;
+}
+
+Task<int> Qcow2State::zoned_write(uint64_t offset, uint64_t bytes, IOVector* qiov,
                                   size_t qiov_offset, unsigned flags, bool append, uint64_t* pos)
 {
+    // The whole request is admitted or refused: nothing is written unless
+    // all of it may be.
     uint64_t at;
     ZoneStateMachine::WriteTicket ticket;
     ZoneError e = zones_->admit_write(offset, bytes, append, at, ticket);
     if (e != ZoneError::None) {
-        co_return zone_error_to_errno(e);
+        co_return zone_error_code(e);
     }
-    int ret = co_await write_guest(at, bytes, qiov, qiov_offset, flags & ~BDRV_REQ_WRITE_COMPRESSED);
-    zones_->complete_write(ticket);
+    bool tracked = ticket.zone != UINT32_MAX;
+    // Writes doomed by an earlier failure may still be writing where this
+    // one writes now (the write pointer went back): let them land first.
+    while (tracked && !ticket.doomed && zones_->doomed_in_flight(ticket.zone)) {
+        co_await zone_writes_done_.wait();
+    }
+    int ret = -EIO;
+    if (!ticket.doomed) {
+        ret = qiov ? co_await write_guest(at, bytes, *qiov, qiov_offset,
+                                          flags & ~BDRV_REQ_WRITE_COMPRESSED)
+                   : co_await write_guest_zeroes(at, bytes);
+    }
+    zones_->complete_write(ticket, ret >= 0);
     zone_writes_done_.restart_all();
     if (ret < 0) {
         co_return ret;
@@ -363,9 +399,13 @@ Task<int> Qcow2State::zoned_write(uint64_t offset, uint64_t bytes, IOVector& qio
     // Completion in write pointer order: until the earlier writes of the
     // zone finish, the durable write pointer stays below this write, so a
     // flush after its completion (or its FUA) could not make it durable.
-    while (ticket.zone != UINT32_MAX && zones_->busy(ticket.zone) &&
+    // If one of them fails, this write fails too: it lies above the hole.
+    while (tracked && !ticket.doomed && zones_->busy(ticket.zone) &&
            zones_->durable_wp(ticket.zone) < ticket.end) {
         co_await zone_writes_done_.wait();
+    }
+    if (ticket.doomed) {
+        co_return -EIO;
     }
     if (pos) {
         *pos = at;
@@ -382,7 +422,7 @@ Task<int> Qcow2State::zoned_read(uint64_t offset, uint64_t bytes, IOVector& qiov
         uint64_t zone_end = zones_->zone_start(z) + zones_->zone_length(z);
         uint64_t n = std::min(bytes, zone_end - offset);
         if (zones_->state(z) == BlockZoneState::Offline) {
-            co_return zone_error_to_errno(ZoneError::ZoneOffline);
+            co_return zone_error_code(ZoneError::Offline);
         }
         uint64_t readable = zones_->readable_end(z);
         uint64_t data = readable > offset ? std::min(n, readable - offset) : 0;
@@ -444,7 +484,19 @@ Task<int> Qcow2State::zone_condition_array()
     ext.cond_size = ext.nr_zones;
     register_metadata(ext.cond_offset, ext.cond_size, META_ZONE_COND);
     Error err;
-    co_return co_await rewrite_header(err);
+    ret = co_await rewrite_header(err);
+    if (ret >= 0) {
+        ret = co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (ret < 0) {
+        // Not known to be in the header: not in use (its clusters leak).
+        // A header that did reach the disk names an array of zeroes, and
+        // the next attempt writes the header anew.
+        unregister_metadata(ext.cond_offset, ext.cond_size, META_ZONE_COND);
+        ext.cond_offset = 0;
+        ext.cond_size = 0;
+    }
+    co_return ret;
 }
 
 Task<int> Qcow2State::zone_set_condition(uint32_t zone)
@@ -470,10 +522,16 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
     co_return ret;
 }
 
-Task<int> Qcow2State::zone_reset_data(uint32_t zone)
+Task<int> Qcow2State::zone_reset_data(uint32_t zone, bool desc_ext_before)
 {
-    // Caller holds lock_.  The empty write pointer first, durably; only
-    // then may the zone's clusters lose their mapping.
+    // Caller holds lock_.  What can fail comes first and is undone by the
+    // caller: the empty write pointer, durably, then the condition byte
+    // that no longer names a descriptor extension (a crash in between
+    // leaves an unwritten zone still closed by its extension).  Only then
+    // may the zone's clusters lose their mapping; that cannot be undone,
+    // but the reset is complete without it (clusters above a write
+    // pointer read as zeroes and are rewritten in place): its failure
+    // only keeps their space allocated.
     uint64_t start = zones_->zone_start(zone);
     std::vector<std::pair<uint32_t, uint64_t>> wp;
     wp.emplace_back(zone, start);
@@ -481,10 +539,14 @@ Task<int> Qcow2State::zone_reset_data(uint32_t zone)
     if (ret >= 0) {
         ret = co_await bdrv_co_flush(file()->bs.get());
     }
-    if (ret >= 0) {
-        ret = co_await discard_clusters(start, zones_->zone_length(zone), true);
+    if (ret >= 0 && desc_ext_before) {
+        ret = co_await zone_set_condition(zone);
     }
-    co_return ret;
+    if (ret < 0) {
+        co_return ret;
+    }
+    co_await discard_clusters(start, zones_->zone_length(zone), true);
+    co_return 0;
 }
 
 Task<int> Qcow2State::zone_finish_data(uint32_t zone, uint64_t wp)
@@ -526,6 +588,63 @@ Task<int> Qcow2State::zone_finish_data(uint32_t zone, uint64_t wp)
     co_return 0;
 }
 
+Task<int> Qcow2State::zone_mgmt_one(BlockZoneOp op, uint32_t z)
+{
+    // Resetting or finishing a zone with writes in flight would let them
+    // land in the zone's next life, or below a write pointer persisted
+    // before their data.  Writes are admitted without the lock: the zone
+    // must be idle once it is held.
+    bool drain = op == BlockZoneOp::Reset || op == BlockZoneOp::Finish;
+    co_await lock_.lock();
+    while (drain && zones_->busy(z)) {
+        lock_.unlock();
+        co_await wait_zone_idle(z);
+        co_await lock_.lock();
+    }
+    ZoneStateMachine::ZoneSnapshot before = zones_->snapshot(z);
+    ZoneError e = zones_->manage(op, z);
+    int ret = zone_error_code(e);
+    bool condition_written = false;
+    if (e == ZoneError::None) {
+        if (op == BlockZoneOp::Reset && before.state != BlockZoneState::Empty) {
+            ret = co_await zone_reset_data(z, before.desc_ext_valid);
+            condition_written = before.desc_ext_valid;
+        } else if (op == BlockZoneOp::Finish && before.state != BlockZoneState::Full) {
+            ret = co_await zone_finish_data(z, before.wp);
+        } else if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
+            ret = co_await zone_set_condition(z);
+            condition_written = true;
+        }
+        if (ret < 0) {
+            co_await zone_undo(z, before, condition_written);
+        }
+    }
+    lock_.unlock();
+    co_return ret;
+}
+
+Task<void> Qcow2State::zone_undo(uint32_t z, const ZoneStateMachine::ZoneSnapshot& before,
+                                 bool condition_written)
+{
+    // Caller holds lock_.  The zone's old write pointer and condition
+    // byte are written again now, over whatever the failed operation may
+    // have written (a reset's write pointer may sit in the disk's cache),
+    // if the disk lets us; the zone also stays dirty, so the next flush
+    // writes it once more.  What the operation did above the old write
+    // pointer reads as zeroes.
+    // As a flush does it: the mappings of the data below that write
+    // pointer first, then the write pointer.
+    zones_->restore_zone(z, before);
+    std::vector<std::pair<uint32_t, uint64_t>> wp;
+    wp.emplace_back(z, zones_->durable_wp(z));
+    if (co_await flush_metadata() >= 0 && co_await zoned_persist(wp) >= 0) {
+        co_await bdrv_co_flush(file()->bs.get());
+    }
+    if (condition_written) {
+        co_await zone_set_condition(z);
+    }
+}
+
 Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
 {
     if (!zones_) {
@@ -537,7 +656,7 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
     const ZoneGeometry& g = zones_->geometry();
     uint64_t end = offset + len;
     if (offset % g.zone_size || (len % g.zone_size && end != g.device_size) || len == 0) {
-        co_return zone_error_to_errno(ZoneError::InvalidRequest);
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     // Resets and finishes change what the zones read: persistent bitmaps
     // record them like writes (conservatively, the whole range).
@@ -546,58 +665,36 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
             co_return ret;
         }
     }
-    // Over the whole device, an operation skips conventional zones (QEMU's
-    // reset-all); aimed at one, it is an error.
     bool whole_device = offset == 0 && end == g.device_size;
     uint32_t first = zones_->zone_index(offset);
     uint32_t last = zones_->zone_index(end - 1);
+    if (op == BlockZoneOp::Open || op == BlockZoneOp::Close) {
+        co_return co_await zone_open_close_range(op, first, last, whole_device);
+    }
+    // Finish, reset and the faults act zone by zone, each durable before
+    // the next: when one fails, the zones before it stay as they became
+    // (as a range of single-zone commands leaves them), the failing zone
+    // and those after it are unchanged.
     for (uint32_t z = first; z <= last; z++) {
         if (zones_->is_conventional(z)) {
+            // Over the whole device, an operation skips conventional zones
+            // (QEMU's reset-all); aimed at one, it is an error.
             if (whole_device) {
                 continue;
             }
-            co_return zone_error_to_errno(ZoneError::InvalidRequest);
+            co_return zone_error_code(ZoneError::InvalidRequest);
         }
-        // Reset-all is NVMe's "select all": it resets the zones that are
-        // open, closed or full and leaves the others alone.
-        if (whole_device && op == BlockZoneOp::Reset &&
-            (zones_->state(z) == BlockZoneState::Empty ||
-             zones_->state(z) == BlockZoneState::ReadOnly ||
-             zones_->state(z) == BlockZoneState::Offline)) {
+        // Over the whole device, reset and finish are NVMe's "select all":
+        // reset acts on open, closed and full zones, finish on open and
+        // closed ones; the others are left alone.
+        BlockZoneState s = zones_->state(z);
+        bool unusable = s == BlockZoneState::Empty || s == BlockZoneState::ReadOnly ||
+                        s == BlockZoneState::Offline;
+        if (whole_device && ((op == BlockZoneOp::Reset && unusable) ||
+                             (op == BlockZoneOp::Finish && (unusable || s == BlockZoneState::Full)))) {
             continue;
         }
-        // Resetting or finishing a zone with writes in flight would let
-        // them land in the zone's next life, or below a write pointer
-        // persisted before their data.  Writes are admitted without the
-        // lock: the zone must be idle once it is held.
-        bool drain = op == BlockZoneOp::Reset || op == BlockZoneOp::Finish;
-        co_await lock_.lock();
-        while (drain && zones_->busy(z)) {
-            lock_.unlock();
-            co_await wait_zone_idle(z);
-            co_await lock_.lock();
-        }
-        BlockZoneState before = zones_->state(z);
-        uint64_t wp_before = zones_->readable_end(z);
-        bool desc_ext_before = zones_->desc_ext_valid(z);
-        ZoneError e = zones_->manage(op, z);
-        int ret = zone_error_to_errno(e);
-        if (e == ZoneError::None) {
-            if (op == BlockZoneOp::Reset && before != BlockZoneState::Empty) {
-                // The write pointer first: a crash in between leaves an
-                // unwritten zone that is still closed by its extension.
-                ret = co_await zone_reset_data(z);
-                if (ret >= 0 && desc_ext_before) {
-                    ret = co_await zone_set_condition(z);
-                }
-            } else if (op == BlockZoneOp::Finish && before != BlockZoneState::Full) {
-                ret = co_await zone_finish_data(z, wp_before);
-            } else if (op == BlockZoneOp::SetReadOnly || op == BlockZoneOp::SetOffline) {
-                ret = co_await zone_set_condition(z);
-            }
-        }
-        lock_.unlock();
-        if (ret < 0) {
+        if (int ret = co_await zone_mgmt_one(op, z); ret < 0) {
             co_return ret;
         }
     }
@@ -605,6 +702,42 @@ Task<int> Qcow2State::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t le
     // return to the allocator and the host (hole punching) with the next
     // flush, once the unmapped tables are on disk.
     co_return 0;
+}
+
+Task<int> Qcow2State::zone_open_close_range(BlockZoneOp op, uint32_t first, uint32_t last,
+                                            bool whole_device)
+{
+    // No I/O: the whole range changes at once, or, when one zone refuses,
+    // not at all (the zones changed before it are put back).  Implicitly
+    // open zones closed to make room stay closed, as a device may close
+    // them at any time.  Under lock_, so that no failing reset or finish
+    // puts back a zone in between.
+    co_await lock_.lock();
+    std::vector<std::pair<uint32_t, ZoneStateMachine::ZoneSnapshot>> done;
+    int ret = 0;
+    for (uint32_t z = first; z <= last; z++) {
+        if (zones_->is_conventional(z)) {
+            if (whole_device) {
+                continue;
+            }
+            ret = zone_error_code(ZoneError::InvalidRequest);
+            break;
+        }
+        ZoneStateMachine::ZoneSnapshot before = zones_->snapshot(z);
+        ZoneError e = zones_->manage(op, z);
+        if (e != ZoneError::None) {
+            ret = zone_error_code(e);
+            break;
+        }
+        done.emplace_back(z, before);
+    }
+    if (ret < 0) {
+        for (auto it = done.rbegin(); it != done.rend(); ++it) {
+            zones_->restore_zone(it->first, it->second);
+        }
+    }
+    lock_.unlock();
+    co_return ret;
 }
 
 Task<int> Qcow2State::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
@@ -617,14 +750,14 @@ Task<int> Qcow2State::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned
     }
     uint64_t len = qiov.size();
     if (len == 0 || len % 512 || len > header_.zoned->max_append_bytes) {
-        co_return zone_error_to_errno(ZoneError::InvalidRequest);
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     // The zone's new bytes are known only afterwards: the marks first.
     if (int ret = bitmaps_.empty() ? 0 : co_await bitmaps_prepare_change(false); ret < 0) {
         co_return ret;
     }
     uint64_t pos;
-    int ret = co_await zoned_write(offset, len, qiov, 0, flags, true, &pos);
+    int ret = co_await zoned_write(offset, len, &qiov, 0, flags, true, &pos);
     if (ret >= 0) {
         offset = pos;
         bitmaps_mark_dirty(pos, len);
@@ -643,8 +776,9 @@ Task<int> Qcow2State::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data
     const ZonedExtension& ext = *header_.zoned;
     uint32_t z = zones_->zone_index(offset);
     co_await lock_.lock();
+    ZoneStateMachine::ZoneSnapshot before = zones_->snapshot(z);
     ZoneError e = zones_->set_desc_ext_valid(z);
-    int ret = zone_error_to_errno(e);
+    int ret = zone_error_code(e);
     if (e == ZoneError::None) {
         // The data durably first, then the condition byte that makes it
         // valid (zone_set_condition syncs).
@@ -662,7 +796,7 @@ Task<int> Qcow2State::drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data
         }
         if (ret < 0) {
             // Not valid on disk: not valid here either.
-            zones_->manage(BlockZoneOp::Reset, z);
+            co_await zone_undo(z, before, true);
         }
     }
     lock_.unlock();
@@ -677,7 +811,7 @@ Task<int> Qcow2State::drv_zone_get_desc_ext(uint64_t offset, uint8_t* data)
     const ZonedExtension& ext = *header_.zoned;
     uint32_t z = zones_->zone_index(offset);
     if (zones_->is_conventional(z)) {
-        co_return -EINVAL;
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     // Under the lock, so that a concurrent set is seen whole or not at all.
     co_await lock_.lock();

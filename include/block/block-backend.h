@@ -74,9 +74,13 @@ public:
     // failure nothing changes and err says why.
     int set_perm(uint64_t perm, uint64_t shared, Error& err);
 
-    // Requests outside [0, length) fail with -EIO; writes to a read-only
-    // backend with -EACCES; requests after co_close() (or held by a drained
-    // section during which it closed) with -ENOMEDIUM.
+    // Requests outside [0, length) fail with -EIO.  Writes, write-zeroes,
+    // discards and zone operations on a read-only backend fail with -EPERM
+    // ("Operation not permitted"), as QEMU's block layer returns for them;
+    // only a truncate fails with -EACCES ("Image is read-only"), as in QEMU.
+    // Requests after co_close() (or held by a drained section during which
+    // it closed) fail with -ENOMEDIUM.  Zone rule violations are zone error
+    // result codes (include/block/zone-error.h), never errnos.
     Task<int> co_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
     Task<int> co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags = 0);
     Task<int> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags = 0);

@@ -524,6 +524,10 @@ Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioConte
 
 // --- The request path (block/io.cc) ---------------------------------------
 
+// 1 MiB of zeroes (4 KiB aligned), the source for writes of zeroes as
+// data; shared, never written.
+const AlignedBuffer& zero_buffer();
+
 Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
                          size_t qiov_offset = 0, unsigned flags = 0);
 Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,

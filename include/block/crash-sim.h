@@ -18,9 +18,16 @@
 // would see.  Closing a node flushes it first, so a clean shutdown loses
 // nothing.
 //
+// Besides crashes it injects host errors that leave the disk working:
+// fail_request() fails one request with an errno (a transient EIO), and
+// set_full() makes every write, write-zeroes, discard and growing truncate
+// fail with -ENOSPC (a full host disk) until it is cleared.
+//
 // Options: seed (drives every random choice; default 0), max-delay
 // (default 0: requests complete without yielding), crash-after (crash when
-// the Nth request arrives, counting from open; 0: never).
+// the Nth request arrives, counting from open; 0: never), fail-at and
+// fail-errno (fail request N with that errno, default EIO; 0: none),
+// full-after (from request N on, the disk is full; 0: never).
 // See docs/devel/crash-testing.rst.
 #pragma once
 
@@ -56,6 +63,7 @@ const char* crash_outcome_name(CrashOutcome outcome);
 struct CrashSimStats {
     uint64_t requests = 0;  // reads, writes, zeroes, discards, truncates, flushes
     uint64_t flushes = 0;
+    uint64_t injected = 0;  // requests failed by fail_request() or a full disk
     // At the crash: pending changes, and how many of them had completed.
     uint64_t pending_at_crash = 0;
     uint64_t completed_at_crash = 0;
@@ -73,6 +81,17 @@ public:
     // that request fails.
     void crash_at_request(uint64_t n) { crash_at_ = n; }
     bool crashed() const { return crashed_; }
+    // Fails request number `n` (1-based, counted from open) with -errnum,
+    // without crashing; 0 cancels.
+    void fail_request(uint64_t n, int errnum)
+    {
+        fail_at_ = n;
+        fail_errno_ = errnum;
+    }
+    // While full, changes fail with -ENOSPC; reads and flushes still work.
+    void set_full(bool full) { full_ = full; }
+    // Requests counted so far (the number the next one will have, minus 1).
+    uint64_t requests() const { return stats_.requests; }
     const CrashSimStats& stats() const { return stats_; }
 
     // After crash(), with no request in flight (-EBUSY otherwise): writes
@@ -109,9 +128,10 @@ private:
     };
     using ChangePtr = std::shared_ptr<Change>;
 
-    // Counts the request and fails it if the disk has crashed (or crashes
-    // now); every request calls it first.
-    bool admit();
+    // Counts the request and returns the error it fails with: -EIO if
+    // the disk has crashed (or crashes now), an injected error, -ENOSPC for
+    // a change to a full disk; 0 to go on.  Every request calls it first.
+    int admit(bool change);
     // Lets the loop run `n` (random) times before the request completes.
     Task<void> delay();
     // Records a change and completes it after a delay.
@@ -126,6 +146,10 @@ private:
     std::mt19937_64 rng_;
     uint32_t max_delay_ = 0;
     uint64_t crash_at_ = 0;
+    uint64_t fail_at_ = 0;
+    int fail_errno_ = EIO;
+    uint64_t full_after_ = 0;
+    bool full_ = false;
     bool crashed_ = false;
     unsigned in_flight_ = 0;
     CrashSimStats stats_;

@@ -13,9 +13,14 @@
 // write finishes, complete_write() moves the zone's durable frontier: the
 // offset below which every admitted write has finished.  Only the frontier
 // may be persisted as the write pointer (a crash must never leave a write
-// pointer above data that is not there); a failed write's range counts as
-// finished (its bytes read back as whatever they are), so later writes
-// stay covered.
+// pointer above data that is not there); a failed write counts as nothing:
+// see complete_write().
+//
+// A failed operation changes nothing: a failed write is undone (its write
+// pointer and the zone's condition go back; the writes admitted after it
+// in its zone fail too, since they would lie above a hole), and a
+// management operation whose I/O failed is undone with snapshot() and
+// restore_zone().
 //
 // Memory: 32 bytes per zone, plus a small record per write in flight.
 #pragma once
@@ -58,6 +63,21 @@ public:
         uint32_t zone = UINT32_MAX;  // UINT32_MAX: conventional, nothing tracked
         uint64_t start = 0;
         uint64_t end = 0;
+        BlockZoneState before = BlockZoneState::Empty;  // the zone's state at admission
+        uint64_t id = 0;
+        // The implicitly open zone closed to make room for this one.
+        uint32_t evicted = UINT32_MAX;
+        // Set when an earlier write of the zone failed: this one must fail
+        // too, whatever its own I/O did.
+        bool doomed = false;
+    };
+
+    // What a management operation may change in a zone.
+    struct ZoneSnapshot {
+        uint64_t wp;
+        uint64_t durable_wp;
+        BlockZoneState state;
+        bool desc_ext_valid;
     };
 
     explicit ZoneStateMachine(const ZoneGeometry& g);
@@ -81,11 +101,33 @@ public:
     // Checks a write of `len` bytes at `offset` (or, with append, to the
     // zone starting at `offset`) and advances the write pointer.  `pos` is
     // where the data goes.  Host-aware zones accept writes anywhere and
-    // track the highest written offset.
+    // track the highest written offset.  The ticket must stay alive until
+    // complete_write() and, if the write succeeded, until it is no longer
+    // busy() or the durable write pointer has passed its end: until then
+    // an earlier write's failure may set its `doomed`.
     ZoneError admit_write(uint64_t offset, uint64_t len, bool append, uint64_t& pos,
                           WriteTicket& ticket);
-    // The write has finished (ok or not).
-    void complete_write(const WriteTicket& ticket);
+    // The write has finished.  A failed one (`ok` false) is undone: the
+    // write pointer goes back to its start, the zone's condition to what it
+    // was before it when no earlier write of the zone is in flight (without
+    // checking the open and active limits: the zone held those resources a
+    // moment ago), an implicitly open zone it closed to make room is open
+    // again if it is still closed, and every later write admitted to the
+    // zone is doomed.
+    // Neither a failed nor a doomed write moves the durable write pointer.
+    void complete_write(WriteTicket& ticket, bool ok);
+    // Doomed writes of the zone are still in flight: a write admitted now
+    // must not start its I/O before they finish, or their data could land
+    // over its own.
+    bool doomed_in_flight(uint32_t zone) const;
+
+    ZoneSnapshot snapshot(uint32_t zone) const;
+    // Puts a zone back as `snap` recorded it, to undo a management
+    // operation whose I/O failed (the limits are not checked, as in
+    // complete_write).  The zone is marked dirty, so that the next flush
+    // writes its old write pointer over whatever the failed operation may
+    // have written.
+    void restore_zone(uint32_t zone, const ZoneSnapshot& snap);
 
     ZoneError manage(BlockZoneOp op, uint32_t zone);
     // NVMe's Set Zone Descriptor Extension: an empty zone becomes Closed
@@ -108,6 +150,8 @@ public:
     // Zones whose durable write pointer or condition changed since the last
     // call (cleared by it).
     std::vector<uint32_t> take_dirty();
+    // Marks a zone to persist again (a flush that took it failed).
+    void mark_dirty(uint32_t zone);
 
     uint32_t open_count() const { return nr_open_; }
     uint32_t active_count() const { return nr_active_; }
@@ -125,8 +169,12 @@ private:
     };
     static_assert(sizeof(Zone) == 32, "keep zones small: there may be millions");
     struct Pending {
+        uint64_t id;
+        uint64_t start;
         uint64_t end;
+        WriteTicket* owner;  // to tell it that it is doomed; null once told, or once it returns
         bool done;
+        bool failed;  // failed or doomed: it does not move the durable write pointer
     };
     static constexpr uint32_t kNone = UINT32_MAX;
 
@@ -141,9 +189,10 @@ private:
     bool limits_enforced() const { return g_.model != BlockZoneModel::HostAware; }
     // Makes room to open `zone` (which needs an active resource too when
     // it is not active yet), closing the LRU implicitly open zone if the
-    // open limit is reached.
-    ZoneError acquire_open(uint32_t zone);
-    void mark_dirty(uint32_t zone);
+    // open limit is reached (returned in `evicted`, else kNone).
+    ZoneError acquire_open(uint32_t zone, uint32_t* evicted = nullptr);
+    // After a failed write: the state the zone returns to.
+    BlockZoneState state_after_undo(uint32_t zone, BlockZoneState before) const;
 
     ZoneGeometry g_;
     std::vector<Zone> zones_;
@@ -152,6 +201,7 @@ private:
     uint32_t nr_open_ = 0;
     uint32_t nr_active_ = 0;
     std::unordered_map<uint32_t, std::deque<Pending>> in_flight_;
+    uint64_t next_ticket_ = 1;
     std::vector<uint32_t> dirty_;
 };
 

@@ -7,25 +7,14 @@
 // zone report, zone management and zone append through BlockDriverState's
 // drv_zone_* methods and the bdrv_co_zone_* functions in block_int.h.
 //
-// Errors are negative errno values, one per zone error kind, so that any
-// caller can print them (qemu-io: "zone open failed: <strerror>") and front
-// ends can map them precisely to their status codes (zone_error_from_errno):
-//
-//   kind                 errno          NVMe status                  virtio-blk
-//   invalid request      -EINVAL        Invalid Field                ZONE_INVALID_CMD
-//   unaligned write      -ESPIPE        Zone Invalid Write           ZONE_UNALIGNED_WP
-//   boundary crossed     -ERANGE        Zone Boundary Error          ZONE_INVALID_CMD
-//   zone full            -ENOSPC        Zone Is Full                 ZONE_INVALID_CMD
-//   zone read-only       -EROFS         Zone Is Read Only            IOERR
-//   zone offline         -ENXIO         Zone Is Offline              IOERR
-//   too many open        -ETOOMANYREFS  Too Many Open Zones          ZONE_OPEN_RESOURCE
-//   too many active      -EOVERFLOW     Too Many Active Zones        ZONE_ACTIVE_RESOURCE
-//   invalid transition   -EPERM         Invalid Zone State Transition ZONE_INVALID_CMD
-// (-ETOOMANYREFS and -EOVERFLOW are what Linux uses for the two resource
-// errors.)
+// Zone errors are result codes of their own, apart from host errnos
+// (include/block/zone-error.h), with the mapping to NVMe and virtio-blk
+// statuses.
 #pragma once
 
 #include <cstdint>
+
+#include "block/zone-error.h"
 
 namespace qemu {
 
@@ -76,24 +65,5 @@ enum class BlockZoneOp {
 };
 
 const char* zone_op_name(BlockZoneOp op);
-
-enum class ZoneError {
-    None,
-    InvalidRequest,
-    UnalignedWrite,
-    BoundaryCrossed,
-    ZoneFull,
-    ZoneReadOnly,
-    ZoneOffline,
-    TooManyOpen,
-    TooManyActive,
-    InvalidTransition,
-};
-
-int zone_error_to_errno(ZoneError e);
-// ZoneError::None for errno values that are not zone errors (plain I/O
-// errors such as -EIO).
-ZoneError zone_error_from_errno(int err);
-const char* zone_error_name(ZoneError e);
 
 }  // namespace qemu

@@ -22,7 +22,8 @@ struct Error {
 
     // printf-style; replaces any earlier message.
     void set(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-    // Like set(), followed by ": " and strerror(errnum).
+    // Like set(), followed by ": " and result_strerror(errnum) (an errno
+    // of either sign or a result code).
     void set_errno(int errnum, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
     // Puts "context: " in front of the existing message.
     void prepend(const std::string& context);
@@ -31,6 +32,18 @@ struct Error {
     // Message and hints, each on its own line, for stderr.
     std::string pretty() const;
 };
+
+// Request results are 0 or negative: a negative errno, or a result code
+// from -kResultCodeBase down, which no errno reaches (Linux errnos end at
+// 4095).  A result code is a block-layer status that is not a host error
+// (a zone error, include/block/zone-error.h) and carries in its low 12
+// bits the errno it prints as, so that tools keep printing QEMU's messages.
+constexpr int kResultCodeBase = 1 << 16;
+// The errno that `ret` prints as, positive; `ret` may be an errno of
+// either sign or a result code.
+int result_errno(int ret);
+// strerror(result_errno(ret)).
+const char* result_strerror(int ret);
 
 std::string string_printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string vstring_printf(const char* fmt, va_list ap);

@@ -679,7 +679,7 @@ TEST_CASE("zoned qcow2 snapshots: goto restores write pointers, conditions and d
     REQUIRE(back == ext);
     REQUIRE(reads(*blk, 8 * MiB, 64 * KiB, 0x14));
     uint8_t b[512] = {};
-    REQUIRE(blk->pwrite(8 * MiB + 64 * KiB, 512, b) == -EROFS);
+    REQUIRE(blk->pwrite(8 * MiB + 64 * KiB, 512, b) == zone_error_code(ZoneError::ReadOnly));
 
     // Deleting the snapshot frees its copies of the zone metadata.
     Qcow2File before(img.path);

@@ -132,14 +132,14 @@ TEST_CASE("zoned qcow2: zone rules on writes, appends and reads", "[qcow2][zoned
     AioContext ctx;
     auto blk = img.open(ctx);
     std::vector<uint8_t> d(8192, 7);
-    REQUIRE(blk->pwrite(4096, 4096, d.data()) == -ESPIPE);  // not at the write pointer
+    REQUIRE(blk->pwrite(4096, 4096, d.data()) == zone_error_code(ZoneError::InvalidWrite));  // not at the write pointer
     REQUIRE(blk->pwrite(0, 8192, d.data()) == 0);
-    REQUIRE(blk->pwrite(2 * MiB - 4096, 8192, d.data()) == -ESPIPE);
+    REQUIRE(blk->pwrite(2 * MiB - 4096, 8192, d.data()) == zone_error_code(ZoneError::InvalidWrite));
     std::vector<uint8_t> big(2 * MiB, 1);
-    REQUIRE(blk->pwrite(8192, big.size(), big.data()) == -ERANGE);  // beyond the capacity
+    REQUIRE(blk->pwrite(8192, big.size(), big.data()) == zone_error_code(ZoneError::Boundary));  // beyond the capacity
     IOVector q(big.data(), 128 * 1024);
     uint64_t off = 4 * MiB;
-    REQUIRE(run_sync(ctx, blk->co_zone_append(off, q)) == -EINVAL);  // above max append
+    REQUIRE(run_sync(ctx, blk->co_zone_append(off, q)) == zone_error_code(ZoneError::InvalidRequest));  // above max append
     // Data above the write pointer reads as zeroes, also past the capacity.
     std::vector<uint8_t> back(16384, 0xff);
     REQUIRE(blk->pread(0, back.size(), back.data()) == 0);
@@ -150,9 +150,9 @@ TEST_CASE("zoned qcow2: zone rules on writes, appends and reads", "[qcow2][zoned
     REQUIRE(z.state == BlockZoneState::ImplicitlyOpen);
     REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Finish, 0, 4 * MiB)) == 0);
     REQUIRE(report_zone(ctx, *blk, 0).wp == 2 * MiB);  // start + capacity, not the zone end
-    REQUIRE(blk->pwrite(2 * MiB, 4096, d.data()) == -ENOSPC);
-    REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 0, 4 * MiB)) == -EPERM);
-    REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 4096, 4 * MiB)) == -EINVAL);
+    REQUIRE(blk->pwrite(2 * MiB, 4096, d.data()) == zone_error_code(ZoneError::Full));
+    REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 0, 4 * MiB)) == zone_error_code(ZoneError::InvalidTransition));
+    REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Open, 4096, 4 * MiB)) == zone_error_code(ZoneError::InvalidRequest));
 }
 
 TEST_CASE("zoned qcow2: write pointers survive a restart, open zones come back closed",
@@ -183,8 +183,8 @@ TEST_CASE("zoned qcow2: write pointers survive a restart, open zones come back c
     REQUIRE(blk->pread(4 * MiB, back.size(), back.data()) == 0);
     REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 3; }));
     uint8_t b[512] = {};
-    REQUIRE(blk->pwrite(20 * MiB, 512, b) == -EROFS);
-    REQUIRE(blk->pread(24 * MiB, 512, b) == -ENXIO);
+    REQUIRE(blk->pwrite(20 * MiB, 512, b) == zone_error_code(ZoneError::ReadOnly));
+    REQUIRE(blk->pread(24 * MiB, 512, b) == zone_error_code(ZoneError::Offline));
 }
 
 TEST_CASE("zoned qcow2: reset frees the zone's clusters", "[qcow2][zoned][reset]")
@@ -232,18 +232,18 @@ TEST_CASE("zoned qcow2: descriptor extensions persist and are cleared by reset",
         REQUIRE(blk->bs()->limits().zone_desc_ext_size == 128);
         REQUIRE(run_sync(ctx, blk->co_zone_get_desc_ext(4 * MiB, back.data())) == 0);
         REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 0; }));
-        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(0, ext.data())) == -EINVAL);  // conventional
-        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB + 512, ext.data())) == -EINVAL);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(0, ext.data())) == zone_error_code(ZoneError::InvalidRequest));  // conventional
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB + 512, ext.data())) == zone_error_code(ZoneError::InvalidRequest));
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == 0);
         REQUIRE(report_zone(ctx, *blk, 4 * MiB).state == BlockZoneState::Closed);
         REQUIRE(report_zone(ctx, *blk, 4 * MiB).desc_ext_valid);
-        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == -EPERM);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(4 * MiB, ext.data())) == zone_error_code(ZoneError::InvalidTransition));
         // A written zone cannot take one.
         REQUIRE(blk->pwrite(8 * MiB, 4096, ext.data()) == 0);
-        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(8 * MiB, ext.data())) == -EPERM);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(8 * MiB, ext.data())) == zone_error_code(ZoneError::InvalidTransition));
         REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(12 * MiB, ext.data())) == 0);
         // Three active zones now: the limit.
-        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(16 * MiB, ext.data())) == -EOVERFLOW);
+        REQUIRE(run_sync(ctx, blk->co_zone_set_desc_ext(16 * MiB, ext.data())) == zone_error_code(ZoneError::TooManyActive));
         REQUIRE(run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Reset, 12 * MiB, 4 * MiB)) == 0);
     }
     AioContext ctx;
@@ -265,7 +265,7 @@ TEST_CASE("zoned qcow2: descriptor extensions persist and are cleared by reset",
     // Images without extensions refuse the requests.
     ZonedImage plain(kOpts);
     auto pblk = plain.open(ctx);
-    REQUIRE(run_sync(ctx, pblk->co_zone_set_desc_ext(4 * MiB, ext.data())) == -EINVAL);
+    REQUIRE(run_sync(ctx, pblk->co_zone_set_desc_ext(4 * MiB, ext.data())) == zone_error_code(ZoneError::InvalidRequest));
 }
 
 TEST_CASE("zoned qcow2: create validation names the option", "[qcow2][zoned][create]")
@@ -314,7 +314,7 @@ TEST_CASE("zoned qcow2: refuses resize, discard and write-zeroes shortcuts", "[q
     // Write-zeroes goes through the zone rules as a data write.
     REQUIRE(run_sync(ctx, blk->co_pwrite_zeroes(8 * MiB, 64 * 1024)) == 0);
     REQUIRE(report_zone(ctx, *blk, 8 * MiB).wp == 8 * MiB + 64 * 1024);
-    REQUIRE(run_sync(ctx, blk->co_pwrite_zeroes(8 * MiB, 64 * 1024)) == -ESPIPE);
+    REQUIRE(run_sync(ctx, blk->co_pwrite_zeroes(8 * MiB, 64 * 1024)) == zone_error_code(ZoneError::InvalidWrite));
 }
 
 TEST_CASE("zoned qcow2: an image with 100,000 zones opens quickly", "[qcow2][zoned][scale]")

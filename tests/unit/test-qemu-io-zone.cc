@@ -114,7 +114,7 @@ TEST_CASE("zone_report prints the zones in sectors", "[qemu-io][zoned]")
     REQUIRE(too_many.out == "Number of zones must be less than 2^32\n");
 
     auto past_end = run(s, "zrp 8M 1");
-    REQUIRE(past_end.ret == -EINVAL);
+    REQUIRE(past_end.ret == zone_error_code(ZoneError::InvalidRequest));
     REQUIRE(past_end.out == "zone report failed: Invalid argument\n");
 
     // Arguments are positional numbers: "-p" is not an option here.
@@ -152,7 +152,7 @@ TEST_CASE("zone management commands change zone states or say why not", "[qemu-i
     REQUIRE(run(s, "zrp 2M 2").out == seq_zone(0x1000, 0x1000, 1) + seq_zone(0x1800, 0x1800, 1));
 
     auto conventional = run(s, "zo 0 1M");
-    REQUIRE(conventional.ret == -EINVAL);
+    REQUIRE(conventional.ret == zone_error_code(ZoneError::InvalidRequest));
     REQUIRE(conventional.out == "zone open failed: Invalid argument\n");
     REQUIRE(run(s, "zone_close 1M 1M").out == "zone close failed: Operation not permitted\n");
     REQUIRE(run(s, "zf 1M 512k").out == "zone finish failed: Invalid argument\n");
@@ -162,7 +162,7 @@ TEST_CASE("zone management commands change zone states or say why not", "[qemu-i
     REQUIRE(run(s, "zo 1M 1M").ret == 0);
     REQUIRE(run(s, "zo 2M 1M").ret == 0);
     auto open_limit = run(s, "zo 3M 1M");
-    REQUIRE(open_limit.ret == -ETOOMANYREFS);
+    REQUIRE(open_limit.ret == zone_error_code(ZoneError::TooManyOpen));
     REQUIRE(open_limit.out == "zone open failed: Too many references: cannot splice\n");
     REQUIRE(run(s, "write -q 3M 4k").out == "write failed: Too many references: cannot splice\n");
     REQUIRE(run(s, "write -q 1M 4k").ret == 0);
@@ -170,7 +170,7 @@ TEST_CASE("zone management commands change zone states or say why not", "[qemu-i
     REQUIRE(run(s, "zc 1M 2M").ret == 0);
     REQUIRE(run(s, "write -q 3M 4k").ret == 0);
     auto active_limit = run(s, "zo 4M 1M");
-    REQUIRE(active_limit.ret == -EOVERFLOW);
+    REQUIRE(active_limit.ret == zone_error_code(ZoneError::TooManyActive));
     REQUIRE(active_limit.out == "zone open failed: Value too large for defined data type\n");
 
     // Reset over the whole device skips the conventional zone.
@@ -232,13 +232,13 @@ TEST_CASE("zone_append writes 0xcd at the write pointer and -p says where", "[qe
             "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- x\n");
     REQUIRE(run(s, "zf 2M 1M").ret == 0);
     auto full = run(s, "zap -p 2M 4k");
-    REQUIRE(full.ret == -ENOSPC);
+    REQUIRE(full.ret == zone_error_code(ZoneError::Full));
     REQUIRE(full.out == "zone append failed: No space left on device\n");
     for (int i = 0; i < 7; i++) {  // 16 KiB + 7 * 64 KiB of the 512 KiB capacity
         REQUIRE(run(s, "zap 1M 32k 32k").ret == 0);
     }
     auto crossing = run(s, "zap -p 1M 32k 32k");
-    REQUIRE(crossing.ret == -ERANGE);
+    REQUIRE(crossing.ret == zone_error_code(ZoneError::Boundary));
     REQUIRE(crossing.out == "zone append failed: Numerical result out of range\n");
     REQUIRE(run(s, "zap -p 1M 32k 16k").out == "After zap done, the append sector is 0xba0\n");
     REQUIRE(run(s, "zrp 1M 1").out == seq_zone(0x800, 0xc00, 14));
@@ -267,7 +267,7 @@ TEST_CASE("zone_offline and zone_readonly inject zone faults", "[qemu-io][zoned]
         REQUIRE(run(s, "read -q 2M 4k").out == "read failed: No such device or address\n");
         REQUIRE(run(s, "zro 2M 1M").out == "zone readonly failed: Operation not permitted\n");
         auto conventional = run(s, "zoff 0 1M");
-        REQUIRE(conventional.ret == -EINVAL);
+        REQUIRE(conventional.ret == zone_error_code(ZoneError::InvalidRequest));
         REQUIRE(conventional.out == "zone offline failed: Invalid argument\n");
         REQUIRE(run(s, "zone_offline 1M").err ==
                 "bad argument count 1 to zone_offline, expected 2 arguments\n");

@@ -34,7 +34,7 @@ E write_at(ZoneStateMachine& m, uint64_t offset, uint64_t len)
     ZoneStateMachine::WriteTicket t;
     E e = m.admit_write(offset, len, false, pos, t);
     if (e == E::None) {
-        m.complete_write(t);
+        m.complete_write(t, true);
     }
     return e;
 }
@@ -137,22 +137,22 @@ TEST_CASE("zones: write errors, each with its own kind", "[zoned][write]")
     ZoneStateMachine m(geometry(4, 1, 0, 0, kZone / 2));
     uint64_t pos;
     ZoneStateMachine::WriteTicket t;
-    REQUIRE(write_at(m, kZone + 4096, 512) == E::UnalignedWrite);
-    REQUIRE(write_at(m, kZone, kZone / 2 + 512) == E::BoundaryCrossed);  // beyond capacity
+    REQUIRE(write_at(m, kZone + 4096, 512) == E::InvalidWrite);
+    REQUIRE(write_at(m, kZone, kZone / 2 + 512) == E::Boundary);  // beyond capacity
     REQUIRE(write_at(m, kZone, kZone / 2) == E::None);
     REQUIRE(m.state(1) == S::Full);  // filled to capacity
-    REQUIRE(write_at(m, kZone + kZone / 2, 512) == E::ZoneFull);
-    REQUIRE(m.admit_write(kZone, 512, true, pos, t) == E::ZoneFull);
+    REQUIRE(write_at(m, kZone + kZone / 2, 512) == E::Full);
+    REQUIRE(m.admit_write(kZone, 512, true, pos, t) == E::Full);
     REQUIRE(m.manage(Op::SetReadOnly, 2) == E::None);
-    REQUIRE(write_at(m, 2 * kZone, 512) == E::ZoneReadOnly);
+    REQUIRE(write_at(m, 2 * kZone, 512) == E::ReadOnly);
     REQUIRE(m.manage(Op::SetOffline, 3) == E::None);
-    REQUIRE(write_at(m, 3 * kZone, 512) == E::ZoneOffline);
+    REQUIRE(write_at(m, 3 * kZone, 512) == E::Offline);
     REQUIRE(m.admit_write(kZone + 512, 512, true, pos, t) == E::InvalidRequest);  // not a zone start
     REQUIRE(m.admit_write(0, 512, true, pos, t) == E::InvalidRequest);  // conventional
     REQUIRE(write_at(m, 4 * kZone, 1) == E::InvalidRequest);           // beyond the device
     // Conventional zones take writes anywhere, but not into the next zone.
     REQUIRE(write_at(m, 1000, 3000) == E::None);
-    REQUIRE(write_at(m, kZone - 512, 1024) == E::BoundaryCrossed);
+    REQUIRE(write_at(m, kZone - 512, 1024) == E::Boundary);
     REQUIRE(m.manage(Op::Reset, 0) == E::InvalidRequest);
 }
 
@@ -233,12 +233,12 @@ TEST_CASE("zones: the durable write pointer only covers finished writes", "[zone
     REQUIRE(m.admit_write(4096, 4096, false, pos, b) == E::None);
     REQUIRE(m.admit_write(8192, 4096, false, pos, c) == E::None);
     REQUIRE(m.busy(0));
-    m.complete_write(c);  // out of order: nothing is durable yet
+    m.complete_write(c, true);  // out of order: nothing is durable yet
     REQUIRE(m.durable_wp(0) == 0);
-    m.complete_write(a);
+    m.complete_write(a, true);
     REQUIRE(m.durable_wp(0) == 4096);
     REQUIRE(m.take_dirty() == std::vector<uint32_t>{0});
-    m.complete_write(b);
+    m.complete_write(b, true);
     REQUIRE(m.durable_wp(0) == 12288);
     REQUIRE_FALSE(m.busy(0));
     REQUIRE(m.take_dirty() == std::vector<uint32_t>{0});
@@ -351,4 +351,50 @@ TEST_CASE("zones: report descriptors", "[zoned][report]")
     REQUIRE(d.wp == kZone + 8192);
     REQUIRE(d.state == S::ImplicitlyOpen);
     REQUIRE(m.readable_end(1) == kZone + 8192);
+}
+
+TEST_CASE("zones: a failed write is undone and dooms the later ones", "[zoned][undo]")
+{
+    ZoneStateMachine m(geometry(2));
+    uint64_t pos;
+    ZoneStateMachine::WriteTicket a, b, c;
+    REQUIRE(m.admit_write(0, 4096, false, pos, a) == E::None);
+    REQUIRE(m.admit_write(4096, 4096, false, pos, b) == E::None);
+    REQUIRE(m.admit_write(8192, 4096, false, pos, c) == E::None);
+    m.complete_write(c, true);
+    m.complete_write(b, false);
+    REQUIRE(c.doomed);
+    REQUIRE_FALSE(a.doomed);
+    REQUIRE(m.describe(0).wp == 4096);
+    REQUIRE(m.state(0) == S::ImplicitlyOpen);  // a is still in flight
+    m.complete_write(a, true);
+    REQUIRE(m.durable_wp(0) == 4096);
+    REQUIRE_FALSE(m.busy(0));
+    // The zone goes on from where the failed write started.
+    ZoneStateMachine::WriteTicket d;
+    REQUIRE(m.admit_write(4096, 4096, false, pos, d) == E::None);
+    m.complete_write(d, true);
+    REQUIRE(m.durable_wp(0) == 8192);
+}
+
+TEST_CASE("zones: a failed write leaves the zone's condition as it was", "[zoned][undo]")
+{
+    ZoneStateMachine m(geometry(3, 0, 1, 2));
+    uint64_t pos;
+    ZoneStateMachine::WriteTicket t;
+    REQUIRE(m.admit_write(0, 4096, false, pos, t) == E::None);
+    REQUIRE(m.state(0) == S::ImplicitlyOpen);
+    m.complete_write(t, false);
+    REQUIRE(m.state(0) == S::Empty);
+    REQUIRE(m.open_count() == 0);
+    REQUIRE(m.active_count() == 0);
+    REQUIRE_FALSE(m.busy(0));
+    // A write filling the zone fails: the zone is not full.
+    REQUIRE(write_at(m, 0, 4096) == E::None);
+    REQUIRE(m.admit_write(4096, kZone - 4096, false, pos, t) == E::None);
+    REQUIRE(m.state(0) == S::Full);
+    m.complete_write(t, false);
+    REQUIRE(m.state(0) == S::ImplicitlyOpen);
+    REQUIRE(m.describe(0).wp == 4096);
+    REQUIRE(m.open_count() == 1);
 }

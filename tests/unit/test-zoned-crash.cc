@@ -285,7 +285,7 @@ bool sector_is(const uint8_t* p, uint32_t id, uint64_t sector)
 
 bool is_zone_errno(int ret)
 {
-    return zone_error_from_errno(ret) != ZoneError::None;
+    return zone_error_of(ret) != ZoneError::None;
 }
 
 // --- What the workload was told ---------------------------------------------------
@@ -437,6 +437,12 @@ private:
             trace_.pop_front();
         }
     }
+    // A host error (not a zone error) that crash-sim injected: the request
+    // failed and, being a zone operation, changed nothing.
+    bool host_error_injected(int ret) const
+    {
+        return ret < 0 && !is_zone_errno(ret) && !sim_.crashed() && sim_.stats().injected > 0;
+    }
     void poll()
     {
         if (!ctx_.poll(false)) {
@@ -468,7 +474,7 @@ private:
     Task<void> do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last);
 
     void make_durable(uint32_t id);
-    void write_done(uint32_t id, int ret);
+    void write_done(uint32_t id, int ret, bool maybe_done = false);
     std::vector<uint8_t> pattern(uint32_t id, uint64_t start, uint64_t end)
     {
         std::vector<uint8_t> data(end - start);
@@ -608,11 +614,22 @@ Task<void> Workload::do_write(uint32_t id, bool append, std::vector<uint8_t> dat
     } else {
         ret = co_await blk_.co_pwritev(w.start, data.size(), q, flags);
     }
-    write_done(id, ret);
+    bool maybe_done = false;
+    if (w.fua && host_error_injected(ret) && !zones_[w.zone].conventional) {
+        // Failed: its data write (undone, or doomed by an earlier failed
+        // write: the write pointer went back below it), or the flush after
+        // its data (done, not known durable).
+        BlockZoneDescriptor d;
+        uint32_t n = 1;
+        const ZoneModel& m = zones_[w.zone];
+        maybe_done = co_await blk_.co_zone_report(m.start, n, &d) == 0 && d.wp > w.start &&
+                     m.ids[(w.start - m.start) / kSector] == id;
+    }
+    write_done(id, ret, maybe_done);
     in_flight_--;
 }
 
-void Workload::write_done(uint32_t id, int ret)
+void Workload::write_done(uint32_t id, int ret, bool maybe_done)
 {
     WriteRecord& w = writes_[id - 1];
     ZoneModel& m = zones_[w.zone];
@@ -632,19 +649,31 @@ void Workload::write_done(uint32_t id, int ret)
         }
         return;
     }
-    if (!is_zone_errno(ret) || sim_.crashed()) {
+    bool injected = host_error_injected(ret);
+    if ((!is_zone_errno(ret) && !injected) || sim_.crashed()) {
         if (!sim_.crashed()) {
-            fail("write #" + std::to_string(id) + " failed: " + strerror(-ret));
+            fail("write #" + std::to_string(id) + " failed: " + result_strerror(ret));
         }
         w.state = WriteRecord::State::Unknown;  // may or may not be on disk
         log("failed #" + std::to_string(id) + " (crash)");
         return;
     }
-    // Refused at admission (resources, full zone): nothing was written.
+    if (injected && (m.conventional || maybe_done)) {
+        // Any part of it may be there: its sectors stay unknown.
+        w.state = WriteRecord::State::Unknown;
+        for (uint64_t off = w.start; m.conventional && off < w.end; off += kSector) {
+            m.busy[(off - m.start) / kSector] = UINT32_MAX;
+        }
+        log("failed #" + std::to_string(id) + ": " + result_strerror(ret));
+        return;
+    }
+    // Refused at admission (resources, full zone), or failed by an
+    // injected error and undone (it, and the writes after it in its zone):
+    // nothing was written below the write pointer.
     w.state = WriteRecord::State::Rejected;
-    log("refused #" + std::to_string(id) + ": " + strerror(-ret));
+    log("refused #" + std::to_string(id) + ": " + result_strerror(ret));
     if (m.conventional) {
-        fail("conventional write #" + std::to_string(id) + " refused: " + strerror(-ret));
+        fail("conventional write #" + std::to_string(id) + " refused: " + result_strerror(ret));
         return;
     }
     for (uint64_t off = w.start; off < w.end; off += kSector) {
@@ -726,8 +755,8 @@ Task<void> Workload::do_read(uint32_t z, uint64_t offset, uint64_t bytes, std::v
             break;
         }
     }
-    if (ret < 0 && !sim_.crashed()) {
-        fail(std::string("read failed: ") + strerror(-ret));
+    if (ret < 0 && !sim_.crashed() && !host_error_injected(ret)) {
+        fail(std::string("read failed: ") + result_strerror(ret));
     }
     in_flight_--;
 }
@@ -758,8 +787,8 @@ Task<void> Workload::do_flush(uint64_t issue_seq)
                 m.lb = m.cap_end;
             }
         }
-    } else if (!sim_.crashed()) {
-        fail(std::string("flush failed: ") + strerror(-ret));
+    } else if (!sim_.crashed() && !host_error_injected(ret)) {
+        fail(std::string("flush failed: ") + result_strerror(ret));
     }
     in_flight_--;
 }
@@ -821,12 +850,24 @@ Task<void> Workload::do_mgmt(BlockZoneOp op, uint32_t first, uint32_t last)
         if (op == BlockZoneOp::Reset && m.has_condition()) {
             continue;  // reset-all leaves read-only and offline zones alone
         }
-        if (ret < 0) {
+        int zret = ret;
+        if (ret < 0 && whole && host_error_injected(ret)) {
+            // A range reset fails zone by zone: those before the failing
+            // one are reset (empty now; nothing else touches them while
+            // the reset is pending), the others unchanged.
+            BlockZoneDescriptor d;
+            uint32_t n = 1;
+            if (co_await blk_.co_zone_report(m.start, n, &d) == 0 && n == 1 &&
+                d.state == BlockZoneState::Empty) {
+                zret = 0;
+            }
+        }
+        if (zret < 0) {
             if (sim_.crashed()) {
                 continue;  // the operation may or may not have happened
             }
-            if (!is_zone_errno(ret)) {
-                fail(std::string("zone ") + zone_op_name(op) + " failed: " + strerror(-ret));
+            if (!is_zone_errno(ret) && !host_error_injected(ret)) {
+                fail(std::string("zone ") + zone_op_name(op) + " failed: " + result_strerror(ret));
             }
             if (op == BlockZoneOp::Reset) {
                 m.resets_pending--;
@@ -882,13 +923,13 @@ void Workload::verify_after_crash(BlockBackend& blk, std::vector<uint8_t>& image
         }
         int ret = blk.pread(m.start, m.length, image.data() + m.start);
         if (d.state == BlockZoneState::Offline) {
-            if (ret != -ENXIO) {
+            if (ret != zone_error_code(ZoneError::Offline)) {
                 fail(where + "offline, but reading it returned " + std::to_string(ret));
             }
             continue;
         }
         if (ret < 0) {
-            fail(where + "reading it after the crash failed: " + strerror(-ret));
+            fail(where + "reading it after the crash failed: " + result_strerror(ret));
             continue;
         }
         if (m.conventional) {
@@ -1016,7 +1057,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
             int ret = run_sync(ctx, blk->co_zone_mgmt(BlockZoneOp::Finish, d.start, d.length));
             actions += "finished zone " + std::to_string(z) + " (write pointer was " + std::to_string(d.wp) + "); ";
             if (ret < 0) {
-                failures.push_back("finishing zone " + std::to_string(z) + " failed: " + strerror(-ret));
+                failures.push_back("finishing zone " + std::to_string(z) + " failed: " + result_strerror(ret));
             }
             continue;  // what lies above the old write pointer must read as zeroes
         }
@@ -1032,7 +1073,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         if (ret == 0) {
             memcpy(image.data() + d.wp, data.data(), len);
         } else if (!is_zone_errno(ret)) {
-            failures.push_back("writing on in zone " + std::to_string(z) + " failed: " + strerror(-ret));
+            failures.push_back("writing on in zone " + std::to_string(z) + " failed: " + result_strerror(ret));
         }
     }
     blk.reset();
@@ -1047,7 +1088,7 @@ void write_on(AioContext& ctx, const std::string& store, const Geometry& g, std:
         uint64_t start = uint64_t(z) * g.zone_size;
         uint64_t len = std::min(g.zone_size, g.size - start);
         int ret = blk->pread(start, len, now.data() + start);
-        if (ret < 0 && ret != -ENXIO) {
+        if (ret < 0 && ret != zone_error_code(ZoneError::Offline)) {
             failures.push_back("reading zone " + std::to_string(z) + " after writing on failed");
         }
     }
@@ -1106,7 +1147,7 @@ void crash_during_repair(std::mt19937_64& rng, const std::string& store, AioCont
     sim->crash();
     int ret = run_sync(ctx, sim->settle(outcome));
     if (ret < 0) {
-        res.failures.push_back(std::string("settle failed: ") + strerror(-ret));
+        res.failures.push_back(std::string("settle failed: ") + result_strerror(ret));
     }
     res.description += std::string("the open worked, then ") + crash_outcome_name(outcome);
 }
@@ -1139,6 +1180,13 @@ void run_round(std::mt19937_64& rng, const Geometry& g, const std::string& store
     REQUIRE(sim);
     uint64_t crash_at = sim->stats().requests + 1 + rng() % (uint64_t(ops) * 2);
     sim->crash_at_request(crash_at);
+    // Half of the rounds also fail one request before the crash with EIO,
+    // which the zone operation it belongs to must undo.
+    if (rng() % 2) {
+        uint64_t fail_at = sim->stats().requests + 1 + rng() % (crash_at - sim->stats().requests);
+        sim->fail_request(fail_at, EIO);
+        desc << ", EIO at request " << fail_at;
+    }
     Workload w(rng(), g, *blk, *sim, ctx, image);
     w.run(ops);
     sim->crash();
@@ -1150,7 +1198,7 @@ void run_round(std::mt19937_64& rng, const Geometry& g, const std::string& store
     }
     int ret = run_sync(ctx, sim->settle(outcome));
     if (ret < 0) {
-        res.failures.push_back(std::string("settle failed: ") + strerror(-ret));
+        res.failures.push_back(std::string("settle failed: ") + result_strerror(ret));
     }
     desc << ", " << sim->stats().survivors << " survived";
     res.description += "\n" + desc.str();
