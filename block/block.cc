@@ -1006,7 +1006,7 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         probed_raw = drv->name() == "raw";
         // Like QEMU, warn only where block 0 writes get restricted.
         if (probed_raw && (flags & BDRV_O_RDWR)) {
-            fprintf(stderr,
+            report_plain(
                     "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
                     "         Automatically detecting the format is dangerous for raw images, "
                     "write operations on block 0 will be restricted.\n"
@@ -1057,8 +1057,7 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         remaining.erase("backing");
         open_backing = false;
     } else if (const std::string* b = remaining.get("backing"); b && b->empty()) {
-        fprintf(stderr, "%s: warning: Use of \"backing\": \"\" is deprecated; use \"backing\": "
-                "null instead\n", program_name());
+        warn_report("Use of \"backing\": \"\" is deprecated; use \"backing\": null instead");
         remaining.erase("backing");
         open_backing = false;
     }

@@ -42,7 +42,7 @@ void print_to_stderr(ReportKind kind, const std::string& message)
         fprintf(stderr, "%s: warning: %s\n", program.c_str(), message.c_str());
         break;
     case ReportKind::Plain:
-        fprintf(stderr, "%s\n", message.c_str());
+        fputs(message.c_str(), stderr);
         break;
     }
 }

@@ -254,7 +254,7 @@ Task<int> Qcow2State::bitmaps_open(Error& err)
             error_report("warning: a program lacking bitmap support modified this file, so all "
                          "bitmaps are now considered inconsistent");
         }
-        fprintf(stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file "
+        report_plain("Some clusters may be leaked, run 'qemu-img check -r' on the image file "
                         "to fix.");
         if (!read_only()) {
             header_.extensions.erase(it);

@@ -132,7 +132,7 @@ int Checker::add_reference(uint64_t offset, uint64_t size)
     }
     // The last cluster may be partly beyond the end of the file, no more.
     if (int64_t(offset + size - file_length()) >= int64_t(cluster_size())) {
-        fprintf(stderr, "ERROR: counting reference for region exceeding the end of the file by "
+        report_plain("ERROR: counting reference for region exceeding the end of the file by "
                 "one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64 "\n", offset, size);
         res_.corruptions++;
         return 0;
@@ -143,8 +143,8 @@ int Checker::add_reference(uint64_t offset, uint64_t size)
         counts_.grow(c + 1);
         uint64_t n = counts_.get(c);
         if (n == s_.refcount_max_) {
-            fprintf(stderr, "ERROR: overflow cluster offset=0x%" PRIx64 "\n", c << s_.cluster_bits_);
-            fprintf(stderr, "Use qemu-img amend to increase the refcount entry width or qemu-img "
+            report_plain("ERROR: overflow cluster offset=0x%" PRIx64 "\n", c << s_.cluster_bits_);
+            report_plain("Use qemu-img amend to increase the refcount entry width or qemu-img "
                     "convert to create a clean copy if the image cannot be opened for writing\n");
             res_.corruptions++;
             continue;
@@ -169,7 +169,7 @@ Task<int> Checker::zero_l2_entry(uint64_t l2_offset, uint8_t* table, uint64_t in
     int ret = s_.check_overlap(entry_offset, entry_bytes, META_L2);
     overlap = ret < 0;
     if (ret < 0) {
-        fprintf(stderr, "ERROR: Overlap check failed\n");
+        report_plain("ERROR: Overlap check failed\n");
         res_.check_errors++;
         co_return ret;
     }
@@ -181,7 +181,7 @@ Task<int> Checker::zero_l2_entry(uint64_t l2_offset, uint8_t* table, uint64_t in
         ret = co_await bdrv_co_flush(s_.file()->bs.get());
     }
     if (ret < 0) {
-        fprintf(stderr, "ERROR: Failed to overwrite L2 table entry: %s\n", strerror(-ret));
+        report_plain("ERROR: Failed to overwrite L2 table entry: %s\n", strerror(-ret));
         res_.check_errors++;
         co_return ret;
     }
@@ -197,7 +197,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
     IOVector qiov(table.data(), cluster_size());
     int ret = co_await bdrv_co_preadv(s_.file(), l2_offset, cluster_size(), qiov);
     if (ret < 0) {
-        fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
+        report_plain("ERROR: I/O error in check_refcounts_l2\n");
         res_.check_errors++;
         co_return ret;
     }
@@ -207,7 +207,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
         uint64_t entry = l2e.entry;
         ClusterType type = s_.l2_cluster_type(entry);
         if (type != ClusterType::Compressed && (entry & kL2ReservedMask)) {
-            fprintf(stderr, "ERROR found l2 entry with reserved bits set: %" PRIx64 "\n", entry);
+            report_plain("ERROR found l2 entry with reserved bits set: %" PRIx64 "\n", entry);
             res_.corruptions++;
         }
         switch (type) {
@@ -215,19 +215,19 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
             uint32_t csize_shift = 62 - (s_.cluster_bits_ - 8);
             uint64_t coffset = entry & ((1ULL << csize_shift) - 1);
             if (entry & kCopied) {
-                fprintf(stderr, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                report_plain("ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
                         "compressed clusters\n", coffset);
                 entry &= ~kCopied;
                 res_.corruptions++;
             }
             if (s_.has_data_file()) {
-                fprintf(stderr, "ERROR compressed cluster %" PRIu64 " with data file, entry=0x%" PRIx64
+                report_plain("ERROR compressed cluster %" PRIu64 " with data file, entry=0x%" PRIx64
                         "\n", i, entry);
                 res_.corruptions++;
                 break;
             }
             if (l2e.bitmap) {
-                fprintf(stderr, "ERROR compressed cluster %" PRIu64 " with non-zero subcluster "
+                report_plain("ERROR compressed cluster %" PRIu64 " with non-zero subcluster "
                         "allocation bitmap, entry=0x%" PRIx64 "\n", i, entry);
                 res_.corruptions++;
                 break;
@@ -251,7 +251,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
             uint64_t offset = entry & kOffsetMask;
             if ((l2e.bitmap >> 32) & l2e.bitmap) {
                 res_.corruptions++;
-                fprintf(stderr, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                report_plain("ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
                         "allocation bitmap\n", offset);
             }
             if (s_.offset_into_cluster(offset)) {
@@ -259,7 +259,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
                 bool holds_data = s_.extended_l2_ ? bool(l2e.bitmap & kBitmapAllAlloc)
                                                   : type == ClusterType::Normal;
                 if (!holds_data) {
-                    fprintf(stderr, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                    report_plain("%s offset=%" PRIx64 ": Preallocated cluster is not properly "
                             "aligned; L2 entry corrupted.\n",
                             fix & BDRV_FIX_ERRORS ? "Repairing" : "ERROR", offset);
                     if (fix & BDRV_FIX_ERRORS) {
@@ -273,7 +273,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
                         }
                     }
                 } else {
-                    fprintf(stderr, "ERROR offset=%" PRIx64 ": Data cluster is not properly "
+                    report_plain("ERROR offset=%" PRIx64 ": Data cluster is not properly "
                             "aligned; L2 entry corrupted.\n", offset);
                 }
             }
@@ -295,7 +295,7 @@ Task<int> Checker::check_l2(uint64_t l2_offset, bool active, unsigned fix)
         case ClusterType::Unallocated:
             if (l2e.bitmap & kBitmapAllAlloc) {
                 res_.corruptions++;
-                fprintf(stderr, "ERROR: Unallocated cluster has non-zero subcluster allocation map\n");
+                report_plain("ERROR: Unallocated cluster has non-zero subcluster allocation map\n");
             }
             break;
         }
@@ -314,7 +314,7 @@ Task<int> Checker::check_l1(uint64_t l1_offset, uint32_t l1_size, bool active, u
     IOVector qiov(l1.data(), bytes);
     int ret = co_await bdrv_co_preadv(s_.file(), l1_offset, bytes, qiov);
     if (ret < 0) {
-        fprintf(stderr, "ERROR: I/O error in check_refcounts_l1\n");
+        report_plain("ERROR: I/O error in check_refcounts_l1\n");
         res_.check_errors++;
         co_return ret;
     }
@@ -324,13 +324,13 @@ Task<int> Checker::check_l1(uint64_t l1_offset, uint32_t l1_size, bool active, u
             continue;
         }
         if (entry & kL1ReservedMask) {
-            fprintf(stderr, "ERROR found L1 entry with reserved bits set: %" PRIx64 "\n", entry);
+            report_plain("ERROR found L1 entry with reserved bits set: %" PRIx64 "\n", entry);
             res_.corruptions++;
         }
         uint64_t l2_offset = entry & kOffsetMask;
         add_reference(l2_offset, cluster_size());
         if (s_.offset_into_cluster(l2_offset)) {
-            fprintf(stderr, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry "
+            report_plain("ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry "
                     "corrupted\n", l2_offset);
             res_.corruptions++;
         }
@@ -349,13 +349,13 @@ Task<int> Checker::check_refblocks(unsigned fix)
         uint64_t offset = entry & kRefTableOffsetMask;
         uint64_t cluster = offset >> s_.cluster_bits_;
         if (entry & kRefTableReservedMask) {
-            fprintf(stderr, "ERROR refcount table entry %" PRIu64 " has reserved bits set\n", i);
+            report_plain("ERROR refcount table entry %" PRIu64 " has reserved bits set\n", i);
             res_.corruptions++;
             rebuild_ = true;
             continue;
         }
         if (s_.offset_into_cluster(offset)) {
-            fprintf(stderr, "ERROR refcount block %" PRIu64 " is not cluster aligned; refcount "
+            report_plain("ERROR refcount block %" PRIu64 " is not cluster aligned; refcount "
                     "table entry corrupted\n", i);
             res_.corruptions++;
             rebuild_ = true;
@@ -363,7 +363,7 @@ Task<int> Checker::check_refblocks(unsigned fix)
         }
         if (cluster >= counts_.size()) {
             res_.corruptions++;
-            fprintf(stderr, "%s refcount block %" PRIu64 " is outside image\n",
+            report_plain("%s refcount block %" PRIu64 " is outside image\n",
                     fix & BDRV_FIX_ERRORS ? "Repairing" : "ERROR", i);
             if (!(fix & BDRV_FIX_ERRORS)) {
                 continue;
@@ -385,7 +385,7 @@ Task<int> Checker::check_refblocks(unsigned fix)
             }
             if (ret < 0) {
                 rebuild_ = true;
-                fprintf(stderr, "ERROR could not resize image: %s\n", strerror(-ret));
+                report_plain("ERROR could not resize image: %s\n", strerror(-ret));
                 continue;
             }
             res_.corruptions--;
@@ -396,7 +396,7 @@ Task<int> Checker::check_refblocks(unsigned fix)
         if (offset != 0) {
             add_reference(offset, cluster_size());
             if (counts_.get(cluster) != 1) {
-                fprintf(stderr, "ERROR refcount block %" PRIu64 " refcount=%" PRIu64 "\n", i,
+                report_plain("ERROR refcount block %" PRIu64 " refcount=%" PRIu64 "\n", i,
                         counts_.get(cluster));
                 res_.corruptions++;
                 rebuild_ = true;
@@ -529,7 +529,7 @@ Task<void> Checker::compare_refcounts(unsigned fix, uint64_t& highest)
         uint64_t on_disk;
         int ret = co_await read_refcount(i, on_disk);
         if (ret < 0) {
-            fprintf(stderr, "Can't get refcount for cluster %" PRIu64 ": %s\n", i, strerror(-ret));
+            report_plain("Can't get refcount for cluster %" PRIu64 ": %s\n", i, strerror(-ret));
             res_.check_errors++;
             continue;
         }
@@ -551,7 +551,7 @@ Task<void> Checker::compare_refcounts(unsigned fix, uint64_t& highest)
         } else if (on_disk < computed && (fix & BDRV_FIX_ERRORS)) {
             fixed = &res_.corruptions_fixed;
         }
-        fprintf(stderr, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64 "\n",
+        report_plain("%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64 "\n",
                 fixed ? "Repairing" : on_disk < computed ? "ERROR" : "Leaked", i, on_disk, computed);
         if (fixed) {
             int64_t addend = on_disk > computed ? -int64_t(on_disk - computed) : int64_t(computed - on_disk);
@@ -602,7 +602,7 @@ Task<int> Checker::check_copied_flags()
         }
         if ((refcount == 1) != bool(l1_entry & kCopied)) {
             res_.corruptions++;
-            fprintf(stderr, "%s OFLAG_COPIED L2 cluster: l1_index=%zu l1_entry=%" PRIx64
+            report_plain("%s OFLAG_COPIED L2 cluster: l1_index=%zu l1_entry=%" PRIx64
                     " refcount=%" PRIu64 "\n", repair ? "Repairing" : "ERROR", i, l1_entry, refcount);
             if (repair) {
                 s_.l1_[i] = refcount == 1 ? l1_entry | kCopied : l1_entry & ~kCopied;
@@ -620,7 +620,7 @@ Task<int> Checker::check_copied_flags()
         IOVector qiov(table.data(), cluster_size());
         int ret = co_await bdrv_co_preadv(s_.file(), l2_offset, cluster_size(), qiov);
         if (ret < 0) {
-            fprintf(stderr, "ERROR: Could not read L2 table: %s\n", strerror(-ret));
+            report_plain("ERROR: Could not read L2 table: %s\n", strerror(-ret));
             res_.check_errors++;
             co_return ret;
         }
@@ -639,7 +639,7 @@ Task<int> Checker::check_copied_flags()
             }
             if ((refcount == 1) != bool(entry & kCopied)) {
                 res_.corruptions++;
-                fprintf(stderr, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64
+                report_plain("%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64
                         "\n", repair ? "Repairing" : "ERROR", entry, refcount);
                 if (repair) {
                     l2e.entry = refcount == 1 ? entry | kCopied : entry & ~kCopied;
@@ -651,14 +651,14 @@ Task<int> Checker::check_copied_flags()
         if (changed) {
             ret = s_.check_overlap(l2_offset, cluster_size(), META_L2);
             if (ret < 0) {
-                fprintf(stderr, "ERROR: Could not write L2 table; metadata overlap check failed: "
+                report_plain("ERROR: Could not write L2 table; metadata overlap check failed: "
                         "%s\n", strerror(-ret));
                 res_.check_errors++;
                 co_return ret;
             }
             ret = co_await bdrv_co_pwritev(s_.file(), l2_offset, cluster_size(), qiov);
             if (ret < 0) {
-                fprintf(stderr, "ERROR: Could not write L2 table: %s\n", strerror(-ret));
+                report_plain("ERROR: Could not write L2 table: %s\n", strerror(-ret));
                 res_.check_errors++;
                 co_return ret;
             }
@@ -748,7 +748,7 @@ Task<int> Checker::write_refblocks(uint64_t first, uint64_t end, std::vector<uin
             ret = co_await bdrv_co_pwritev(s_.file(), block_offset, cluster_size(), qiov);
         }
         if (ret < 0) {
-            fprintf(stderr, "ERROR writing refblock: %s\n", strerror(-ret));
+            report_plain("ERROR writing refblock: %s\n", strerror(-ret));
             co_return ret;
         }
         cluster = block_start + s_.refcount_block_entries_ - 1;  // this block is done
@@ -802,7 +802,7 @@ Task<int> Checker::rebuild_refcount_structure()
         ret = co_await bdrv_co_flush(s_.file()->bs.get());
     }
     if (ret < 0) {
-        fprintf(stderr, "ERROR writing reftable: %s\n", strerror(-ret));
+        report_plain("ERROR writing reftable: %s\n", strerror(-ret));
         co_return ret;
     }
     Header old = s_.header_;
@@ -814,7 +814,7 @@ Task<int> Checker::rebuild_refcount_structure()
     }
     if (ret < 0) {
         s_.header_ = old;
-        fprintf(stderr, "ERROR setting reftable: %s\n", strerror(-ret));
+        report_plain("ERROR setting reftable: %s\n", strerror(-ret));
         co_return ret;
     }
     s_.refcount_table_ = std::move(reftable);
@@ -847,7 +847,7 @@ Task<int> Checker::run()
     if (rebuild_ && (fix_ & BDRV_FIX_ERRORS)) {
         BdrvCheckResult before_rebuild = res_;
         int fresh_leaks = 0;
-        fprintf(stderr, "Rebuilding refcount structure\n");
+        report_plain("Rebuilding refcount structure\n");
         ret = co_await rebuild_refcount_structure();
         if (ret < 0) {
             co_return ret;
@@ -871,7 +871,7 @@ Task<int> Checker::run()
             res_ = BdrvCheckResult{};
             co_await compare_refcounts(BDRV_FIX_LEAKS, highest);
             if (rebuild_) {
-                fprintf(stderr, "ERROR rebuilt refcount structure is still broken\n");
+                report_plain("ERROR rebuilt refcount structure is still broken\n");
             }
             fresh_leaks = res_.leaks;
             res_ = saved;
@@ -885,7 +885,7 @@ Task<int> Checker::run()
         res_.leaks += fresh_leaks;
     } else if (fix_) {
         if (rebuild_) {
-            fprintf(stderr, "ERROR need to rebuild refcount structures\n");
+            report_plain("ERROR need to rebuild refcount structures\n");
             res_.check_errors++;
             co_return -EIO;
         }

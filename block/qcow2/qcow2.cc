@@ -1,5 +1,6 @@
 // qcow2: the node (open, I/O paths, flush, resize, status, info) and the
 // driver (probe, create).  See block/qcow2/qcow2.h for the design.
+#include "block/block-events.h"
 #include "qcow2.h"
 
 #include <nlohmann/json.hpp>
@@ -48,21 +49,22 @@ int Qcow2State::signal_corruption(bool fatal, const char* fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     bool first = !corrupt_;
-    if (fatal && !read_only()) {
-        if (first) {
-            // Not error_report(): QEMU prints these without a program name.
-            fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will "
-                    "be suppressed\n", msg);
+    fatal = fatal && !read_only();
+    if (first) {
+        // QEMU prints these without a program name.
+        if (fatal) {
+            report_plain("qcow2: Marking image as corrupt: %s; further corruption events will "
+                         "be suppressed\n", msg);
+        } else {
+            report_plain("qcow2: Image is corrupt: %s; further non-fatal corruption events will "
+                         "be suppressed\n", msg);
         }
-        corrupt_ = true;
-        if (!(header_.incompatible_features & INCOMPAT_CORRUPT)) {
-            header_.incompatible_features |= INCOMPAT_CORRUPT;
-            corrupt_header_write_ = write_header_fields();
-        }
-    } else if (first) {
-        fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will "
-                "be suppressed\n", msg);
-        corrupt_ = true;
+        block_event_image_corrupted({node_name(), msg, std::nullopt, std::nullopt, fatal});
+    }
+    corrupt_ = true;
+    if (fatal && !(header_.incompatible_features & INCOMPAT_CORRUPT)) {
+        header_.incompatible_features |= INCOMPAT_CORRUPT;
+        corrupt_header_write_ = write_header_fields();
     }
     return -EIO;
 }

@@ -1144,7 +1144,7 @@ void Qcow2State::check_snapshot_table(BdrvCheckResult& res, unsigned fix) const
     for (size_t i = 0; i < snapshots_.size(); i++) {
         if (snapshots_[i].extra_data.size() < kExtraIcount) {
             res.corruptions++;
-            fprintf(stderr, "%s snapshot table entry %zu is incomplete\n",
+            report_plain("%s snapshot table entry %zu is incomplete\n",
                     fix & BDRV_FIX_ERRORS ? "Repairing" : "ERROR", i);
         }
     }
@@ -1159,7 +1159,7 @@ Task<int> Qcow2State::fix_snapshot_table(BdrvCheckResult& res, unsigned fix)
     int ret = co_await rewrite_snapshot_table();
     if (ret < 0) {
         res.check_errors++;
-        fprintf(stderr, "ERROR failed to update snapshot table: %s\n", strerror(-ret));
+        report_plain("ERROR failed to update snapshot table: %s\n", strerror(-ret));
         co_return ret;
     }
     res.corruptions_fixed += res.corruptions;

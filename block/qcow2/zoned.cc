@@ -177,7 +177,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
 {
     bool repair = fix & BDRV_FIX_ERRORS;
     for (const std::string& what : header_.header_faults) {
-        fprintf(stderr, "%s %s\n", repair ? "Repairing" : "ERROR", what.c_str());
+        report_plain("%s %s\n", repair ? "Repairing" : "ERROR", what.c_str());
         (repair ? result.corruptions_fixed : result.corruptions)++;
     }
     if (repair && !header_.header_faults.empty()) {
@@ -188,7 +188,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
             ret = co_await bdrv_co_flush(file()->bs.get());
         }
         if (ret < 0) {
-            fprintf(stderr, "ERROR rewriting the header: %s\n", strerror(-ret));
+            report_plain("ERROR rewriting the header: %s\n", strerror(-ret));
             result.corruptions_fixed -= int(header_.header_faults.size());
             result.corruptions += int(header_.header_faults.size());
             result.check_errors++;
@@ -197,7 +197,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
         header_.header_faults.clear();
     }
     for (const ZoneFault& f : zone_faults_) {
-        fprintf(stderr, "%s %s\n", repair ? "Repairing" : "ERROR", f.what.c_str());
+        report_plain("%s %s\n", repair ? "Repairing" : "ERROR", f.what.c_str());
         if (!repair) {
             result.corruptions++;
             continue;
@@ -220,7 +220,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
             }
         }
         if (ret < 0) {
-            fprintf(stderr, "ERROR writing the state of zone %u: %s\n", f.zone, strerror(-ret));
+            report_plain("ERROR writing the state of zone %u: %s\n", f.zone, strerror(-ret));
             result.check_errors++;
             continue;
         }

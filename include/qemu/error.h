@@ -61,9 +61,11 @@ const char* program_name();
 enum class ReportKind {
     Error,    // "PROG: MESSAGE" (QEMU's error_report)
     Warning,  // "PROG: warning: MESSAGE" (QEMU's warn_report)
-    Plain,    // "MESSAGE": lines QEMU prints without a program name
+    Plain,    // MESSAGE exactly as given, newline included: what QEMU prints
+              // with a bare fprintf(stderr) (qemu-img check's findings)
 };
-// Receives every report, without the program name or a newline.  The
+// Receives every report, without the program name (and, but for Plain,
+// without a newline).  The
 // default sink writes the line to stderr as described above; a daemon
 // installs its own (a log, monitor events).  Process-wide: set it before
 // starting threads.  nullptr restores the default.

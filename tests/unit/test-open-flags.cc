@@ -79,7 +79,7 @@ TEST_CASE("reports reach an installed sink, without the program name", "[error]"
     set_report_sink(collect);
     error_report("disk %s is %d%% full", "x", 100);
     warn_report("old syntax");
-    report_plain("qcow2: Marking image as corrupt");
+    report_plain("ERROR cluster %d refcount=%d reference=%d\n", 5, 1, 2);
     Error err;
     err.set("bad header");
     err.add_hint("try again");
@@ -88,6 +88,6 @@ TEST_CASE("reports reach an installed sink, without the program name", "[error]"
     REQUIRE(reports.size() == 4);
     CHECK(reports[0] == std::make_pair(ReportKind::Error, std::string("disk x is 100% full")));
     CHECK(reports[1] == std::make_pair(ReportKind::Warning, std::string("old syntax")));
-    CHECK(reports[2] == std::make_pair(ReportKind::Plain, std::string("qcow2: Marking image as corrupt")));
+    CHECK(reports[2] == std::make_pair(ReportKind::Plain, std::string("ERROR cluster 5 refcount=1 reference=2\n")));
     CHECK(reports[3] == std::make_pair(ReportKind::Error, std::string("x.qcow2: bad header\ntry again")));
 }

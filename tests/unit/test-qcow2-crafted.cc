@@ -14,6 +14,7 @@
 
 #include "block/qcow2/qcow2.h"  // check_overlap and the metadata kinds
 #include "block/block-backend.h"
+#include "block/block-events.h"
 #include "block/snapshot.h"
 #include "qemu/units.h"
 #include "qcow2-test-util.h"
@@ -276,6 +277,29 @@ TEST_CASE("qcow2 overlap: writes onto other metadata are refused and mark the im
                       "(overlaps with active L1 table); further corruption events will be "
                       "suppressed\n");
     CHECK(s->check_overlap(l1, 512, qcow2::META_L1) == 0);
+}
+
+TEST_CASE("qcow2 overlap: marking an image corrupt raises BLOCK_IMAGE_CORRUPTED once",
+          "[qcow2][overlap][events]")
+{
+    CreatedImage img("size=64M");
+    AioContext ctx;
+    auto blk = img.open(ctx);
+    auto* s = static_cast<qcow2::Qcow2State*>(blk->bs());
+    std::vector<BlockImageCorruptedEvent> events;
+    set_block_event_listener({[&](const BlockImageCorruptedEvent& e) { events.push_back(e); }});
+    {
+        test::CapturedOutput capture;
+        CHECK(s->check_overlap(l1_offset(img.path), 512, qcow2::META_L2) == -EIO);
+        CHECK(s->check_overlap(0, 4096, qcow2::META_L2) == -EIO);  // suppressed
+        std::string out, messages;
+        capture.finish(out, messages);
+    }
+    set_block_event_listener({});
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].node_name == blk->bs()->node_name());
+    CHECK(events[0].msg == "Preventing invalid write on metadata (overlaps with active L1 table)");
+    CHECK(events[0].fatal);
 }
 
 namespace {
