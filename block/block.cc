@@ -1,5 +1,6 @@
 // The node graph: driver registry, opening (option handling, format
 // probing, children), permissions, limits and image creation.
+#include <glib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,12 +153,23 @@ Task<int> BlockDriver::co_create(const std::string&, QDict&, AioContext&, Error&
 // --- BlockDriverState basics -------------------------------------------------
 
 namespace {
+
 // Nodes are made in several threads (graphs of tools in threads, tests).
-std::atomic<unsigned> next_node_number{0};
+std::atomic<uint64_t> next_node_number{0};
+
+// QEMU's id_generate(ID_BLOCK): "#block", a counter and two random digits
+// (so that nobody relies on the numbers), e.g. "#block042".
+std::string generate_node_name()
+{
+    char digits[3];
+    snprintf(digits, sizeof(digits), "%02d", int(g_random_int_range(0, 100)));
+    return "#block" + std::to_string(next_node_number++) + digits;
 }
 
+}  // namespace
+
 BlockDriverState::BlockDriverState(const BlockDriver& drv, AioContext& ctx)
-    : drv_(drv), ctx_(&ctx), node_name_("#block" + std::to_string(next_node_number++))
+    : drv_(drv), ctx_(&ctx), node_name_(generate_node_name())
 {
 }
 

@@ -9,7 +9,7 @@
 // through the graph, including the children a node opens for itself
 // (file.driver=..., the backing file an image names), is known by its name
 // (QEMU's rules: unique, "Invalid node-name: 'x'" for names that are not
-// identifiers, "#blockNNN" when none is given); `file`, `backing` and
+// identifiers, "#block042" when none is given); `file`, `backing` and
 // `data-file` options may name any of them (file=f0) instead of opening a
 // new one.  A node so shared has several parents; their permissions must
 // agree (see BlockDriverState::refresh_perms), and BlockBackend::attach()

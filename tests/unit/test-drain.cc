@@ -82,6 +82,28 @@ TEST_CASE("drain waits for requests in flight and holds back new ones", "[drain]
     REQUIRE(mem->log.size() > logged);
 }
 
+TEST_CASE("a drained node does not hold back the users of other nodes", "[drain]")
+{
+    AioContext ctx;
+    test::MemState *mem_a, *mem_b;
+    auto a = open_mem(ctx, mem_a);
+    auto b = open_mem(ctx, mem_b);
+    run_sync(ctx, bdrv_co_drained_begin(a->bs()));
+    int ret_a = 1, ret_b = 1;
+    co_spawn(write_one(*a, 0, ret_a));
+    co_spawn(write_one(*b, 0, ret_b));
+    while (ret_b == 1) {
+        ctx.poll(true);
+    }
+    REQUIRE(ret_b == 0);
+    REQUIRE(ret_a == 1);
+    bdrv_drained_end(a->bs());
+    while (ret_a == 1) {
+        ctx.poll(true);
+    }
+    REQUIRE(ret_a == 0);
+}
+
 TEST_CASE("drained sections nest and cover the nodes below", "[drain]")
 {
     qcow2_test::CreatedImage img("size=1M");

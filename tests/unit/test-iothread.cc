@@ -33,10 +33,10 @@ TEST_CASE("iothread: a task runs in the thread's context and returns there", "[t
     auto task = [](AioContext& target) -> Task<std::pair<std::thread::id, std::thread::id>> {
         std::thread::id inner = co_await co_run_in<std::thread::id>(
             target, []() -> Task<std::thread::id> {
-                // Blocking work goes to the iothread's own pool.
+                // Blocking work goes to the iothread's own pool.  (No
+                // assertion here: Catch2's are for the test's thread.)
                 int r = co_await AioContext::current().thread_pool().run([] { return 7; });
-                REQUIRE(r == 7);
-                co_return std::this_thread::get_id();
+                co_return r == 7 ? std::this_thread::get_id() : std::thread::id();
             });
         co_return std::make_pair(inner, std::this_thread::get_id());
     };
