@@ -120,6 +120,19 @@ Task<int> aligned_preadv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, 
     co_return 0;
 }
 
+// After the driver completed a write: counts it (flushes skip nodes that
+// have not been written since the last one) and, when the request asked for
+// FUA that the driver did not take (`driver_flags`), flushes instead, as
+// QEMU emulates FUA.
+Task<int> complete_write(BlockDriverState* bs, unsigned flags, unsigned driver_flags)
+{
+    bs->write_gen_++;
+    if ((flags & BDRV_REQ_FUA) && !(driver_flags & BDRV_REQ_FUA)) {
+        co_return co_await bdrv_co_flush(bs);
+    }
+    co_return 0;
+}
+
 Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
                           size_t qiov_offset, unsigned flags)
 {
@@ -128,7 +141,6 @@ Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
     if (max_chunk == 0) {
         max_chunk = UINT64_MAX;
     }
-    bool emulate_fua = (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags() & BDRV_REQ_FUA);
     unsigned drv_flags = flags & bs->supported_write_flags();
     uint64_t done = 0;
     while (done < bytes) {
@@ -139,15 +151,11 @@ Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
         }
         done += n;
     }
-    bs->write_gen_++;
     // A write past the end grows the node (formats extend their file).
     if (offset + bytes > bs->total_bytes()) {
         bs->set_total_bytes(offset + bytes);
     }
-    if (emulate_fua) {
-        co_return co_await bdrv_co_flush(bs);
-    }
-    co_return 0;
+    co_return co_await complete_write(bs, flags, drv_flags);
 }
 
 // The aligned superset of an unaligned request, with bounce buffers for the
@@ -380,12 +388,9 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
             } else if (ret < 0) {
                 co_return ret;
             } else {
-                bs->write_gen_++;
-                if ((flags & BDRV_REQ_FUA) && !(bs->supported_zero_flags() & BDRV_REQ_FUA)) {
-                    ret = co_await bdrv_co_flush(bs);
-                    if (ret < 0) {
-                        co_return ret;
-                    }
+                ret = co_await complete_write(bs, flags, drv_flags);
+                if (ret < 0) {
+                    co_return ret;
                 }
             }
             pos += n;
@@ -716,13 +721,10 @@ Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& 
         co_return -EPERM;
     }
     int ret = co_await bs->drv_zone_append(offset, qiov, flags);
-    if (ret >= 0) {
-        bs->write_gen_++;
-        if ((flags & BDRV_REQ_FUA) && !(bs->supported_write_flags() & BDRV_REQ_FUA)) {
-            ret = co_await bdrv_co_flush(bs);
-        }
+    if (ret < 0) {
+        co_return ret;
     }
-    co_return ret;
+    co_return co_await complete_write(bs, flags, flags & bs->supported_write_flags());
 }
 
 // Checks shared by both descriptor extension requests.
