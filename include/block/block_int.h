@@ -523,21 +523,62 @@ Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioConte
                               Error& err);
 
 // --- The request path (block/io.cc) ---------------------------------------
+//
+// The contract every bdrv_co_* function below shares, unless it says
+// otherwise:
+// - Thread: the thread running the node's AioContext (bs->ctx()), from a
+//   coroutine or through run_sync()/co_spawn() there.  Never another
+//   thread: move the node with bdrv_co_change_aio_context first.
+// - Ranges: any byte offset and length with offset + bytes <= INT64_MAX
+//   (else -EIO).  Requests need not be aligned: the request path pads them
+//   to limits().request_alignment (read-modify-write for writes, serialised
+//   against overlapping requests) and splits them at max_transfer, so
+//   callers never see either limit.  Reads past the end of the node return
+//   zeroes; writes past it grow the node.
+// - Buffers: `qiov` (from `qiov_offset` on, `bytes` long) is owned by the
+//   caller and must stay valid until the returned Task has completed.  Tasks
+//   start eagerly and may be detached (co_spawn): then the caller keeps the
+//   buffer alive until the completion it waits for.
+// - Results: 0 (or, where documented, a positive count) on success; a
+//   negative errno from the host, or a zone error result code
+//   (include/block/zone-error.h) on zoned nodes; never an exception.
+// - Writes need a writable node (-EPERM otherwise) and, through a
+//   BlockBackend, the write permission (checked there).  While the node is
+//   drained, requests through a BlockBackend wait at its gate; requests
+//   issued by parents inside the drained section proceed.
 
 // 1 MiB of zeroes (4 KiB aligned), the source for writes of zeroes as
 // data; shared, never written.
 const AlignedBuffer& zero_buffer();
 
+// Reads into qiov.  flags: none defined for reads (0).
 Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
                          size_t qiov_offset = 0, unsigned flags = 0);
+// Writes qiov.  flags: BDRV_REQ_FUA (durable when the Task completes; a
+// flush emulates it for drivers without FUA), BDRV_REQ_WRITE_COMPRESSED
+// (-ENOTSUP where the format has no compression; an empty compressed
+// write ends a stream of them).
 Task<int> bdrv_co_pwritev(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,
                           size_t qiov_offset = 0, unsigned flags = 0);
+// Makes the range read as zeroes.  flags: BDRV_REQ_MAY_UNMAP (the range
+// may be deallocated), BDRV_REQ_FUA, BDRV_REQ_NO_FALLBACK (-ENOTSUP rather
+// than writing a buffer of zeroes when the driver cannot do it directly).
 Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes,
                                 unsigned flags);
+// Advisory: without discard=unmap, or for the unaligned head and tail of
+// the range, nothing happens and 0 is returned.  Discarded data reads
+// back as whatever the format says (zeroes, or the backing file's data).
 Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes);
+// Makes every completed write to bs and its children durable; skipped
+// (0) when nothing was written since the last flush, a no-op with
+// cache.no-flush.
 Task<int> bdrv_co_flush(BlockDriverState* bs);
+// Changes the node's size; waits until no request crosses the boundary.
+// -EFBIG beyond BDRV_MAX_LENGTH, -EACCES on a read-only node, with err set.
 Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, PreallocMode prealloc,
                            unsigned flags, Error& err);
+// One node's status (its driver's answer) for [offset, offset + out.pnum):
+// out.pnum > 0 unless the range is empty or past the end.
 Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t offset,
                                uint64_t bytes, BlockStatus& out);
 // Like block_status, but follows BDRV_BLOCK_RAW down to the node that really
@@ -560,8 +601,11 @@ Task<int> bdrv_co_block_status_chain(BlockDriverState* bs, const BlockDriverStat
 Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverState* base,
                                      uint64_t offset, uint64_t bytes, uint64_t& pnum);
 
-// The zoned API: checks the node is zoned and the range is inside it, then
-// calls the driver.
+// The zoned API (include/block/zoned.h): checks that the node is zoned
+// (-ENOTSUP) and writable where it must be (-EPERM), then calls the driver.
+// Zone rule violations return zone error result codes; nothing changes
+// then (a failed operation leaves the zones as they were).  `zones` holds
+// room for nr_zones descriptors, owned by the caller.
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones);
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);
