@@ -24,6 +24,7 @@
 
 #include "commands.h"
 #include "convert-copy.h"
+#include "convert-zoned.h"
 #include "create-options.h"
 #include "progress.h"
 #include "qemu-opts.h"
@@ -316,7 +317,9 @@ public:
         if (!open_target(flags)) {
             return 1;
         }
-        int ret = convert_copy(sources_, *target_, p_, progress);
+        int ret = convert_needs_zones(*target_)
+                      ? convert_zoned(sources_, *target_, *cmd_.target, progress)
+                      : convert_copy(sources_, *target_, p_, progress);
         if (ret < 0) {
             return 1;
         }
