@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 
 namespace qemu {
 
@@ -301,11 +300,14 @@ int HostZones::read_wps(uint64_t offset, uint32_t nr, bool reset, std::vector<Wp
 // that requests to other zones never see a half-updated table.
 Task<int> HostZones::reload_wps(uint64_t offset, uint32_t nr, bool reset)
 {
-    auto fresh = std::make_shared<std::vector<Wp>>();
-    auto capacity = std::make_shared<uint64_t>(0);
-    int ret = co_await run_([=, this] { return read_wps(offset, nr, reset, *fresh, *capacity); });
+    std::vector<Wp> fresh;
+    uint64_t capacity = 0;
+    std::vector<Wp>* out = &fresh;
+    uint64_t* cap = &capacity;
+    std::function<int()> job = [=, this] { return read_wps(offset, nr, reset, *out, *cap); };
+    int ret = co_await run_(std::move(job));
     if (ret >= 0) {
-        std::copy(fresh->begin(), fresh->end(), wps_.begin() + offset / geo_.zone_size);
+        std::copy(fresh.begin(), fresh.end(), wps_.begin() + offset / geo_.zone_size);
     }
     co_return ret;
 }
@@ -314,7 +316,9 @@ Task<int> HostZones::reload_wps(uint64_t offset, uint32_t nr, bool reset)
 // have written part of it, or another process moved the pointer.
 Task<void> HostZones::refresh_wps(uint64_t offset, uint32_t nr)
 {
-    if (co_await reload_wps(offset, nr, false) < 0) {
+    // Not inside the condition: g++ 12 mishandles co_await there.
+    int ret = co_await reload_wps(offset, nr, false);
+    if (ret < 0) {
         error_report("update zone wp failed");
     }
 }

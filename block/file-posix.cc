@@ -1024,9 +1024,11 @@ Task<int> PosixFileState::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector&
     bool fua = (flags & BDRV_REQ_FUA) && !(open_flags() & BDRV_O_NO_FLUSH);
     int rw_flags = fua ? RWF_DSYNC : 0;
     if (zones_) {
-        co_return co_await zones_->write(offset, bytes, [&](uint64_t at) {
+        HostZones::WriteFn io = [&](uint64_t at) {
             return transfer(true, at, bytes, qiov, qiov_offset, rw_flags);
-        });
+        };
+        int ret = co_await zones_->write(offset, bytes, io);
+        co_return ret;
     }
     co_return co_await transfer(true, offset, bytes, qiov, qiov_offset, rw_flags);
 }
@@ -1065,9 +1067,11 @@ Task<int> PosixFileState::drv_zone_append(uint64_t& offset, IOVector& qiov, unsi
     }
     const uint64_t bytes = qiov.size();
     bool fua = (flags & BDRV_REQ_FUA) && !(open_flags() & BDRV_O_NO_FLUSH);
-    co_return co_await zones_->append(offset, bytes, [&](uint64_t at) {
+    HostZones::WriteFn io = [&](uint64_t at) {
         return transfer(true, at, bytes, qiov, 0, fua ? RWF_DSYNC : 0);
-    });
+    };
+    ret = co_await zones_->append(offset, bytes, io);
+    co_return ret;
 }
 
 // QEMU's format-specific data of a file node ("file": extent size hint,

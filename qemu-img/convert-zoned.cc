@@ -63,6 +63,11 @@ public:
 
     Task<int> run()
     {
+        if (src_.bs()->limits().zoned == BlockZoneModel::None) {
+            error_report("%s: Cannot convert to a zoned target from a source that is not zoned",
+                         name_.c_str());
+            co_return -EINVAL;
+        }
         int ret = co_await report_all(src_, szones_);
         if (ret < 0) {
             error_report("Could not report the source's zones: %s", strerror(-ret));
@@ -105,11 +110,6 @@ private:
     {
         const BlockLimits& s = src_.bs()->limits();
         const BlockLimits& d = dst_.bs()->limits();
-        if (s.zoned == BlockZoneModel::None) {
-            error_report("%s: Cannot convert to a zoned target from a source that is not zoned",
-                         name_.c_str());
-            return false;
-        }
         bool same = szones_.size() == dzones_.size();
         for (size_t i = 0; same && i < szones_.size(); i++) {
             const BlockZoneDescriptor& a = szones_[i];

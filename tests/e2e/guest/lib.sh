@@ -11,15 +11,16 @@ mount -t tmpfs tmpfs /run
 # "@@ <uptime> <text>": progress, with the guest's clock for timing.
 mark() { echo "@@ $(cut -d' ' -f1 /proc/uptime) $*"; }
 
-# step NAME COMMAND...: runs COMMAND (a shell function usually), prints its
-# output, then the marker the host counts: "@@STEP NAME PASS" or
-# "@@STEP NAME FAIL <why>".  A step fails when COMMAND returns non-zero.
+# step NAME COMMAND...: runs COMMAND (a shell function usually) in a
+# subshell, prints its output, then the marker the host counts:
+# "@@STEP NAME PASS" or "@@STEP NAME FAIL <why>".  A step fails when
+# COMMAND returns non-zero or calls die.
 E2E_FAILED=0
 step() {
     _name=$1
     shift
     mark "step $_name"
-    if "$@" > /tmp/step.out 2>&1; then
+    if ("$@") > /tmp/step.out 2>&1; then
         sed 's/^/  /' /tmp/step.out
         echo "@@STEP $_name PASS"
     else
@@ -30,8 +31,11 @@ step() {
     fi
 }
 
-# Helpers for step functions: a message on failure and a non-zero status.
-die() { echo "error: $*"; return 1; }
+# For step functions, which run in a subshell: fails the step.
+die() {
+    echo "error: $*"
+    exit 1
+}
 
 # expect_same WHAT FILE1 FILE2: the files are identical, or their diff.
 expect_same() {

@@ -42,17 +42,22 @@ setup() {
 }
 
 # Runs qemu-io (ours or QEMU 10.0's: $1 = ours|qemu10) with O_DIRECT on
-# device $2, one -c per line of file $3; timings are cut from the output.
+# device $2, one -c per line of file $3 (but comments); stdout (timings
+# cut) and stderr into file $4 apart, as the order in which the two
+# streams interleave in a pipe is a matter of buffering.
 run_qemu_io() {
-    _who=$1 _dev=$2 _cmds=$3
+    _who=$1 _dev=$2 _cmds=$3 _err=$4
     set --
     while IFS= read -r c; do
         case $c in ''|'#'*) ;; *) set -- "$@" -c "$c" ;; esac
     done < "$_cmds"
+    # QEMU 10.0's raw format does not pass zones through (ours does):
+    # both open the host_device node itself.
+    _opts="driver=host_device,filename=$_dev,cache.direct=on"
     if [ "$_who" = ours ]; then
-        $BUILD/qemu-io -t none -f raw "$@" "$_dev" 2>&1
+        $BUILD/qemu-io "$@" --image-opts "$_opts" 2> "$_err"
     else
-        qemu10 qemu-io -t none -f raw "$@" "$_dev" 2>&1
+        qemu10 qemu-io "$@" --image-opts "$_opts" 2> "$_err"
     fi | sed -E 's/; [0-9:.]+ sec \(.*\)$/; (timing)/'
 }
 
@@ -80,33 +85,34 @@ zones_qemu() {
 compare_with_qemu10() {
     dev=/dev/$1 cmds=/e2e/tests/host-device/$2.qemu-io
     blkzone reset "$dev" || return 1
-    run_qemu_io ours "$dev" "$cmds" > /tmp/ours.out
+    run_qemu_io ours "$dev" "$cmds" /tmp/ours.err > /tmp/ours.out
     zones_blkzone "$dev" > /tmp/ours.zones
     zones_qemu "$dev" > /tmp/ours.zrp
     blkzone reset "$dev" || return 1
-    run_qemu_io qemu10 "$dev" "$cmds" > /tmp/qemu10.out
+    run_qemu_io qemu10 "$dev" "$cmds" /tmp/qemu10.err > /tmp/qemu10.out
     zones_blkzone "$dev" > /tmp/qemu10.zones
-    cat /tmp/ours.out
+    cat /tmp/ours.out /tmp/ours.err
     [ "$(grep -c 'zcond' /tmp/ours.out)" -gt 0 ] || die "no zone report in the transcript"
-    expect_same "transcripts (ours, QEMU 10.0)" /tmp/qemu10.out /tmp/ours.out &&
+    expect_same "transcripts (QEMU 10.0, ours)" /tmp/qemu10.out /tmp/ours.out &&
+        expect_same "error messages (QEMU 10.0, ours)" /tmp/qemu10.err /tmp/ours.err &&
         expect_same "zone states after the runs (blkzone)" /tmp/qemu10.zones /tmp/ours.zones &&
         expect_same "zone states (blkzone, our zone report)" /tmp/ours.zones /tmp/ours.zrp
 }
 
-# qemu-img info's zoned section, as the device's sysfs says it must be.
+# qemu-img info's zoned section, as the device's sysfs says it must be
+# (sorted: the human-readable dump follows QEMU's dictionary order).
 expected_info() {
     q=/sys/block/$1/queue
-    cat <<EOF
-Format specific information:
+    cat <<EOF | sort
     zoned:
         mode: $(cat $q/zoned)
-        zone-size: $(($(cat $q/chunk_sectors) * 512))
-        zone-capacity: $(($(cat $q/chunk_sectors) * 512))
-        nr-zones: $(cat $q/nr_zones)
-        max-open-zones: $(cat $q/max_open_zones)
-        max-active-zones: $(cat $q/max_active_zones)
-        max-append-bytes: $(cat $q/zone_append_max_bytes)
-        write-granularity: $(cat $q/physical_block_size)
+        zone size: $(($(cat $q/chunk_sectors) * 512))
+        zone capacity: $(($(cat $q/chunk_sectors) * 512))
+        nr zones: $(cat $q/nr_zones)
+        max open zones: $(cat $q/max_open_zones)
+        max active zones: $(cat $q/max_active_zones)
+        max append bytes: $(cat $q/zone_append_max_bytes)
+        write granularity: $(cat $q/physical_block_size)
 EOF
 }
 
@@ -115,13 +121,13 @@ limits() {
         expected_info $d > /tmp/want
         $BUILD/qemu-img info /dev/$d > /tmp/info || die "qemu-img info /dev/$d failed"
         cat /tmp/info
-        sed -n '/^Format specific information:/,$p' /tmp/info > /tmp/got
+        sed -n '/^Format specific information:/,$p' /tmp/info | sed 1d | sort > /tmp/got
         expect_same "zoned limits of /dev/$d (sysfs, qemu-img info)" /tmp/want /tmp/got || return 1
         # The same through an explicit raw node over host_device.
         $BUILD/qemu-img info --image-opts \
             "driver=raw,file.driver=host_device,file.filename=/dev/$d" > /tmp/info2 ||
             die "qemu-img info --image-opts raw over /dev/$d failed"
-        sed -n '/^Format specific information:/,$p' /tmp/info2 > /tmp/got2
+        sed -n '/^Format specific information:/,$p' /tmp/info2 | sed 1d | sort > /tmp/got2
         expect_same "zoned limits through raw (/dev/$d)" /tmp/want /tmp/got2 || return 1
         $BUILD/qemu-img info --output=json /dev/$d | grep -q '"nr-zones": 8' ||
             die "JSON info of /dev/$d lacks nr-zones"
@@ -136,6 +142,16 @@ limits() {
 
 # Zoned qcow2 images with nullb1's geometry: 8 x 64 MiB, 2 conventional.
 ZOPTS="zone.mode=host-managed,zone.size=64M,zone.capacity=64M,zone.conventional_zones=2,zone.max_append_bytes=1M"
+
+# What convert_roundtrip writes, read back with patterns: qemu-io's
+# options and the image as arguments.
+read_patterns() {
+    $BUILD/qemu-io -c "read -q -P 0x11 0 1M" -c "read -q -P 0 1M 1M" -c "read -q -P 0x12 65M 4k" \
+        -c "read -q -P 0x21 128M 3M" -c "read -q -P 0x31 192M 1M" -c "read -q -P 0x41 256M 64k" \
+        -c "read -q -P 0x61 384M 2M" -c "read -q -P 0x62 386M 4k" "$@" > /tmp/reads 2>&1
+    cat /tmp/reads
+    ! grep -q "verification failed" /tmp/reads
+}
 
 convert_roundtrip() {
     img=/tmp/src.qcow2
@@ -162,7 +178,9 @@ convert_roundtrip() {
     expect_same "zone reports (qcow2 source, device)" /tmp/a /tmp/b || return 1
     zones_blkzone /dev/nullb1 > /tmp/bz; zones_qemu /dev/nullb1 > /tmp/qz
     expect_same "zone states (blkzone, our zone report)" /tmp/bz /tmp/qz || return 1
-    $BUILD/qemu-img compare -f qcow2 -F raw $img /dev/nullb1 || die "data differs after convert"
+    # Beyond a write pointer the data is the device's business (null_blk
+    # reads 0xff there, qcow2 zeroes): the written data must be there.
+    read_patterns -f raw -t none /dev/nullb1 || die "data differs after convert"
 
     back=/tmp/back.qcow2
     $BUILD/qemu-img create -q -f qcow2 -o "$ZOPTS" $back 512M || return 1
@@ -170,7 +188,7 @@ convert_roundtrip() {
     $BUILD/qemu-io -f qcow2 -c "zrp 0 8" $back > /tmp/back.zrp
     grep -v 'type: 1' /tmp/back.zrp > /tmp/c
     expect_same "zone reports (qcow2 source, qcow2 copied back)" /tmp/a /tmp/c || return 1
-    $BUILD/qemu-img compare -f qcow2 -F qcow2 $img $back || die "data differs after the way back"
+    read_patterns -f qcow2 $back || die "data differs after the way back"
 }
 
 convert_refusals() {
