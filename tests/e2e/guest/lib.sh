@@ -71,7 +71,7 @@ if ip link set eth0 up 2>/dev/null; then
     ip route add default via 10.0.2.2
 fi
 # Our binaries and QEMU 10.0's, which brings its own libraries over 9p.
-BUILD=/host
-Q10_LIB=/qemu10/usr/lib/x86_64-linux-gnu:/qemu10/lib/x86_64-linux-gnu
+export BUILD=/host
+export Q10_LIB=/qemu10/usr/lib/x86_64-linux-gnu:/qemu10/lib/x86_64-linux-gnu
 qemu10() { prog=$1; shift; LD_LIBRARY_PATH=$Q10_LIB "/qemu10/usr/bin/$prog" "$@"; }
 mark "init kernel=$(uname -r)"
