@@ -420,11 +420,15 @@ Task<int> HostZones::write(uint64_t offset, uint64_t bytes, const WriteFn& io)
 {
     const uint64_t zs = geo_.zone_size;
     const uint32_t first = uint32_t(offset / zs);
-    const uint32_t last = uint32_t(std::min<uint64_t>((offset + bytes - 1) / zs, geo_.nr_zones - 1));
-    // Zones in ascending order: two writes spanning the same zones cannot
-    // each hold one the other waits for.
+    const uint64_t last_byte = bytes ? offset + bytes - 1 : offset;
+    const uint32_t last = uint32_t(std::min<uint64_t>(last_byte / zs, geo_.nr_zones - 1));
+    // Sequential zones only (conventional ones take writes in any order),
+    // in ascending order: two writes spanning the same zones cannot each
+    // hold one the other waits for.
     for (uint32_t z = first; z <= last; z++) {
-        co_await locks_[z].lock();
+        if (!wps_[z].conventional) {
+            co_await locks_[z].lock();
+        }
     }
     int ret = co_await io(offset);
     if (ret >= 0) {
@@ -437,7 +441,9 @@ Task<int> HostZones::write(uint64_t offset, uint64_t bytes, const WriteFn& io)
         co_await refresh_wps(offset, 1);
     }
     for (uint32_t z = first; z <= last; z++) {
-        locks_[z].unlock();
+        if (!wps_[z].conventional) {
+            locks_[z].unlock();
+        }
     }
     co_return ret;
 }
@@ -463,6 +469,9 @@ Task<int> HostZones::append(uint64_t& offset, uint64_t bytes, const WriteFn& io)
 
 int HostZones::check_append(uint64_t offset, const std::vector<size_t>& segment_lengths) const
 {
+    if (offset / geo_.zone_size >= geo_.nr_zones) {
+        return -EINVAL;  // callers below a BlockBackend are not range-checked
+    }
     if (offset % geo_.zone_size) {
         error_report("sector offset %" PRIu64 " is not aligned to zone size %" PRIu64,
                      offset >> kSectorBits, geo_.zone_size >> kSectorBits);

@@ -70,10 +70,11 @@ public:
     Task<int> mgmt(BlockZoneOp op, uint64_t offset, uint64_t len, uint64_t device_bytes);
 
     // A write (or append, at the zone's cached write pointer) of `bytes`:
-    // takes the zone's lock, so that writes to one zone reach the device
-    // in the order they were issued and appends never race, calls `io` with
-    // the device offset, and then advances the cached write pointer, or
-    // re-reads it from the device when the write failed.  For an append,
+    // holds the locks of the sequential zones it touches until it is done,
+    // so that writes to one zone reach the device in the order they were
+    // issued and appends never race, calls `io` with the device offset, and
+    // then advances the cached write pointer, or re-reads it from the
+    // device when the write failed.  For an append,
     // `offset` is the zone start on entry and where the data went on
     // success.
     using WriteFn = std::function<Task<int>(uint64_t offset)>;
