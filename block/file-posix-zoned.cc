@@ -250,9 +250,14 @@ void HostZones::apply_limits(BlockLimits& bl) const
     bl.max_open_zones = geo_.max_open_zones;
     bl.max_active_zones = geo_.max_active_zones;
     bl.max_append_bytes = geo_.max_append_bytes;
-    bl.write_granularity = geo_.physical_block_size ? geo_.physical_block_size
-                                                    : geo_.logical_block_size;
+    bl.write_granularity = write_granularity();
     bl.zone_desc_ext_size = 0;
+}
+
+// QEMU's: the physical block size (the logical one when sysfs lacks it).
+uint32_t HostZones::write_granularity() const
+{
+    return geo_.physical_block_size ? geo_.physical_block_size : geo_.logical_block_size;
 }
 
 // The cached write pointer of a sequential zone: where the device reports
@@ -477,8 +482,7 @@ int HostZones::check_append(uint64_t offset, const std::vector<size_t>& segment_
                      offset >> kSectorBits, geo_.zone_size >> kSectorBits);
         return -EINVAL;
     }
-    const uint64_t wg = geo_.physical_block_size ? geo_.physical_block_size
-                                                 : geo_.logical_block_size;
+    const uint64_t wg = write_granularity();
     for (size_t i = 0; wg && i < segment_lengths.size(); i++) {
         if (segment_lengths[i] % wg) {
             error_report("len of IOVector[%zu] %zu is not aligned to block size %" PRIu64, i,

@@ -74,17 +74,14 @@ public:
     // so that writes to one zone reach the device in the order they were
     // issued and appends never race, calls `io` with the device offset, and
     // then advances the cached write pointer, or re-reads it from the
-    // device when the write failed.  For an append,
-    // `offset` is the zone start on entry and where the data went on
-    // success.
+    // device when the write failed.  For an append, `offset` is the zone
+    // start on entry and where the data went on success.
     using WriteFn = std::function<Task<int>(uint64_t offset)>;
     Task<int> write(uint64_t offset, uint64_t bytes, const WriteFn& io);
     Task<int> append(uint64_t& offset, uint64_t bytes, const WriteFn& io);
-    // QEMU's checks of an append's buffer: every segment a multiple of the
-    // write granularity.
+    // QEMU's checks of an append: `offset` a zone start (with QEMU's
+    // message), every segment a multiple of the write granularity.
     int check_append(uint64_t offset, const std::vector<size_t>& segment_lengths) const;
-
-    uint64_t cached_wp(uint32_t zone) const { return wps_[zone].wp; }
 
 private:
     struct Wp {
@@ -96,6 +93,7 @@ private:
     int read_wps(uint64_t offset, uint32_t nr, bool reset, std::vector<Wp>& out,
                  uint64_t& capacity) const;
     Task<int> reload_wps(uint64_t offset, uint32_t nr, bool reset);
+    uint32_t write_granularity() const;
     Task<void> refresh_wps(uint64_t offset, uint32_t nr);
 
     const int fd_;
