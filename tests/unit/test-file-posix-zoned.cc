@@ -13,6 +13,7 @@
 #include <string>
 
 #include "block/file-posix-zoned.h"
+#include "temp-dir.h"
 
 using namespace qemu;
 
@@ -21,23 +22,16 @@ namespace {
 // A temporary directory standing in for /sys/dev/block/M:m/queue.
 class FakeQueue {
 public:
-    FakeQueue()
-    {
-        char tmpl[] = "/tmp/fake-queue.XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        dir_ = tmpl;
-    }
-    ~FakeQueue() { std::filesystem::remove_all(dir_); }
     // sysfs files end with a newline.
     void set(const std::string& name, const std::string& value)
     {
-        std::ofstream(dir_ + "/" + name) << value << "\n";
+        std::ofstream(dir_.file(name)) << value << "\n";
     }
-    void remove(const std::string& name) { std::filesystem::remove(dir_ + "/" + name); }
-    const std::string& dir() const { return dir_; }
+    void remove(const std::string& name) { std::filesystem::remove(dir_.file(name)); }
+    const std::string& dir() const { return dir_.path(); }
 
 private:
-    std::string dir_;
+    TempDir dir_{"/tmp/fake-queue."};
 };
 
 // What Linux 6.12 shows for a null_blk device with 64 MiB zones, 4 KiB
