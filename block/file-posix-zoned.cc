@@ -11,6 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "block/zone-error.h"
+#include "qemu/error.h"
+
 namespace qemu {
 
 namespace {
@@ -353,18 +356,21 @@ Task<int> HostZones::mgmt(BlockZoneOp op, uint64_t offset, uint64_t len, uint64_
     if (offset % zs) {
         error_report("sector offset %" PRIu64 " is not aligned to zone size %" PRIu64,
                      offset >> kSectorBits, zs >> kSectorBits);
-        co_return -EINVAL;
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     if ((offset + len < device_bytes && len % zs) || offset + len > device_bytes) {
         error_report("number of sectors %" PRIu64 " is not aligned to zone size %" PRIu64,
                      len >> kSectorBits, zs >> kSectorBits);
-        co_return -EINVAL;
+        co_return zone_error_code(ZoneError::InvalidRequest);
     }
     const uint32_t first = uint32_t(offset / zs);
     const uint32_t nrz = uint32_t(len / zs);
     const bool whole_device = len == device_bytes;
     if (wps_[first].conventional && !whole_device) {
         error_report("zone mgmt operations are not allowed for conventional zones");
+        // QEMU 10.0 fails this with -EIO, and qemu-io prints it; no zone
+        // error prints as EIO, so this refusal stays an errno (a front end
+        // sees an I/O error, as under QEMU).
         co_return -EIO;
     }
     unsigned long request;
@@ -457,7 +463,7 @@ Task<int> HostZones::append(uint64_t& offset, uint64_t bytes, const WriteFn& io)
 {
     const uint32_t zone = uint32_t(offset / geo_.zone_size);
     if (wps_[zone].conventional) {
-        co_return -EINVAL;  // no write pointer to append at
+        co_return zone_error_code(ZoneError::InvalidRequest);  // no write pointer to append at
     }
     co_await locks_[zone].lock();
     const uint64_t at = wps_[zone].wp;
@@ -475,19 +481,19 @@ Task<int> HostZones::append(uint64_t& offset, uint64_t bytes, const WriteFn& io)
 int HostZones::check_append(uint64_t offset, const std::vector<size_t>& segment_lengths) const
 {
     if (offset / geo_.zone_size >= geo_.nr_zones) {
-        return -EINVAL;  // callers below a BlockBackend are not range-checked
+        return zone_error_code(ZoneError::InvalidRequest);  // callers below a BlockBackend are not range-checked
     }
     if (offset % geo_.zone_size) {
         error_report("sector offset %" PRIu64 " is not aligned to zone size %" PRIu64,
                      offset >> kSectorBits, geo_.zone_size >> kSectorBits);
-        return -EINVAL;
+        return zone_error_code(ZoneError::InvalidRequest);
     }
     const uint64_t wg = write_granularity();
     for (size_t i = 0; wg && i < segment_lengths.size(); i++) {
         if (segment_lengths[i] % wg) {
             error_report("len of IOVector[%zu] %zu is not aligned to block size %" PRIu64, i,
                          segment_lengths[i], wg);
-            return -EINVAL;
+            return zone_error_code(ZoneError::InvalidRequest);
         }
     }
     return 0;

@@ -54,6 +54,19 @@ int zone_from_blk_zone(const blk_zone& z, bool has_capacity, BlockZoneDescriptor
 // Runs a blocking function off the event loop thread; returns its result.
 using BlockingRunner = std::function<Task<int>(std::function<int()>)>;
 
+// Runs in the node's AioContext.  Bound to none: blocking work goes through
+// `run` (the node's current context's thread pool), and the zone locks are
+// held only inside requests, which a drained node has none of -- so the
+// node moves between AioContexts (bdrv_co_change_aio_context) with nothing
+// to rebind, and the cached write pointers stay valid across the move.
+//
+// Errors: the driver's own zone-rule checks (misaligned or out-of-range
+// zone management, appends to a conventional zone, past the last zone or
+// misaligned) return zone error result codes (block/zone-error.h) that
+// print as QEMU 10.0's errnos, so qemu-io's output is QEMU's; a zone
+// operation aimed at a conventional zone is -EIO, as QEMU (no zone error
+// prints as EIO).  Failures of the kernel's ioctls and writes are host
+// errors: -errno.
 class HostZones {
 public:
     // `fd` stays owned by the caller and must outlive this object.

@@ -13,6 +13,9 @@
 #include <string>
 
 #include "block/file-posix-zoned.h"
+#include "block/zone-error.h"
+#include "qemu/aio.h"
+#include "qemu/error.h"
 #include "temp-dir.h"
 
 using namespace qemu;
@@ -219,4 +222,30 @@ TEST_CASE("host_device zones: unknown zone types and conditions", "[file-posix-z
           -ENOTSUP);
     CHECK(zone_from_blk_zone(make_zone(0, 8, 0, BLK_ZONE_TYPE_SEQWRITE_REQ, 0x9, 8), true, d) ==
           -ENOTSUP);
+}
+
+TEST_CASE("host_device zones: the driver's own refusals are zone errors printing QEMU's errno",
+          "[file-posix-zoned]")
+{
+    // Refused before any ioctl: no device (and no blocking work) needed.
+    SysfsZoned geo;
+    geo.model = BlockZoneModel::HostManaged;
+    geo.zone_size = 64 << 20;
+    geo.nr_zones = 8;
+    geo.logical_block_size = 4096;
+    HostZones zones(-1, geo, [](std::function<int()>) -> Task<int> { co_return -EBADF; });
+    auto is_invalid_request = [](int ret) {
+        return zone_error_of(ret) == ZoneError::InvalidRequest && result_errno(ret) == EINVAL;
+    };
+    CHECK(is_invalid_request(zones.check_append(8 * geo.zone_size, {4096})));  // past the last zone
+    CHECK(is_invalid_request(zones.check_append(4096, {4096})));                // not a zone start
+    CHECK(is_invalid_request(zones.check_append(geo.zone_size, {4096, 512})));  // a misaligned segment
+    CHECK(zones.check_append(geo.zone_size, {4096, 8192}) == 0);
+
+    AioContext ctx;
+    const uint64_t device = 8 * geo.zone_size;
+    CHECK(is_invalid_request(run_sync(ctx, zones.mgmt(BlockZoneOp::Reset, 4096, geo.zone_size, device))));
+    CHECK(is_invalid_request(run_sync(ctx, zones.mgmt(BlockZoneOp::Reset, 0, 4096, device))));
+    CHECK(is_invalid_request(
+        run_sync(ctx, zones.mgmt(BlockZoneOp::Reset, 7 * geo.zone_size, 2 * geo.zone_size, device))));
 }
