@@ -226,6 +226,12 @@ Task<int> BlockBackend::co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t l
     if (is_read_only()) {
         co_return -EPERM;
     }
+    // As QEMU's blk_co_zone_mgmt: a range past the end is an I/O error
+    // (zone report and append have no such check there).
+    int ret = check_request(offset, len);
+    if (ret < 0) {
+        co_return ret;
+    }
     co_return co_await bdrv_co_zone_mgmt(root_.bs.get(), op, offset, len);
 }
 

@@ -39,7 +39,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "block/block_int.h"
+#include "block/file-posix-zoned.h"
 #include "inline-write-policy.h"
 #include "qemu/cutils.h"
 #include "qemu/iov.h"
@@ -534,12 +537,20 @@ public:
     Task<int64_t> drv_get_allocated_file_size() override;
     // A new regular file is all holes; a device keeps its old contents.
     bool drv_has_zero_init() override { return !host_device_; }
+    void drv_get_specific_info(nlohmann::ordered_json& info) const override;
+
+    // Zoned block devices (block/file-posix-zoned.h).
+    Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones,
+                              BlockZoneDescriptor* zones) override;
+    Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
+    Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
 
 private:
     bool parse_open_options(QDict& options, Error& err);
     int open_fd(Error& err);
     int64_t current_length() const;
     void probe_max_transfer(const struct stat& st);
+    int open_zones(const struct stat& st, Error& err);
 
     Task<int> run_blocking(std::function<int()> fn);
     Task<int> submit_rw(bool write, const iovec* iov, unsigned niov, uint64_t offset,
@@ -586,6 +597,8 @@ private:
     uint64_t shared_ = BLK_PERM_ALL;
 
     InlineWritePolicy inline_writes_;
+    // Set for a zoned block device (host_device only).
+    std::unique_ptr<HostZones> zones_;
 };
 
 bool PosixFileState::parse_open_options(QDict& options, Error& err)
@@ -755,6 +768,9 @@ Task<int> PosixFileState::drv_open(QDict& options, Error& err)
     }
     if (S_ISBLK(st.st_mode)) {
         probe_max_transfer(st);
+        if (host_device_ && (ret = open_zones(st, err)) < 0) {
+            co_return ret;
+        }
     }
 
     int64_t length = current_length();
@@ -766,6 +782,27 @@ Task<int> PosixFileState::drv_open(QDict& options, Error& err)
     // next sector boundary (and writing there extends the file).
     set_total_bytes(round_up(uint64_t(length), BDRV_SECTOR_SIZE));
     co_return 0;
+}
+
+// A zoned device gets its geometry from its queue's sysfs directory
+// (partitions have none, and are used as plain devices).
+int PosixFileState::open_zones(const struct stat& st, Error& err)
+{
+    std::string queue = string_printf("/sys/dev/block/%u:%u/queue", major(st.st_rdev),
+                                      minor(st.st_rdev));
+    SysfsZoned geometry;
+    int ret = read_sysfs_zoned(queue, geometry, err);
+    if (ret < 0 || geometry.model == BlockZoneModel::None) {
+        return ret;
+    }
+    auto zones = std::make_unique<HostZones>(
+        fd_, geometry, [this](std::function<int()> fn) { return run_blocking(std::move(fn)); });
+    ret = zones->load(err);
+    if (ret < 0) {
+        return ret;
+    }
+    zones_ = std::move(zones);
+    return 0;
 }
 
 Task<int> PosixFileState::run_blocking(std::function<int()> fn)
@@ -979,7 +1016,77 @@ Task<int> PosixFileState::drv_pwritev(uint64_t offset, uint64_t bytes, IOVector&
 {
     // cache.no-flush gives up durability: FUA goes the way of flushes.
     bool fua = (flags & BDRV_REQ_FUA) && !(open_flags() & BDRV_O_NO_FLUSH);
-    co_return co_await transfer(true, offset, bytes, qiov, qiov_offset, fua ? RWF_DSYNC : 0);
+    int rw_flags = fua ? RWF_DSYNC : 0;
+    if (zones_) {
+        HostZones::WriteFn io = [&](uint64_t at) {
+            return transfer(true, at, bytes, qiov, qiov_offset, rw_flags);
+        };
+        int ret = co_await zones_->write(offset, bytes, io);
+        co_return ret;
+    }
+    co_return co_await transfer(true, offset, bytes, qiov, qiov_offset, rw_flags);
+}
+
+Task<int> PosixFileState::drv_zone_report(uint64_t offset, uint32_t& nr_zones,
+                                          BlockZoneDescriptor* zones)
+{
+    if (!zones_) {
+        co_return -ENOTSUP;
+    }
+    co_return co_await zones_->report(offset, nr_zones, zones);
+}
+
+Task<int> PosixFileState::drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len)
+{
+    if (!zones_) {
+        co_return -ENOTSUP;
+    }
+    co_return co_await zones_->mgmt(op, offset, len, total_bytes());
+}
+
+// Linux has no zone append for user space: a write at the zone's cached
+// write pointer, serialised with the zone's other writes (as QEMU).
+Task<int> PosixFileState::drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags)
+{
+    if (!zones_) {
+        co_return -ENOTSUP;
+    }
+    std::vector<size_t> lengths;
+    for (const iovec& v : qiov.iovs()) {
+        lengths.push_back(v.iov_len);
+    }
+    int ret = zones_->check_append(offset, lengths);
+    if (ret < 0) {
+        co_return ret;
+    }
+    const uint64_t bytes = qiov.size();
+    bool fua = (flags & BDRV_REQ_FUA) && !(open_flags() & BDRV_O_NO_FLUSH);
+    HostZones::WriteFn io = [&](uint64_t at) {
+        return transfer(true, at, bytes, qiov, 0, fua ? RWF_DSYNC : 0);
+    };
+    ret = co_await zones_->append(offset, bytes, io);
+    co_return ret;
+}
+
+// QEMU's format-specific data of a file node ("file": extent size hint,
+// never set on devices), with the zoned geometry of a zoned device.
+void PosixFileState::drv_get_specific_info(nlohmann::ordered_json& info) const
+{
+    if (!zones_) {
+        return;
+    }
+    const BlockLimits& bl = limits();
+    nlohmann::ordered_json zoned;
+    zoned["mode"] = bl.zoned == BlockZoneModel::HostAware ? "host-aware" : "host-managed";
+    zoned["zone-size"] = bl.zone_size;
+    zoned["zone-capacity"] = bl.zone_capacity;
+    zoned["nr-zones"] = bl.nr_zones;
+    zoned["max-open-zones"] = bl.max_open_zones;
+    zoned["max-active-zones"] = bl.max_active_zones;
+    zoned["max-append-bytes"] = bl.max_append_bytes;
+    zoned["write-granularity"] = bl.write_granularity;
+    info["type"] = "file";
+    info["data"] = nlohmann::ordered_json{{"zoned", zoned}};
 }
 
 Task<int> PosixFileState::drv_flush_to_disk()
@@ -1203,6 +1310,9 @@ void PosixFileState::drv_refresh_limits(BlockLimits& bl)
     bl.opt_mem_alignment = std::max(bl.min_mem_alignment, host_page_size());
     bl.max_iov = IOV_MAX;
     bl.max_transfer = max_transfer_;
+    if (zones_) {
+        zones_->apply_limits(bl);
+    }
 }
 
 // Takes the new lock bytes before checking for conflicts, so that two

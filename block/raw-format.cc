@@ -78,6 +78,14 @@ public:
     // A window (offset/size) would shift zone boundaries: only the whole
     // file passes zones through.
     bool forwards_zones() const override { return offset_ == 0 && !has_size_; }
+    // QEMU's raw has no format-specific data; a zoned file's geometry shows
+    // through, as its zones do.
+    void drv_get_specific_info(nlohmann::ordered_json& info) const override
+    {
+        if (forwards_zones() && limits().zoned != BlockZoneModel::None) {
+            file()->bs->drv_get_specific_info(info);
+        }
+    }
 
 private:
     uint64_t offset_ = 0;

@@ -27,6 +27,22 @@ bool is_zoned(BlockBackend& blk)
     return blk.bs()->limits().zoned != BlockZoneModel::None;
 }
 
+const char* zone_op_verb(BlockZoneOp op)
+{
+    switch (op) {
+    case BlockZoneOp::Finish:
+        return "finish";
+    case BlockZoneOp::SetReadOnly:
+        return "make read-only";
+    case BlockZoneOp::Close:
+        return "close";
+    case BlockZoneOp::Open:
+        return "open";
+    default:
+        return zone_op_name(op);
+    }
+}
+
 bool same_layout(const std::vector<BlockZoneDescriptor>& a, const std::vector<BlockZoneDescriptor>& b)
 {
     if (a.size() != b.size()) {
@@ -35,6 +51,27 @@ bool same_layout(const std::vector<BlockZoneDescriptor>& a, const std::vector<Bl
     for (size_t i = 0; i < a.size(); i++) {
         if (a[i].start != b[i].start || a[i].length != b[i].length || a[i].capacity != b[i].capacity ||
             a[i].type != b[i].type) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Resets every sequential zone of the target that is not empty.  Resets
+// come before any write: a written zone takes writes only at its write
+// pointer, and an open or closed zone counts against the device's open and
+// active limits.
+bool reset_written_zones(BlockBackend& target, const std::string& target_name,
+                         const std::vector<BlockZoneDescriptor>& zones)
+{
+    for (const BlockZoneDescriptor& z : zones) {
+        if (z.type == BlockZoneType::Conventional || z.state == BlockZoneState::Empty) {
+            continue;
+        }
+        int ret = run_sync(target.ctx(), target.co_zone_mgmt(BlockZoneOp::Reset, z.start, z.length));
+        if (ret < 0) {
+            error_report("%s: Could not reset the zone at byte %llu: %s", target_name.c_str(),
+                         (unsigned long long)z.start, result_strerror(ret));
             return false;
         }
     }
@@ -63,7 +100,7 @@ bool prepare_zoned_target(std::vector<ConvertSource>& sources,
         zoned_sources += is_zoned(*src.blk);
     }
     if (zoned_sources == 0) {
-        return true;  // written up to the data found
+        return reset_written_zones(target, target_name, zones);  // written up to the data found
     }
     if (sources.size() > 1) {
         error_report("%s: Cannot carry the zone state of several images into one zoned image",
@@ -92,24 +129,29 @@ bool prepare_zoned_target(std::vector<ConvertSource>& sources,
     }
     zt.fill_known = true;
     zt.source_zones = std::move(from);
-    return true;
+    return reset_written_zones(target, target_name, zones);
 }
 
 int finish_zoned_target(BlockBackend& target, const std::string& target_name, const ZonedTarget& zt)
 {
     for (const BlockZoneDescriptor& z : zt.source_zones) {
+        // The copy left the written zones implicitly open.
         BlockZoneOp op;
         if (z.state == BlockZoneState::Full) {
             op = BlockZoneOp::Finish;
         } else if (z.state == BlockZoneState::ReadOnly) {
             op = BlockZoneOp::SetReadOnly;
+        } else if (z.state == BlockZoneState::Closed) {
+            op = BlockZoneOp::Close;
+        } else if (z.state == BlockZoneState::ExplicitlyOpen) {
+            op = BlockZoneOp::Open;
         } else {
             continue;
         }
         int ret = run_sync(target.ctx(), target.co_zone_mgmt(op, z.start, z.length));
         if (ret < 0) {
             error_report("%s: Could not %s the zone at byte %llu: %s", target_name.c_str(),
-                         op == BlockZoneOp::Finish ? "finish" : "make read-only",
+                         zone_op_verb(op),
                          (unsigned long long)z.start, result_strerror(ret));
             return ret;
         }

@@ -24,6 +24,7 @@
 
 #include "commands.h"
 #include "convert-copy.h"
+#include "convert-zoned.h"
 #include "create-options.h"
 #include "progress.h"
 #include "qemu/qemu-opts.h"

@@ -9,6 +9,9 @@ packages=(
     catch2 nlohmann-json3-dev
     qemu-utils           # Debian's QEMU 7.2 tools: the reference peer for tests
     clang libclang-rt-dev  # the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
+    # tests/e2e: host tools that build the guest's initramfs and run in it
+    busybox-static cpio kmod zstd xz-utils util-linux nvme-cli fio btrfs-progs
+    f2fs-tools iproute2 bash debian-archive-keyring python3
 )
 
 missing=()

@@ -3,7 +3,8 @@
 # AddressSanitizer/UndefinedBehaviorSanitizer build, and the concurrency
 # tests under ThreadSanitizer), and qemu-iotests
 # against our binaries and, for tests whose behaviour QEMU shares, against
-# Debian's qemu-img/qemu-io.  The last line is "N passed, N failed".
+# Debian's qemu-img/qemu-io; interoperability, end-to-end tests in a Linux
+# guest, fuzzing.  The last line is "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
@@ -103,6 +104,23 @@ line=$(grep -E "^interop: [0-9]+ passed, [0-9]+ failed" "$log/interop" | tail -n
 if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
     passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
 else
+    failed=$((failed + 1))
+fi
+
+# --- End-to-end tests in a Linux guest (tests/e2e) --------------------------
+# Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
+# /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
+# guest that died or timed out (its console log is shown).  Not obtaining
+# the packages is a failure too.  See docs/devel/testing-e2e.rst.
+step "end-to-end tests in a Linux guest (tests/e2e)"
+tests/e2e/run.sh build > "$log/e2e" 2>&1
+grep -vE "^PASS " "$log/e2e" | head -n 400
+line=$(grep -E "^e2e: [0-9]+ passed, [0-9]+ failed" "$log/e2e" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    echo "  ${BASH_REMATCH[1]} passed, ${BASH_REMATCH[2]} failed"
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+else
+    echo "  the e2e harness did not finish"
     failed=$((failed + 1))
 fi
 

@@ -447,6 +447,9 @@ Task<int> Qcow2State::drv_zone_report(uint64_t offset, uint32_t& nr_zones, Block
     if (!zones_) {
         co_return -ENOTSUP;
     }
+    if (offset >= total_bytes()) {
+        co_return zone_error_code(ZoneError::InvalidRequest);
+    }
     uint32_t first = zones_->zone_index(offset);
     uint32_t n = std::min(nr_zones, zones_->geometry().nr_zones - first);
     for (uint32_t i = 0; i < n; i++) {

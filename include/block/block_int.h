@@ -260,7 +260,9 @@ public:
     // otherwise fail with -ENOTSUP.
     //
     // Reports up to `nr_zones` zones starting with the one containing
-    // `offset`; sets nr_zones to the number filled in.
+    // `offset`; sets nr_zones to the number filled in.  `offset` may be
+    // past the end (a device reports no zones there, zoned qcow2 refuses it with
+    // ZoneError::InvalidRequest).
     virtual Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones,
                                       BlockZoneDescriptor* zones);
     // Applies op to every zone in [offset, offset + len); offset must be a
@@ -602,10 +604,12 @@ Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverSta
                                      uint64_t offset, uint64_t bytes, uint64_t& pnum);
 
 // The zoned API (include/block/zoned.h): checks that the node is zoned
-// (-ENOTSUP) and writable where it must be (-EPERM), then calls the driver.
-// Zone rule violations return zone error result codes; nothing changes
-// then (a failed operation leaves the zones as they were).  `zones` holds
-// room for nr_zones descriptors, owned by the caller.
+// (-ENOTSUP), writable where it must be (-EPERM) and, for management and
+// descriptor extensions, that the range is inside it; then calls the
+// driver.  A report's offset may be past the end: the driver judges it, as
+// in QEMU.  Zone rule violations return zone error result codes; nothing
+// changes then (a failed operation leaves the zones as they were).  `zones`
+// holds room for nr_zones descriptors, owned by the caller.
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones);
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);

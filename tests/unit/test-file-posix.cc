@@ -19,28 +19,11 @@
 #include "block/block-backend.h"
 #include "block/inline-write-policy.h"
 #include "qemu/units.h"
+#include "temp-dir.h"
 
 using namespace qemu;
 
 namespace {
-
-// A private directory for the test's images, removed with everything in it.
-// /var/tmp rather than /tmp: O_DIRECT needs a disk file system on older
-// kernels, where tmpfs refuses it.
-class TempDir {
-public:
-    TempDir()
-    {
-        char tmpl[] = "/var/tmp/test-file-posix-XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
 
 QDict parse_options(const std::string& opts)
 {
@@ -167,7 +150,7 @@ TEST_CASE("file: data written is read back, in both aio modes", "[file-posix]")
 {
     std::string aio = GENERATE("io_uring", "threads");
     INFO("aio=" << aio);
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     Error err;
     std::string path = dir.file("img");
     {
@@ -214,7 +197,7 @@ TEST_CASE("file: scattered page-cache writes land in order", "[file-posix]")
 {
     // With aio=io_uring, page-cache writes are copied in the calling thread
     // (block/inline-write-policy.h); each must still land whole and in place.
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("img");
@@ -245,7 +228,7 @@ TEST_CASE("file: reads partly in the page cache", "[file-posix]")
 {
     // Cached reads are copied with RWF_NOWAIT in the calling thread; what
     // is not cached stops such a read short, and io_uring reads the rest.
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("img");
@@ -307,7 +290,7 @@ TEST_CASE("file: reads beyond the end of a short file return zeroes", "[file-pos
 {
     bool direct = GENERATE(false, true);
     INFO("cache.direct=" << direct);
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("short");
@@ -326,7 +309,7 @@ TEST_CASE("file: reads beyond the end of a short file return zeroes", "[file-pos
 
 TEST_CASE("file: writing the sector tail extends the file", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("short");
@@ -342,7 +325,7 @@ TEST_CASE("file: O_DIRECT with aligned and misaligned buffers", "[file-posix]")
 {
     std::string aio = GENERATE("io_uring", "threads");
     INFO("aio=" << aio);
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("direct");
@@ -391,7 +374,7 @@ TEST_CASE("file: O_DIRECT with aligned and misaligned buffers", "[file-posix]")
 
 TEST_CASE("file: FUA writes are handled by the driver", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("fua");
@@ -408,7 +391,7 @@ TEST_CASE("file: FUA writes are handled by the driver", "[file-posix]")
 
 TEST_CASE("file: discard punches holes only with discard=unmap", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("discard");
@@ -439,7 +422,7 @@ TEST_CASE("file: discard punches holes only with discard=unmap", "[file-posix]")
 
 TEST_CASE("file: write zeroes", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("zeroes");
@@ -478,7 +461,7 @@ TEST_CASE("file: write zeroes", "[file-posix]")
 
 TEST_CASE("file: truncate grows and shrinks with each preallocation mode", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("trunc");
@@ -518,7 +501,7 @@ TEST_CASE("file: truncate grows and shrinks with each preallocation mode", "[fil
 
 TEST_CASE("file: block status reports data and holes", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("sparse");
@@ -579,7 +562,7 @@ TEST_CASE("file: block status reports data and holes", "[file-posix]")
 
 TEST_CASE("file: image locks conflict between two opens", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("locked");
@@ -633,7 +616,7 @@ TEST_CASE("file: image locks conflict between two opens", "[file-posix]")
 
 TEST_CASE("file: lock permissions can be relaxed and tightened", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("perm");
@@ -724,7 +707,7 @@ TEST_CASE("file: locks interoperate with QEMU's tools", "[file-posix][qemu]")
         WARN("QEMU's qemu-io/qemu-img are not installed: skipped");
         return;
     }
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("shared.qcow2");
@@ -779,7 +762,7 @@ TEST_CASE("file: locks interoperate with QEMU's tools", "[file-posix][qemu]")
 
 TEST_CASE("file: open errors use QEMU's messages", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("img");
@@ -810,7 +793,7 @@ TEST_CASE("file: open errors use QEMU's messages", "[file-posix]")
 
 TEST_CASE("file: the file: prefix selects the driver", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("img");
@@ -825,7 +808,7 @@ TEST_CASE("file: the file: prefix selects the driver", "[file-posix]")
 
 TEST_CASE("file: create sizes, preallocation and errors", "[file-posix]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     AioContext ctx;
     Error err;
     std::string path = dir.file("img");
@@ -904,7 +887,7 @@ private:
 
 TEST_CASE("host_device: a loop device", "[file-posix][host_device]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-file-posix-"};
     std::string backing = dir.file("backing");
     write_file(backing, pattern(16 * MiB, 4));
     LoopDevice loop(backing);

@@ -14,6 +14,7 @@
 
 #include "block/block-backend.h"
 #include "qemu/bswap.h"
+#include "temp-dir.h"
 #include "qemu/units.h"
 #include "qcow2-test-util.h"
 
@@ -34,21 +35,6 @@ constexpr uint64_t kFirstDataCluster = 5;
 constexpr uint64_t kDataBytes = 1 * MiB;
 constexpr uint64_t kDataClusters = kDataBytes / kCluster;
 constexpr uint64_t kCopied = 1ULL << 63;
-
-class TempDir {
-public:
-    TempDir()
-    {
-        char tmpl[] = "/var/tmp/test-qcow2-check-XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
 
 std::vector<uint8_t> pattern(size_t n, uint32_t seed)
 {
@@ -228,7 +214,7 @@ void require_clean(const std::string& path)
 
 // The image every test starts from: 1 MiB of known data at offset 0.
 struct TestImage {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-qcow2-check-"};
     std::string path = dir.file("t.qcow2");
     std::vector<uint8_t> data = pattern(kDataBytes, 1);
 
@@ -525,7 +511,7 @@ TEST_CASE("qcow2 check: an unaligned preallocated zero cluster becomes a plain o
 
 TEST_CASE("qcow2 check: compressed clusters are counted by their sectors", "[qcow2][check]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-qcow2-check-"};
     std::string path = dir.file("c.qcow2");
     create_image(path, "size=64M");
     std::vector<uint8_t> text(kCluster);
@@ -568,7 +554,7 @@ TEST_CASE("qcow2 check: compressed clusters are counted by their sectors", "[qco
 
 TEST_CASE("qcow2 check: narrow refcounts and small clusters", "[qcow2][check]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-qcow2-check-"};
     std::string path = dir.file("s.qcow2");
     create_image(path, "size=1M,cluster_size=512,refcount_bits=1");
     auto data = pattern(300 * KiB, 5);
@@ -596,7 +582,7 @@ TEST_CASE("qcow2 check: narrow refcounts and small clusters", "[qcow2][check]")
 
 TEST_CASE("qcow2 check: a dirty image is repaired when opened read-write", "[qcow2][check][lazy]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-qcow2-check-"};
     std::string path = dir.file("l.qcow2");
     std::string crashed = dir.file("crashed.qcow2");
     create_image(path, "size=64M,lazy_refcounts=on");
@@ -645,7 +631,7 @@ TEST_CASE("qcow2 check: a dirty image is repaired when opened read-write", "[qco
 
 TEST_CASE("qcow2 check: formats without a check say so", "[qcow2][check]")
 {
-    TempDir dir;
+    TempDir dir{"/var/tmp/test-qcow2-check-"};
     std::string path = dir.file("r.raw");
     {
         AioContext ctx;
