@@ -548,7 +548,7 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
 
 namespace {
 
-// One layer's status, following BDRV_BLOCK_RAW (bdrv_co_block_status_above).
+// One layer's status, following BDRV_BLOCK_RAW (bdrv_co_block_status_layer).
 Task<int> layer_status(BlockDriverState* bs, bool want_zero, uint64_t offset, uint64_t bytes,
                        BlockStatus& out)
 {
@@ -576,13 +576,13 @@ Task<int> layer_status(BlockDriverState* bs, bool want_zero, uint64_t offset, ui
 
 }  // namespace
 
-Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+Task<int> bdrv_co_block_status_layer(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out)
 {
     co_return co_await layer_status(bs, true, offset, bytes, out);
 }
 
-Task<int> bdrv_co_block_status_chain(BlockDriverState* bs, const BlockDriverState* base,
+Task<int> bdrv_co_block_status_above(BlockDriverState* bs, const BlockDriverState* base,
                                      bool want_zero, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out, unsigned* depth)
 {
@@ -624,7 +624,7 @@ Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverSta
                                      uint64_t offset, uint64_t bytes, uint64_t& pnum)
 {
     BlockStatus st;
-    int ret = co_await bdrv_co_block_status_chain(top, base, false, offset, bytes, st);
+    int ret = co_await bdrv_co_block_status_above(top, base, false, offset, bytes, st);
     if (ret < 0) {
         co_return ret;
     }

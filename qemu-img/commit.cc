@@ -141,7 +141,7 @@ private:
         while (nb_chunks > 0 && offset < length_) {
             BlockStatus st;
             uint64_t bytes = nb_chunks * granularity_;
-            int ret = co_await bdrv_co_block_status_chain(top_.bs(), nullptr, true, offset,
+            int ret = co_await bdrv_co_block_status_above(top_.bs(), nullptr, true, offset,
                                                           std::min(bytes, length_ - offset), st);
             bool data = ret < 0 || (st.flags & BDRV_BLOCK_DATA);
             uint64_t io_bytes = ret < 0 ? std::min(bytes, kMaxIoBytes)

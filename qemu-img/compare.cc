@@ -126,7 +126,7 @@ private:
     int block_status(Side& side, uint64_t offset, BlockStatus& st)
     {
         BlockDriverState* bs = side.blk->bs();
-        int ret = run_sync(bs->ctx(), bdrv_co_block_status_chain(bs, nullptr, true, offset,
+        int ret = run_sync(bs->ctx(), bdrv_co_block_status_above(bs, nullptr, true, offset,
                                                                  side.size - offset, st));
         if (ret < 0) {
             error_report("Sector allocation test failed for %s", side.filename.c_str());
@@ -215,7 +215,7 @@ private:
             BlockStatus st;
             BlockDriverState* bs = larger.blk->bs();
             int ret = run_sync(bs->ctx(),
-                               bdrv_co_block_status_chain(bs, nullptr, true, offset,
+                               bdrv_co_block_status_above(bs, nullptr, true, offset,
                                                           progress_base_ - offset, st));
             if (ret < 0) {
                 error_report("Sector allocation test failed for %s", larger.filename.c_str());

@@ -197,7 +197,7 @@ private:
             BlockStatus st;
             uint64_t count;
             for (;;) {
-                int ret = co_await bdrv_co_block_status_chain(bs, base, true, offset,
+                int ret = co_await bdrv_co_block_status_above(bs, base, true, offset,
                                                               n * kSectorBytes, st);
                 if (ret >= 0) {
                     count = st.pnum;

@@ -60,7 +60,7 @@ int query_entry(BlockDriverState& top, uint64_t offset, uint64_t bytes, MapEntry
     BlockStatus st;
     int depth = 0;
     for (;;) {
-        int ret = run_sync(bs->ctx(), bdrv_co_block_status_above(bs, offset, bytes, st));
+        int ret = run_sync(bs->ctx(), bdrv_co_block_status_layer(bs, offset, bytes, st));
         if (ret < 0) {
             return ret;
         }

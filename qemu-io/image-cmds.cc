@@ -178,7 +178,7 @@ int discard_f(QemuIoSession& s, int argc, char** argv)
 Task<int> is_allocated(BlockDriverState* bs, int64_t offset, int64_t bytes, int64_t& pnum)
 {
     BlockStatus st;
-    int ret = co_await bdrv_co_block_status_above(bs, uint64_t(offset), uint64_t(bytes), st);
+    int ret = co_await bdrv_co_block_status_layer(bs, uint64_t(offset), uint64_t(bytes), st);
     if (ret < 0) {
         co_return ret;
     }

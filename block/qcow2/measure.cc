@@ -134,7 +134,7 @@ Task<int> qcow2_co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInf
         } else {
             for (uint64_t offset = 0; offset < source_size;) {
                 BlockStatus st;
-                int ret = co_await bdrv_co_block_status_chain(in_bs, nullptr, true, offset,
+                int ret = co_await bdrv_co_block_status_above(in_bs, nullptr, true, offset,
                                                               source_size - offset, st);
                 if (ret < 0) {
                     err.set_errno(-ret, "Unable to get block status");

@@ -586,7 +586,7 @@ Task<int> bdrv_co_block_status(BlockDriverState* bs, bool want_zero, uint64_t of
 // Like block_status, but follows BDRV_BLOCK_RAW down to the node that really
 // holds the data (QEMU's bdrv_block_status(): one layer of a backing
 // chain, what qemu-io alloc and map report).
-Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+Task<int> bdrv_co_block_status_layer(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out);
 // The status of a backing chain (QEMU's bdrv_block_status_above()): that of
 // the first node from bs down the backing children, stopping before `base`
@@ -594,7 +594,7 @@ Task<int> bdrv_co_block_status_above(BlockDriverState* bs, uint64_t offset, uint
 // the end of a shorter backing file is allocated zeroes there.  pnum is cut
 // where any layer's status changes.  `depth` (optional) gets the number of
 // backing links followed to the answering node.
-Task<int> bdrv_co_block_status_chain(BlockDriverState* bs, const BlockDriverState* base,
+Task<int> bdrv_co_block_status_above(BlockDriverState* bs, const BlockDriverState* base,
                                      bool want_zero, uint64_t offset, uint64_t bytes,
                                      BlockStatus& out, unsigned* depth = nullptr);
 // QEMU's bdrv_is_allocated_above(top, base, include_base=false): 1 when

@@ -176,7 +176,7 @@ void read_disk(BlockBackend& blk)
     uint64_t off = 0;
     for (int i = 0; i < kStatusBudget && off < size; i++) {
         BlockStatus st;
-        int ret = run_sync(blk.ctx(), bdrv_co_block_status_above(blk.bs(), off, size - off, st));
+        int ret = run_sync(blk.ctx(), bdrv_co_block_status_layer(blk.bs(), off, size - off, st));
         if (ret < 0 || st.pnum == 0) {
             break;
         }

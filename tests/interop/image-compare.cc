@@ -106,7 +106,7 @@ int compare_zero_status(BlockBackend& blk, const RawReference& raw, uint64_t siz
     while (off < size) {
         BlockStatus st;
         // The whole backing chain, as qemu-img convert and compare see it.
-        int ret = run_sync(blk.ctx(), bdrv_co_block_status_chain(blk.bs(), nullptr, true, off,
+        int ret = run_sync(blk.ctx(), bdrv_co_block_status_above(blk.bs(), nullptr, true, off,
                                                                  size - off, st));
         if (ret < 0 || st.pnum == 0) {
             printf("block status at offset %" PRIu64 " failed: %s\n", off,

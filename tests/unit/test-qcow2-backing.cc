@@ -150,10 +150,10 @@ TEST_CASE("qcow2 backing: block status of the chain", "[qcow2][backing][status]"
     unsigned depth = 9;
 
     // Unallocated in the overlay, data in its backing file.
-    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_above(top, 0, 2 * MiB, st)) == 0);
+    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_layer(top, 0, 2 * MiB, st)) == 0);
     REQUIRE(st.flags == 0);
     REQUIRE(st.pnum == 64 * KiB);
-    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_chain(top, nullptr, true, 0, 2 * MiB, st,
+    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_above(top, nullptr, true, 0, 2 * MiB, st,
                                                            &depth)) == 0);
     REQUIRE((st.flags & BDRV_BLOCK_DATA));
     REQUIRE((st.flags & BDRV_BLOCK_ALLOCATED));
@@ -161,7 +161,7 @@ TEST_CASE("qcow2 backing: block status of the chain", "[qcow2][backing][status]"
     REQUIRE(st.file == bdrv_protocol_node(top->backing()->bs.get()));
 
     // The overlay's own data.
-    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_chain(top, nullptr, true, 64 * KiB, 2 * MiB,
+    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_above(top, nullptr, true, 64 * KiB, 2 * MiB,
                                                            st, &depth)) == 0);
     REQUIRE((st.flags & BDRV_BLOCK_DATA));
     REQUIRE(depth == 0);
@@ -170,9 +170,9 @@ TEST_CASE("qcow2 backing: block status of the chain", "[qcow2][backing][status]"
     // Past the end of the backing file: zeroes in the overlay itself (not
     // allocated there) for one layer, allocated zeroes of the backing file
     // for the chain.
-    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_above(top, 1 * MiB, 1 * MiB, st)) == 0);
+    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_layer(top, 1 * MiB, 1 * MiB, st)) == 0);
     REQUIRE(st.flags == (BDRV_BLOCK_ZERO | BDRV_BLOCK_EOF));
-    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_chain(top, nullptr, false, 1 * MiB, 1 * MiB,
+    REQUIRE(run_sync(chain.ctx, bdrv_co_block_status_above(top, nullptr, false, 1 * MiB, 1 * MiB,
                                                            st, &depth)) == 0);
     REQUIRE((st.flags & (BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED)) ==
             (BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED));
