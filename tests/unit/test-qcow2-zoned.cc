@@ -331,6 +331,10 @@ TEST_CASE("zoned qcow2: an image with 100,000 zones opens quickly", "[qcow2][zon
     REQUIRE(d.start == 99999ULL * 64 * 1024);
 }
 
+// AddressSanitizer reserves terabytes of address space for its shadow
+// memory, so a child limited to 1.5 GB of it cannot even start an event
+// loop: the normal build runs this test.
+#ifndef __SANITIZE_ADDRESS__
 TEST_CASE("zoned qcow2: a create that runs out of memory fails with one line and leaves no file",
           "[qcow2][zoned][create]")
 {
@@ -358,3 +362,4 @@ TEST_CASE("zoned qcow2: a create that runs out of memory fails with one line and
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(access(img.path.c_str(), F_OK) != 0);
 }
+#endif
