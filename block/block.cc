@@ -910,23 +910,14 @@ Task<BdrvChild*> BlockDriverState::open_child(const std::string& name, QDict& op
     co_return add_child(name, std::move(bs));
 }
 
-Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
-                                                     QDict options, int flags, AioContext& ctx,
-                                                     Error& err, const BlockDriverState* overlay,
-                                                     BlockGraph* graph)
-{
-    if (filename && starts_with(*filename, "json:")) {
-        QDict from_json;
-        if (!json_parse_flat(from_json, filename->substr(5), err)) {
-            co_return nullptr;
-        }
-        options.merge_defaults(from_json);
-        filename.reset();
-    }
+namespace {
 
-    // Generic options.
+// The options every node takes (read-only, cache.*, discard, force-share)
+// applied to the BDRV_O_* flags; false after setting err.
+bool apply_common_options(const QDict& options, int& flags, Error& err)
+{
     if (!common_open_schema().validate(options, err)) {
-        co_return nullptr;
+        return false;
     }
     if (options.has("read-only")) {
         if (*parse_bool_option("read-only", *options.get("read-only"), err)) {
@@ -945,19 +936,55 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
                     ? flags | BDRV_O_NO_FLUSH
                     : flags & ~BDRV_O_NO_FLUSH;
     }
-    if (const std::string* d = options.get("discard")) {
-        if (*d == "unmap" || *d == "on") {
-            flags |= BDRV_O_UNMAP;
-        } else if (*d == "ignore" || *d == "off") {
-            flags &= ~BDRV_O_UNMAP;
-        } else {
-            err.set("Invalid discard option");
-            co_return nullptr;
-        }
+    if (const std::string* d = options.get("discard"); d && !bdrv_parse_discard_flags(*d, flags)) {
+        err.set("Invalid discard option");
+        return false;
     }
     if (const std::string* fs = options.get("force-share");
         fs && *parse_bool_option("force-share", *fs, err) && (flags & BDRV_O_RDWR)) {
         err.set("force-share=on can only be used with read-only images");
+        return false;
+    }
+    return true;
+}
+
+// The driver of a protocol node without a "driver" option: a protocol
+// prefix counts only in a file name given as such, not in a "filename"
+// option (which names a file, colons and all); otherwise the device probe
+// (host_device for block devices), else file.  nullptr after setting err.
+const BlockDriver* find_protocol_driver(const std::optional<std::string>& filename,
+                                        const QDict& options, Error& err)
+{
+    if (filename) {
+        return bdrv_find_protocol(*filename, err);
+    }
+    const std::string* fn = options.get("filename");
+    const BlockDriver* drv = bdrv_find_driver("file");
+    for (const BlockDriver* d : bdrv_drivers()) {
+        if (fn && d->is_protocol() && d->probe_device(*fn) > 0) {
+            drv = d;
+        }
+    }
+    return drv;
+}
+
+}  // namespace
+
+Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> filename,
+                                                     QDict options, int flags, AioContext& ctx,
+                                                     Error& err, const BlockDriverState* overlay,
+                                                     BlockGraph* graph)
+{
+    if (filename && starts_with(*filename, "json:")) {
+        QDict from_json;
+        if (!json_parse_flat(from_json, filename->substr(5), err)) {
+            co_return nullptr;
+        }
+        options.merge_defaults(from_json);
+        filename.reset();
+    }
+
+    if (!apply_common_options(options, flags, err)) {
         co_return nullptr;
     }
 
@@ -972,21 +999,9 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
             co_return nullptr;
         }
     } else if (flags & BDRV_O_PROTOCOL) {
-        // A protocol prefix counts only in a file name given as such, not
-        // in a "filename" option (which names a file, colons and all).
-        if (filename) {
-            drv = bdrv_find_protocol(*filename, err);
-            if (!drv) {
-                co_return nullptr;
-            }
-        } else {
-            const std::string* fn = options.get("filename");
-            drv = bdrv_find_driver("file");
-            for (const BlockDriver* d : bdrv_drivers()) {
-                if (fn && d->is_protocol() && d->probe_device(*fn) > 0) {
-                    drv = d;
-                }
-            }
+        drv = find_protocol_driver(filename, options, err);
+        if (!drv) {
+            co_return nullptr;
         }
     } else {
         if (!filename && !options.has("file.filename") && !options.has("filename") &&
