@@ -453,125 +453,143 @@ bool Qcow2State::bitmaps_can_resize(Error& err) const
     return true;
 }
 
+// Bitmaps the image records that have changed (PersistentBitmap::marked)
+// are written anew, never in place: what a crash leaves is the old
+// directory and tables, or the new ones.
+struct FreedArea {
+    uint64_t offset;
+    uint64_t bytes;
+    Qcow2State::FreeReason reason;
+};
+
+// Writes `bm`'s bits (the stored ones, then ours on top) to new clusters
+// and a new table, updates bm.entry to point at them, and adds the old
+// table and clusters to `old`, to be freed once the new directory is in the
+// header.  REQUIRES: s.lock_ held.
+Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::vector<FreedArea>& old,
+                         Error& err)
+{
+    const uint64_t file_size = s.file()->bs->total_bytes();
+    const uint64_t disk_size = s.total_bytes();
+    const uint64_t cs = s.cluster_size_;
+    const uint64_t bits_per_cluster = cs * 8;
+    AlignedBuffer buf(cs, 4096);
+    BitmapEntry& e = bm.entry;
+    // The bits as stored (validated at open), then ours on top.
+    std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
+    IOVector tq(raw.data(), raw.size());
+    int ret = co_await bdrv_co_preadv(s.file(), e.table_offset, raw.size(), tq);
+    if (ret < 0) {
+        err.set_errno(-ret, "Could not read bitmap_table table from image for bitmap '%s'",
+                      e.name.c_str());
+        co_return ret;
+    }
+    std::vector<uint64_t> old_table(e.table_size);
+    for (uint32_t i = 0; i < e.table_size; i++) {
+        old_table[i] = load_be64(raw.data() + uint64_t(i) * 8);
+        if (!bitmap_table_entry_valid(old_table[i], s.cluster_bits_, file_size)) {
+            err.set("Could not read bitmap_table table from image for bitmap '%s': Invalid argument",
+                    e.name.c_str());
+            co_return -EINVAL;
+        }
+    }
+    const uint64_t bits = bitmap_bits(disk_size, e.granularity_bits);
+    const uint64_t entries = bitmap_table_entries(disk_size, e.granularity_bits, s.cluster_bits_);
+    if (entries > kMaxTableEntries || entries * cs > kMaxBitmapBytes) {
+        err.set("Bitmap '%s' is too big", e.name.c_str());
+        co_return -EINVAL;
+    }
+    std::vector<uint64_t> table(entries, 0);
+    for (uint64_t i = 0; i < entries; i++) {
+        const uint64_t first_bit = i * bits_per_cluster;
+        const uint64_t nbits = std::min(bits - first_bit, bits_per_cluster);
+        memset(buf.data(), 0, cs);
+        if (i < old_table.size()) {
+            uint64_t data = old_table[i] & kBitmapTableOffsetMask;
+            if (data) {
+                IOVector q(buf.data(), cs);
+                ret = co_await bdrv_co_preadv(s.file(), data, cs, q);
+                if (ret < 0) {
+                    err.set_errno(-ret, "Could not read bitmap '%s' from image", e.name.c_str());
+                    co_return ret;
+                }
+            } else if (old_table[i] & kBitmapTableAllOnes) {
+                memset(buf.data(), 0xff, cs);
+            }
+        }
+        for (uint64_t w = 0; w * 64 < nbits && first_bit / 64 + w < bm.dirty.size(); w++) {
+            uint8_t* p = buf.data() + w * 8;
+            store_le64(p, load_le64(p) | bm.dirty[first_bit / 64 + w]);
+        }
+        clear_bits_from(buf.data(), cs, nbits);
+        if (std::all_of(buf.data(), buf.data() + cs, [](uint8_t b) { return b == 0; })) {
+            continue;
+        }
+        int64_t off = co_await s.alloc_clusters(cs);
+        if (off < 0) {
+            err.set_errno(int(-off), "Failed to allocate clusters for bitmap '%s'",
+                          e.name.c_str());
+            co_return int(off);
+        }
+        table[i] = uint64_t(off);
+        s.register_metadata(uint64_t(off), cs, META_BITMAP);
+        IOVector q(buf.data(), cs);
+        ret = co_await bdrv_co_pwritev(s.file(), uint64_t(off), cs, q);
+        if (ret < 0) {
+            err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
+            co_return ret;
+        }
+    }
+    uint64_t table_bytes = round_up(entries * 8, cs);
+    int64_t table_off = co_await s.alloc_clusters(table_bytes);
+    if (table_off < 0) {
+        err.set_errno(int(-table_off), "Failed to allocate clusters for bitmap '%s'",
+                      e.name.c_str());
+        co_return int(table_off);
+    }
+    AlignedBuffer tbuf(table_bytes, 4096);
+    memset(tbuf.data(), 0, table_bytes);
+    for (uint64_t i = 0; i < entries; i++) {
+        store_be64(tbuf.data() + i * 8, table[i]);
+    }
+    s.register_metadata(uint64_t(table_off), entries * 8, META_BITMAP);
+    IOVector q(tbuf.data(), table_bytes);
+    ret = co_await bdrv_co_pwritev(s.file(), uint64_t(table_off), table_bytes, q);
+    if (ret < 0) {
+        err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
+        co_return ret;
+    }
+    old.push_back({e.table_offset, uint64_t(e.table_size) * 8, Qcow2State::FreeReason::Other});
+    for (uint64_t entry : old_table) {
+        if (entry & kBitmapTableOffsetMask) {
+            old.push_back({entry & kBitmapTableOffsetMask, cs, Qcow2State::FreeReason::Always});
+        }
+    }
+    e.table_offset = uint64_t(table_off);
+    e.table_size = uint32_t(entries);
+    e.flags &= ~kBitmapFlagInUse;
+    bm.marked = false;
+    bm.dirty.clear();
+    co_return 0;
+}
+
 Task<int> Qcow2State::bitmaps_store(Error& err)
 {
     if (std::none_of(bitmaps_.begin(), bitmaps_.end(),
                      [](const PersistentBitmap& bm) { return bm.marked; })) {
         co_return 0;
     }
-    const uint64_t file_size = file()->bs->total_bytes();
-    const uint64_t disk_size = total_bytes();
     const uint64_t cs = cluster_size_;
-    const uint64_t bits_per_cluster = cs * 8;
-    struct Old {
-        uint64_t offset;
-        uint64_t bytes;
-        FreeReason reason;
-    };
-    std::vector<Old> old;  // freed once the new directory is in the header
-    AlignedBuffer buf(cs, 4096);
+    std::vector<FreedArea> old;  // freed once the new directory is in the header
     std::vector<PersistentBitmap> updated = bitmaps_;
 
     for (PersistentBitmap& bm : updated) {
-        if (!bm.marked) {
-            continue;
-        }
-        BitmapEntry& e = bm.entry;
-        // The bits as stored (validated at open), then ours on top.
-        std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
-        IOVector tq(raw.data(), raw.size());
-        int ret = co_await bdrv_co_preadv(file(), e.table_offset, raw.size(), tq);
-        if (ret < 0) {
-            err.set_errno(-ret, "Could not read bitmap_table table from image for bitmap '%s'",
-                          e.name.c_str());
-            co_return ret;
-        }
-        std::vector<uint64_t> old_table(e.table_size);
-        for (uint32_t i = 0; i < e.table_size; i++) {
-            old_table[i] = load_be64(raw.data() + uint64_t(i) * 8);
-            if (!bitmap_table_entry_valid(old_table[i], cluster_bits_, file_size)) {
-                err.set("Could not read bitmap_table table from image for bitmap '%s': Invalid argument",
-                        e.name.c_str());
-                co_return -EINVAL;
-            }
-        }
-        const uint64_t bits = bitmap_bits(disk_size, e.granularity_bits);
-        const uint64_t entries = bitmap_table_entries(disk_size, e.granularity_bits, cluster_bits_);
-        if (entries > kMaxTableEntries || entries * cs > kMaxBitmapBytes) {
-            err.set("Bitmap '%s' is too big", e.name.c_str());
-            co_return -EINVAL;
-        }
-        std::vector<uint64_t> table(entries, 0);
-        for (uint64_t i = 0; i < entries; i++) {
-            const uint64_t first_bit = i * bits_per_cluster;
-            const uint64_t nbits = std::min(bits - first_bit, bits_per_cluster);
-            memset(buf.data(), 0, cs);
-            if (i < old_table.size()) {
-                uint64_t data = old_table[i] & kBitmapTableOffsetMask;
-                if (data) {
-                    IOVector q(buf.data(), cs);
-                    ret = co_await bdrv_co_preadv(file(), data, cs, q);
-                    if (ret < 0) {
-                        err.set_errno(-ret, "Could not read bitmap '%s' from image", e.name.c_str());
-                        co_return ret;
-                    }
-                } else if (old_table[i] & kBitmapTableAllOnes) {
-                    memset(buf.data(), 0xff, cs);
-                }
-            }
-            for (uint64_t w = 0; w * 64 < nbits && first_bit / 64 + w < bm.dirty.size(); w++) {
-                uint8_t* p = buf.data() + w * 8;
-                store_le64(p, load_le64(p) | bm.dirty[first_bit / 64 + w]);
-            }
-            clear_bits_from(buf.data(), cs, nbits);
-            if (std::all_of(buf.data(), buf.data() + cs, [](uint8_t b) { return b == 0; })) {
-                continue;
-            }
-            int64_t off = co_await alloc_clusters(cs);
-            if (off < 0) {
-                err.set_errno(int(-off), "Failed to allocate clusters for bitmap '%s'",
-                              e.name.c_str());
-                co_return int(off);
-            }
-            table[i] = uint64_t(off);
-            register_metadata(uint64_t(off), cs, META_BITMAP);
-            IOVector q(buf.data(), cs);
-            ret = co_await bdrv_co_pwritev(file(), uint64_t(off), cs, q);
+        if (bm.marked) {
+            int ret = co_await rewrite_bitmap(*this, bm, old, err);
             if (ret < 0) {
-                err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
                 co_return ret;
             }
         }
-        uint64_t table_bytes = round_up(entries * 8, cs);
-        int64_t table_off = co_await alloc_clusters(table_bytes);
-        if (table_off < 0) {
-            err.set_errno(int(-table_off), "Failed to allocate clusters for bitmap '%s'",
-                          e.name.c_str());
-            co_return int(table_off);
-        }
-        AlignedBuffer tbuf(table_bytes, 4096);
-        memset(tbuf.data(), 0, table_bytes);
-        for (uint64_t i = 0; i < entries; i++) {
-            store_be64(tbuf.data() + i * 8, table[i]);
-        }
-        register_metadata(uint64_t(table_off), entries * 8, META_BITMAP);
-        IOVector q(tbuf.data(), table_bytes);
-        ret = co_await bdrv_co_pwritev(file(), uint64_t(table_off), table_bytes, q);
-        if (ret < 0) {
-            err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
-            co_return ret;
-        }
-        old.push_back({e.table_offset, uint64_t(e.table_size) * 8, FreeReason::Other});
-        for (uint64_t entry : old_table) {
-            if (entry & kBitmapTableOffsetMask) {
-                old.push_back({entry & kBitmapTableOffsetMask, cs, FreeReason::Always});
-            }
-        }
-        e.table_offset = uint64_t(table_off);
-        e.table_size = uint32_t(entries);
-        e.flags &= ~kBitmapFlagInUse;
-        bm.marked = false;
-        bm.dirty.clear();
     }
 
     // The new directory, then the header that points to it.
@@ -622,7 +640,7 @@ Task<int> Qcow2State::bitmaps_store(Error& err)
     }
     unregister_metadata(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size, META_BITMAP_DIRECTORY);
     free_clusters_later(bitmaps_ext_.dir_offset, bitmaps_ext_.dir_size, FreeReason::Other);
-    for (const Old& o : old) {
+    for (const FreedArea& o : old) {
         unregister_metadata(o.offset, o.bytes, META_BITMAP);
         free_clusters_later(o.offset, o.bytes, o.reason);
     }
