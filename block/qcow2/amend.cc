@@ -2,6 +2,7 @@
 // lazy refcounts, the refcount width, the size and the external data file
 // name of an existing image, in the order and with the checks and messages
 // of QEMU 7.2 (docs/devel/qcow2.rst, "Amend").
+#include <cassert>
 #include <algorithm>
 
 #include "qcow2.h"
@@ -746,6 +747,7 @@ std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts
 Task<int> change_refcount_width(Qcow2State& s, const AmendRequest& req,
                                 const BlockDriverState::AmendProgress& progress, Error& err)
 {
+    assert(s.lock_.locked());
     if (req.version < 3 && req.refcount_bits != 16) {
         err.set("Refcount widths other than 16 bits require compatibility level 1.1 or above "
                 "(use compat=1.1 or greater)");
@@ -768,6 +770,7 @@ Task<int> change_refcount_width(Qcow2State& s, const AmendRequest& req,
 // REQUIRES: s.lock_ held.
 Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
 {
+    assert(s.lock_.locked());
     if (req.data_file_raw) {
         s.header_.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
     } else {
@@ -802,6 +805,7 @@ Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
 // REQUIRES: s.lock_ held.
 Task<int> set_lazy_refcounts(Qcow2State& s, bool lazy, int version, Error& err)
 {
+    assert(s.lock_.locked());
     if (lazy && version < 3) {
         err.set("Lazy refcounts only supported with compatibility level 1.1 and above "
                 "(use compat=1.1 or greater)");

@@ -9,6 +9,7 @@
 // without the marks replaces the old one, and the old clusters are freed.
 // This is what QEMU does for the bitmaps it loads, except that we mark and
 // rewrite only bitmaps that change.
+#include <cassert>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -469,6 +470,7 @@ struct FreedArea {
 Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::vector<FreedArea>& old,
                          Error& err)
 {
+    assert(s.lock_.locked());
     const uint64_t file_size = s.file()->bs->total_bytes();
     const uint64_t disk_size = s.total_bytes();
     const uint64_t cs = s.cluster_size_;

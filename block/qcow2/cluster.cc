@@ -1,5 +1,6 @@
 // qcow2 cluster mapping: from guest offsets through the L1 and L2 tables to
 // host clusters, and the allocation of new clusters with copy-on-write.
+#include <cassert>
 #include <algorithm>
 #include <cstring>
 
@@ -665,6 +666,7 @@ Task<int> Qcow2State::release_l2_entry(uint64_t old, FreeReason reason)
 
 Task<int> Qcow2State::zero_clusters(uint64_t offset, uint64_t bytes, bool unmap)
 {
+    assert(lock_.locked());
     // Caller holds lock_.
     uint64_t end = offset + bytes;
     while (offset < end) {
@@ -989,6 +991,7 @@ Task<int> Qcow2State::write_compressed(uint64_t offset, uint64_t bytes, IOVector
 
 Task<int> Qcow2State::preallocate(uint64_t from, uint64_t to, PreallocMode mode, Error& err)
 {
+    assert(lock_.locked());
     // Caller holds lock_.  Every unallocated cluster in [from, to) gets a
     // host cluster; host clusters are contiguous per allocation run (with
     // an external data file, each sits at its guest offset).  As in QEMU,

@@ -3,6 +3,7 @@
 #include "block/block-events.h"
 #include "qcow2.h"
 
+#include <cassert>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -143,6 +144,7 @@ Task<int> Qcow2State::sync_all_metadata()
 
 Task<int> Qcow2State::flush_metadata()
 {
+    assert(lock_.locked());
     // Caller holds lock_.
     bool l2_dirty = l2_cache_->has_dirty() || !dirty_l1_.empty();
     int ret = 0;

@@ -21,6 +21,7 @@
 //     so that what completed lies below the durable write pointer and the
 //     next flush (or its own FUA) makes it durable.
 // docs/devel/crash-testing.rst describes the tests that check all this.
+#include <cassert>
 #include <algorithm>
 #include <cstring>
 
@@ -240,6 +241,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
 
 Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
 {
+    assert(lock_.locked());
     // Caller holds lock_ on a freshly created image.
     ZonedExtension ext = requested;
     ext.meta_size = uint64_t(ext.nr_zones) * 8;
@@ -303,6 +305,7 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
 
 Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64_t>>& wps)
 {
+    assert(lock_.locked());
     // Caller holds lock_ and has just written the metadata; the sync makes
     // data and mappings durable before any write pointer that covers them.
     int ret = co_await bdrv_co_flush(file()->bs.get());
@@ -461,6 +464,7 @@ Task<int> Qcow2State::drv_zone_report(uint64_t offset, uint32_t& nr_zones, Block
 
 Task<int> Qcow2State::zone_condition_array()
 {
+    assert(lock_.locked());
     // Caller holds lock_.  The array is created on first use, which
     // lengthens the header extension (docs/interop/qcow2-zoned.rst).
     ZonedExtension& ext = *header_.zoned;
@@ -504,6 +508,7 @@ Task<int> Qcow2State::zone_condition_array()
 
 Task<int> Qcow2State::zone_set_condition(uint32_t zone)
 {
+    assert(lock_.locked());
     // Caller holds lock_.
     int ret = co_await zone_condition_array();
     if (ret < 0) {
@@ -527,6 +532,7 @@ Task<int> Qcow2State::zone_set_condition(uint32_t zone)
 
 Task<int> Qcow2State::zone_reset_data(uint32_t zone, bool desc_ext_before)
 {
+    assert(lock_.locked());
     // Caller holds lock_.  What can fail comes first and is undone by the
     // caller: the empty write pointer, durably, then the condition byte
     // that no longer names a descriptor extension (a crash in between
@@ -554,6 +560,7 @@ Task<int> Qcow2State::zone_reset_data(uint32_t zone, bool desc_ext_before)
 
 Task<int> Qcow2State::zone_finish_data(uint32_t zone, uint64_t wp)
 {
+    assert(lock_.locked());
     // Caller holds lock_.  Finishing makes [wp, capacity) part of the zone,
     // reading as zeroes.  Clusters there are unmapped unless a crash left
     // them mapped (data whose write pointer never reached the disk, or a
@@ -629,6 +636,7 @@ Task<int> Qcow2State::zone_mgmt_one(BlockZoneOp op, uint32_t z)
 Task<void> Qcow2State::zone_undo(uint32_t z, const ZoneStateMachine::ZoneSnapshot& before,
                                  bool condition_written)
 {
+    assert(lock_.locked());
     // Caller holds lock_.  The zone's old write pointer and condition
     // byte are written again now, over whatever the failed operation may
     // have written (a reset's write pointer may sit in the disk's cache),
