@@ -1,7 +1,5 @@
 // What qemu-io's commands share: arguments, output formats and request
 // memory, as QEMU 7.2's qemu-io has them (see commands.h).
-#include <getopt.h>
-#include <glib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,9 +7,6 @@
 #include <cerrno>
 #include <cinttypes>
 #include <climits>
-#include <cmath>
-#include <csignal>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

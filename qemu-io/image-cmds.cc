@@ -1,22 +1,12 @@
 // qemu-io's image commands: flush, truncate, length, info, discard, alloc,
 // map, with QEMU 7.2's options and output.
 #include <getopt.h>
-#include <glib.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cinttypes>
-#include <climits>
-#include <cmath>
-#include <csignal>
-#include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <memory>
 
 #include "qemu-io/commands.h"
 #include "qemu/cutils.h"

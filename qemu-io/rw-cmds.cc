@@ -1,21 +1,13 @@
 // qemu-io's data commands: read, readv, write, writev, aio_read, aio_write,
 // aio_flush, with QEMU 7.2's options and output.
 #include <getopt.h>
-#include <glib.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cinttypes>
-#include <climits>
-#include <cmath>
-#include <csignal>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <memory>
 
 #include "qemu-io/commands.h"

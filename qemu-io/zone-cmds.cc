@@ -2,22 +2,12 @@
 // zone_offline, zone_readonly, zone_append), as upstream QEMU's qemu-io has
 // them since 8.1.
 #include <getopt.h>
-#include <glib.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cinttypes>
-#include <climits>
-#include <cmath>
-#include <csignal>
-#include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <memory>
 
 #include "qemu-io/commands.h"
 #include "qemu/cutils.h"
