@@ -3,25 +3,12 @@
 
 #include <cctype>
 
+#include "qemu/cutils.h"
 #include "qemu/iothread.h"
 
 namespace qemu {
 
 namespace {
-
-// QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
-bool id_wellformed(const std::string& id)
-{
-    if (id.empty() || !isalpha(static_cast<unsigned char>(id[0]))) {
-        return false;
-    }
-    for (char ch : id.substr(1)) {
-        if (!isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '.' && ch != '_') {
-            return false;
-        }
-    }
-    return true;
-}
 
 // QEMU keeps node names in a 32-byte array.
 constexpr size_t kMaxNodeName = 31;

@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -155,6 +156,15 @@ void AioContext::queue_op(UringOp* op)
     case UringOp::Kind::Fallocate:
         io_uring_prep_fallocate(sqe, op->fd_, op->flags_, op->offset_, op->len_);
         break;
+    case UringOp::Kind::Recv:
+        io_uring_prep_recv(sqe, op->fd_, op->buf_, op->len_, 0);
+        break;
+    case UringOp::Kind::Sendmsg:
+        io_uring_prep_sendmsg(sqe, op->fd_, static_cast<const msghdr*>(op->buf_), MSG_NOSIGNAL);
+        break;
+    case UringOp::Kind::PollIn:
+        io_uring_prep_poll_add(sqe, op->fd_, POLLIN);
+        break;
     }
     io_uring_sqe_set_data(sqe, op);
     if (op->path_ == IoPath::Device) {
@@ -215,6 +225,33 @@ UringOp AioContext::fallocate(int fd, int mode, uint64_t offset, uint64_t len)
     op.flags_ = mode;
     op.offset_ = offset;
     op.len_ = len;
+    return op;
+}
+
+UringOp AioContext::recv(int fd, void* buf, size_t len)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Recv;
+    op.fd_ = fd;
+    op.buf_ = buf;
+    op.len_ = len;
+    return op;
+}
+
+UringOp AioContext::sendmsg(int fd, const msghdr* msg)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::Sendmsg;
+    op.fd_ = fd;
+    op.buf_ = const_cast<msghdr*>(msg);
+    return op;
+}
+
+UringOp AioContext::poll_in(int fd)
+{
+    UringOp op(*this);
+    op.kind_ = UringOp::Kind::PollIn;
+    op.fd_ = fd;
     return op;
 }
 

@@ -2,6 +2,7 @@
 
 #include "qemu/error.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -160,6 +161,19 @@ std::string size_to_str(uint64_t bytes)
     char buf[64];
     snprintf(buf, sizeof(buf), "%0.3g %sB", double(bytes) / div, suffixes[i]);
     return buf;
+}
+
+bool id_wellformed(const std::string& id)
+{
+    if (id.empty() || !isalpha(static_cast<unsigned char>(id[0]))) {
+        return false;
+    }
+    for (char ch : id.substr(1)) {
+        if (!isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '.' && ch != '_') {
+            return false;
+        }
+    }
+    return true;
 }
 
 }  // namespace qemu

@@ -86,9 +86,10 @@ private:
     std::coroutine_handle<> waiter_;
     int result_ = 0;
     // The prepared operation: filled by AioContext's factory functions.
-    enum class Kind { Readv, Writev, Fsync, Fallocate } kind_ = Kind::Readv;
+    enum class Kind { Readv, Writev, Fsync, Fallocate, Recv, Sendmsg, PollIn } kind_ = Kind::Readv;
     int fd_ = -1;
     const iovec* iov_ = nullptr;
+    void* buf_ = nullptr;        // Recv: the buffer; Sendmsg: the msghdr
     unsigned niov_ = 0;
     uint64_t offset_ = 0;
     uint64_t len_ = 0;
@@ -156,6 +157,15 @@ public:
                     IoPath path = IoPath::Cached);
     UringOp fdatasync(int fd);
     UringOp fallocate(int fd, int mode, uint64_t offset, uint64_t len);
+
+    // Socket operations (include/qemu/sockets.h builds on them): one recv
+    // of up to len bytes (0: the peer closed its end), one sendmsg of msg
+    // (MSG_NOSIGNAL: a closed peer is -EPIPE, not a signal), a wait until
+    // fd is readable or hung up (the result is the poll mask).  Buffers
+    // and msg must stay valid until completion.
+    UringOp recv(int fd, void* buf, size_t len);
+    UringOp sendmsg(int fd, const struct msghdr* msg);
+    UringOp poll_in(int fd);
 
     // co_await ctx.sleep_ns(n): resume after at least n nanoseconds.
     SleepOp sleep_ns(int64_t ns);

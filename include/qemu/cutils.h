@@ -27,6 +27,10 @@ std::optional<int64_t> parse_int64(std::string_view str);
 // info and qemu-io's statistics line.
 std::string size_to_str(uint64_t bytes);
 
+// QEMU's id_wellformed(), for node names and object/export ids: a
+// letter, then letters, digits, '-', '.', '_'.
+bool id_wellformed(const std::string& id);
+
 // Does the string start with prefix?
 inline bool starts_with(std::string_view s, std::string_view prefix)
 {
