@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qemu/cutils.h"
+#include "qemu/json-parser.h"
 
 namespace qemu {
 
@@ -214,7 +215,8 @@ bool flatten_json(QDict& dict, const nlohmann::json& node, const std::string& pr
         } else if (v.is_number_integer()) {
             dict.set_literal(key, std::to_string(v.get<int64_t>()));
         } else if (v.is_number_float()) {
-            dict.set_literal(key, v.dump());
+            // QEMU's JSON writer prints doubles with %.17g (1e3 is "1000").
+            dict.set_literal(key, string_printf("%.17g", v.get<double>()));
         } else if (v.is_null()) {
             dict.set_literal(key, "null");
         } else {
@@ -228,11 +230,13 @@ bool flatten_json(QDict& dict, const nlohmann::json& node, const std::string& pr
 
 bool json_parse_flat(QDict& dict, std::string_view json_text, Error& err)
 {
-    nlohmann::json root = nlohmann::json::parse(json_text, nullptr, false);
-    if (root.is_discarded()) {
-        err.set("Could not parse the JSON options: JSON parse error, premature EOI");
+    Error parse_err;
+    std::optional<nlohmann::json> parsed = json_parse_qemu(json_text, parse_err);
+    if (!parsed) {
+        err.set("Could not parse the JSON options: %s", parse_err.message.c_str());
         return false;
     }
+    const nlohmann::json& root = *parsed;
     if (!root.is_object()) {
         err.set("Invalid JSON object given");
         return false;
