@@ -1399,7 +1399,13 @@ bool parse_create_params(QDict& opts, CreateParams& p, Error& err)
     if (!size) {
         return false;
     }
-    p.size = *size;
+    // As QEMU: the virtual size is rounded up to whole sectors (1234
+    // bytes make a 1536-byte disk).
+    if (*size > UINT64_MAX - 511) {
+        err.set("Image size must be less than 8 EiB!");
+        return false;
+    }
+    p.size = (*size + 511) & ~uint64_t(511);
     std::string compat = take_string(opts, "compat", "1.1");
     if (compat == "0.10" || compat == "v2") {
         p.version = 2;

@@ -298,3 +298,11 @@ TEST_CASE("qcow2: preallocation modes map every cluster", "[qcow2][prealloc]")
         REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t v) { return v == 0; }));
     }
 }
+
+TEST_CASE("qcow2: create rounds the virtual size up to whole sectors, as QEMU", "[qcow2]")
+{
+    qcow2_test::CreatedImage img("size=1234");
+    AioContext ctx;
+    auto blk = img.open(ctx);
+    CHECK(blk->getlength() == 1536);
+}
