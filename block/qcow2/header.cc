@@ -1,5 +1,6 @@
 // qcow2 header and header extensions: every field read from an image is
 // validated here before the rest of the driver uses it.
+#include <algorithm>
 #include <cstring>
 
 #include "qcow2.h"
@@ -276,15 +277,20 @@ bool Header::parse_extensions(const uint8_t* buf, size_t len, uint64_t ext_end, 
             }
             break;
         case EXT_FEATURE_TABLE:
-            for (size_t i = 0; i + kFeatureEntryBytes <= ext_len; i += kFeatureEntryBytes) {
-                FeatureName f;
+            // As QEMU reads it: the last table wins; entries of 48 bytes,
+            // the last one possibly cut short (the missing bytes count as
+            // zeroes), up to the first entry with an empty name.
+            feature_table.clear();
+            for (size_t i = 0; i + 2 < ext_len && data[i + 2] != 0; i += kFeatureEntryBytes) {
+                size_t avail = std::min<size_t>(kFeatureEntryBytes, ext_len - i);
                 if (data[i] > uint8_t(FeatureType::Autoclear) || data[i + 1] > 63) {
                     continue;  // an entry we cannot interpret names nothing we check
                 }
+                FeatureName f;
                 f.type = FeatureType(data[i]);
                 f.bit = data[i + 1];
                 const char* name = reinterpret_cast<const char*>(data + i + 2);
-                f.name.assign(name, strnlen(name, kFeatureNameBytes));
+                f.name.assign(name, strnlen(name, std::min<size_t>(kFeatureNameBytes, avail - 2)));
                 feature_table.push_back(std::move(f));
             }
             break;

@@ -241,6 +241,41 @@ TEST_CASE("qcow2: the feature table names unsupported features", "[qcow2][valida
     REQUIRE(err.message == "Unsupported qcow2 feature(s): future feature");
 }
 
+TEST_CASE("qcow2: a feature table entry cut short still names its feature, as QEMU reads it",
+          "[qcow2][validation]")
+{
+    AioContext ctx;
+    TempImage img;
+    Error err;
+    REQUIRE(create(ctx, img.path, "size=1M", err) == 0);
+    // The extension area becomes a 20-byte feature table: one entry, cut
+    // after its name, naming incompatible bit 60, which is set.
+    uint8_t hdr[4096];
+    read_file(img.path, 0, hdr, sizeof(hdr));
+    store_be64(hdr + 72, 1ULL << 60);
+    uint8_t* ext = hdr + load_be32(hdr + 100);
+    memset(ext, 0, 160);
+    store_be32(ext, 0x6803f857);
+    store_be32(ext + 4, 20);
+    ext[8] = 0;  // incompatible
+    ext[9] = 60;
+    memcpy(ext + 10, "Test feature", 12);
+    patch_file(img.path, 0, hdr, sizeof(hdr));
+    REQUIRE_FALSE(open_rw(ctx, img.path, err));
+    CHECK(err.message == "Unsupported qcow2 feature(s): Test feature");
+
+    // A second table replaces the first; its first entry has an empty
+    // name, which ends it (QEMU 7.2 prints the same for this image).
+    store_be32(ext + 32, 0x6803f857);
+    store_be32(ext + 36, 96);
+    ext[40 + 48] = 0;
+    ext[40 + 49] = 60;
+    memcpy(ext + 40 + 50, "hidden", 6);
+    patch_file(img.path, 0, hdr, sizeof(hdr));
+    REQUIRE_FALSE(open_rw(ctx, img.path, err));
+    CHECK(err.message == "Unsupported qcow2 feature(s): Unknown incompatible feature: 1000000000000000");
+}
+
 TEST_CASE("qcow2: a mapping onto metadata is caught before any write", "[qcow2][validation]")
 {
     AioContext ctx;
