@@ -13,6 +13,10 @@ Task<std::unique_ptr<BlockBackend>> BlockBackend::co_open(std::optional<std::str
                                                           QDict options, int flags,
                                                           AioContext& ctx, Error& err)
 {
+    if (flags & BDRV_O_SNAPSHOT) {
+        co_return co_await blk_co_open_temp_snapshot(std::move(filename), std::move(options), flags,
+                                                     ctx, err);
+    }
     auto bs = co_await bdrv_co_open(filename, std::move(options), flags, ctx, err);
     if (!bs) {
         co_return nullptr;

@@ -597,9 +597,9 @@ bool uses_strong_options(const BlockDriverState& bs)
     return false;
 }
 
-// The options that define a node's data, children included: what QEMU puts
-// in a json:{...} name.
-QDict strong_description(const BlockDriverState& bs)
+}  // namespace
+
+QDict bdrv_strong_description(const BlockDriverState& bs)
 {
     QDict d;
     d.set("driver", std::string(bs.drv().name()));
@@ -611,11 +611,13 @@ QDict strong_description(const BlockDriverState& bs)
     }
     for (const auto& c : bs.children()) {
         if (!c->implicit) {
-            d.merge_subtree(c->name, strong_description(*c->bs));
+            d.merge_subtree(c->name, bdrv_strong_description(*c->bs));
         }
     }
     return d;
 }
+
+namespace {
 
 // The plain name of a node whose data a file name alone describes, or "".
 std::string exact_filename(const BlockDriverState& bs)
@@ -646,7 +648,7 @@ std::string exact_filename(const BlockDriverState& bs)
 std::string describe_node(const BlockDriverState& bs)
 {
     std::string exact = exact_filename(bs);
-    return exact.empty() ? "json:" + strong_description(bs).to_json() : exact;
+    return exact.empty() ? "json:" + bdrv_strong_description(bs).to_json() : exact;
 }
 
 // QEMU's path_has_protocol(): a ':' before any '/'.

@@ -147,8 +147,8 @@ int open_f(QemuIoSession& s, int argc, char** argv)
     while ((c = getopt(argc, argv, "snCro:ki:t:d:U")) != -1) {
         switch (c) {
         case 's':
-            error_report("snapshot mode (-s) is not supported");
-            return -EINVAL;
+            mode.flags |= BDRV_O_SNAPSHOT;
+            break;
         case 'n':
             mode.flags |= BDRV_O_NOCACHE;
             mode.writethrough = false;

@@ -211,8 +211,8 @@ int qemu_io_main(int argc, char** argv)
     while ((c = getopt_long(argc, argv, "hVc:d:f:rsnCmki:t:T:U", long_options, nullptr)) != -1) {
         switch (c) {
         case 's':
-            error_report("snapshot mode (-s) is not supported");
-            return 1;
+            mode.flags |= BDRV_O_SNAPSHOT;
+            break;
         case 'n':
             mode.flags |= BDRV_O_NOCACHE;
             mode.writethrough = false;

@@ -24,6 +24,9 @@ namespace qemu {
 class BlockBackend {
 public:
     // Opens filename/options (see bdrv_co_open) with `flags` (BDRV_O_*).
+    // With BDRV_O_SNAPSHOT the backend's node is a temporary qcow2 overlay
+    // on the image opened read-only,
+    // as QEMU's -s: see blk_co_open_temp_snapshot().
     // The backend takes CONSISTENT_READ, plus WRITE with BDRV_O_RDWR and
     // RESIZE with BDRV_O_RESIZE; it shares everything unless BDRV_O_NO_SHARE.
     // No filename (--image-opts) differs from an empty one ('').
@@ -132,5 +135,13 @@ private:
     unsigned quiesce_counter_ = 0;
     CoQueue queued_requests_;  // new requests held back while drained
 };
+
+// BDRV_O_SNAPSHOT's open (block/temp-snapshot.cc): filename/options are
+// opened read-only to learn their size and description, then reopened as
+// the backing file of a new qcow2 overlay in $TMPDIR (else /var/tmp),
+// whose file is unlinked once open.
+Task<std::unique_ptr<BlockBackend>> blk_co_open_temp_snapshot(std::optional<std::string> filename,
+                                                              QDict options, int flags,
+                                                              AioContext& ctx, Error& err);
 
 }  // namespace qemu

@@ -39,6 +39,10 @@ enum BdrvOpenFlags : int {
     // only their metadata, e.g. qcow2 not its external data file, so that
     // looking at an untrusted image touches no other file.
     BDRV_O_NO_IO = 0x40000,
+    // QEMU's -s / snapshot=on: the image is opened read-only as the backing
+    // file of a temporary qcow2 overlay that takes every write and is
+    // deleted with the backend (BlockBackend::open handles it).
+    BDRV_O_SNAPSHOT = 0x0008,
 };
 
 // The user-facing spellings of the open modes, as QEMU's

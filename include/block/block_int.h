@@ -499,6 +499,10 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
                                                      const BlockDriverState* overlay = nullptr,
                                                      BlockGraph* graph = nullptr);
 
+// The options that define a node's data, its children's included (what
+// QEMU writes into a json:{...} name): enough to open the same data again.
+QDict bdrv_strong_description(const BlockDriverState& bs);
+
 // QEMU's bdrv_get_full_backing_filename_from_filename(): the name to open
 // for the backing file `backing` of the image named `backed`: `backing`
 // itself when it is absolute or has a protocol prefix, else `backing`
