@@ -527,6 +527,7 @@ const OptionSchema& common_open_schema()
         {"cache.no-flush", OptionType::Bool, "Ignore flush requests", "off"},
         {"discard", OptionType::String, "discard operation (ignore/off, unmap/on)", "ignore"},
         {"force-share", OptionType::Bool, "always accept other writers (default: off)", "off"},
+        {"detect-zeroes", OptionType::String, "try to optimize zero writes (off, on, unmap)", "off"},
     };
     return schema;
 }
@@ -916,6 +917,27 @@ namespace {
 
 // The options every node takes (read-only, cache.*, discard, force-share)
 // applied to the BDRV_O_* flags; false after setting err.
+// detect-zeroes, after discard: unmap needs discard=unmap, as in QEMU.
+bool apply_detect_zeroes(const QDict& options, int& flags, Error& err)
+{
+    flags &= ~(BDRV_O_DETECT_ZEROES | BDRV_O_DETECT_ZEROES_UNMAP);
+    const std::string* v = options.get("detect-zeroes");
+    if (!v || *v == "off") {
+        return true;
+    }
+    if (*v != "on" && *v != "unmap") {
+        err.set("invalid parameter value: %s", v->c_str());
+        return false;
+    }
+    if (*v == "unmap" && !(flags & BDRV_O_UNMAP)) {
+        err.set("setting detect-zeroes to unmap is not allowed without setting discard operation "
+                "to unmap");
+        return false;
+    }
+    flags |= BDRV_O_DETECT_ZEROES | (*v == "unmap" ? BDRV_O_DETECT_ZEROES_UNMAP : 0);
+    return true;
+}
+
 bool apply_common_options(const QDict& options, int& flags, Error& err)
 {
     if (!common_open_schema().validate(options, err)) {
@@ -947,7 +969,7 @@ bool apply_common_options(const QDict& options, int& flags, Error& err)
         err.set("force-share=on can only be used with read-only images");
         return false;
     }
-    return true;
+    return apply_detect_zeroes(options, flags, err);
 }
 
 // The driver of a protocol node without a "driver" option: a protocol
@@ -1076,7 +1098,7 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         co_return nullptr;
     }
     for (const char* key : {"driver", "read-only", "cache.direct", "cache.no-flush", "discard",
-                            "force-share"}) {
+                            "force-share", "detect-zeroes"}) {
         remaining.erase(key);
     }
     // "backing": null (or, deprecated, "") opens no backing file, as does

@@ -133,9 +133,40 @@ Task<int> complete_write(BlockDriverState* bs, unsigned flags, unsigned driver_f
     co_return 0;
 }
 
+// detect-zeroes: an aligned write of nothing but zeroes goes to the
+// driver as write-zeroes, as QEMU's bdrv_aligned_pwritev() does.  Returns
+// -ENOTSUP when it does not apply, or the driver cannot: the caller then
+// writes the data.
+Task<int> write_detected_zeroes(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
+                                IOVector& qiov, size_t qiov_offset, unsigned flags)
+{
+    const BlockLimits& bl = bs->limits();
+    if (!(bs->open_flags() & BDRV_O_DETECT_ZEROES) || (flags & BDRV_REQ_WRITE_COMPRESSED) ||
+        (bl.max_pwrite_zeroes && bytes > bl.max_pwrite_zeroes) ||
+        (bl.pwrite_zeroes_alignment && (offset | bytes) % bl.pwrite_zeroes_alignment) ||
+        !qiov.is_zero(qiov_offset, bytes)) {
+        co_return -ENOTSUP;
+    }
+    unsigned zero_flags = (flags & BDRV_REQ_FUA) |
+                          ((bs->open_flags() & BDRV_O_DETECT_ZEROES_UNMAP) ? BDRV_REQ_MAY_UNMAP : 0);
+    unsigned drv_flags = zero_flags & bs->supported_zero_flags();
+    int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, drv_flags);
+    if (ret < 0) {
+        co_return ret;
+    }
+    if (offset + bytes > bs->total_bytes()) {
+        bs->set_total_bytes(offset + bytes);
+    }
+    co_return co_await complete_write(bs, flags, drv_flags);
+}
+
 Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
                           size_t qiov_offset, unsigned flags)
 {
+    if (int ret = co_await write_detected_zeroes(bs, offset, bytes, qiov, qiov_offset, flags);
+        ret != -ENOTSUP) {
+        co_return ret;
+    }
     const BlockLimits& bl = bs->limits();
     uint64_t max_chunk = bl.max_transfer ? align_down(bl.max_transfer, bl.request_alignment) : 0;
     if (max_chunk == 0) {

@@ -96,19 +96,15 @@ size_t IOVector::from_buf(size_t offset, const void* buf, size_t len)
 
 void IOVector::memset(size_t offset, int c, size_t len)
 {
-    for (const iovec& v : iov_) {
-        if (len == 0) {
-            break;
-        }
-        if (offset >= v.iov_len) {
-            offset -= v.iov_len;
-            continue;
-        }
-        size_t n = std::min(v.iov_len - offset, len);
-        ::memset(static_cast<uint8_t*>(v.iov_base) + offset, c, n);
-        len -= n;
-        offset = 0;
-    }
+    for_each_piece(offset, len, [c](uint8_t* p, size_t n) {
+        ::memset(p, c, n);
+        return true;
+    });
+}
+
+bool IOVector::is_zero(size_t offset, size_t len) const
+{
+    return for_each_piece(offset, len, [](uint8_t* p, size_t n) { return buffer_is_zero(p, n); });
 }
 
 bool buffer_is_zero(const void* buf, size_t len)

@@ -43,6 +43,11 @@ enum BdrvOpenFlags : int {
     // file of a temporary qcow2 overlay that takes every write and is
     // deleted with the backend (BlockBackend::open handles it).
     BDRV_O_SNAPSHOT = 0x0008,
+    // detect-zeroes=on|unmap (QEMU keeps it beside the flags): a write
+    // whose data is all zeroes becomes a write-zeroes request, with
+    // BDRV_REQ_MAY_UNMAP for unmap.  Not inherited by children.
+    BDRV_O_DETECT_ZEROES = 0x80000,
+    BDRV_O_DETECT_ZEROES_UNMAP = 0x100000,
 };
 
 // The user-facing spellings of the open modes, as QEMU's

@@ -4,6 +4,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -37,8 +38,33 @@ public:
     size_t to_buf(size_t offset, void* buf, size_t len) const;
     size_t from_buf(size_t offset, const void* buf, size_t len);
     void memset(size_t offset, int c, size_t len);
+    // Are the len bytes from offset all zero?
+    bool is_zero(size_t offset, size_t len) const;
 
 private:
+    // Calls fn(ptr, n) for each piece of [offset, offset+len) in order
+    // until it returns false; returns whether every call returned true.
+    template <typename Fn>
+    bool for_each_piece(size_t offset, size_t len, Fn fn) const
+    {
+        for (const iovec& v : iov_) {
+            if (len == 0) {
+                break;
+            }
+            if (offset >= v.iov_len) {
+                offset -= v.iov_len;
+                continue;
+            }
+            size_t n = std::min(v.iov_len - offset, len);
+            if (!fn(static_cast<uint8_t*>(v.iov_base) + offset, n)) {
+                return false;
+            }
+            len -= n;
+            offset = 0;
+        }
+        return true;
+    }
+
     std::vector<iovec> iov_;
     size_t size_ = 0;
 };
