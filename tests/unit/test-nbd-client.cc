@@ -1,0 +1,448 @@
+// The nbd protocol driver (block/nbd.cc, block/nbd-client-*.cc): file
+// names and their errors, the whole data path against Debian's qemu-nbd
+// (skipped when it is not installed), and what a dying or lying server
+// does to us, against a scripted fake server.
+#include <catch2/catch.hpp>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "block/block-backend.h"
+#include "block/block_int.h"
+#include "block/nbd.h"
+#include "qemu/bswap.h"
+#include "qemu/sockets.h"
+#include "temp-dir.h"
+
+using namespace qemu;
+using namespace qemu::nbd;
+
+namespace {
+
+std::unique_ptr<BlockBackend> open_nbd(AioContext& ctx, const std::string& filename, Error& err,
+                                       int flags = BDRV_O_RDWR, const std::string& opts = "")
+{
+    bdrv_init();
+    QDict o;
+    if (!opts.empty()) {
+        REQUIRE(keyval_parse(o, opts, nullptr, err));
+    }
+    if (filename.empty()) {
+        return BlockBackend::open(std::nullopt, o, flags | BDRV_O_PROTOCOL, ctx, err);
+    }
+    return BlockBackend::open(filename, o, flags | BDRV_O_PROTOCOL, ctx, err);
+}
+
+int run(const std::string& cmd)
+{
+    return system(cmd.c_str());
+}
+
+// Debian's qemu-nbd serving a fresh qcow2 image on a Unix socket.
+class QemuNbd {
+public:
+    explicit QemuNbd(const TempDir& dir, const std::string& extra = "")
+        : sock_(dir.file("nbd.sock")), pidfile_(dir.file("nbd.pid"))
+    {
+        std::string img = dir.file("img.qcow2");
+        REQUIRE(run("qemu-img create -q -f qcow2 " + img + " 4M") == 0);
+        REQUIRE(run("qemu-io -f qcow2 -c 'write -q -P 0x5a 1M 64k' " + img) == 0);
+        REQUIRE(run("qemu-nbd --fork --pid-file=" + pidfile_ + " -f qcow2 -k " + sock_ +
+                    " -t -x exp " + extra + " " + img) == 0);
+        std::ifstream(pidfile_) >> pid_;
+        REQUIRE(pid_ > 0);
+    }
+    ~QemuNbd() { kill(pid_, SIGTERM); }
+    const std::string& sock() const { return sock_; }
+    std::string uri() const { return "nbd+unix:///exp?socket=" + sock_; }
+
+private:
+    std::string sock_, pidfile_;
+    pid_t pid_ = 0;
+};
+
+bool have_qemu_nbd()
+{
+    return access("/usr/bin/qemu-nbd", X_OK) == 0 && access("/usr/bin/qemu-img", X_OK) == 0;
+}
+
+// A scripted server on a Unix socket: one connection, in a thread, with
+// blocking I/O.  It negotiates structured replies and base:allocation
+// (context id 7) for a 1 MiB export, then runs `transmission` with the
+// connected fd.
+class FakeServer {
+public:
+    using Script = std::function<void(int fd)>;
+
+    FakeServer(const TempDir& dir, Script transmission) : path_(dir.file("fake.sock"))
+    {
+        SocketAddress a;
+        a.path = path_;
+        Error err;
+        listen_fd_ = socket_listen(a, err);
+        REQUIRE(listen_fd_ >= 0);
+        thread_ = std::thread([this, transmission] {
+            pollfd p{listen_fd_, POLLIN, 0};
+            poll(&p, 1, -1);
+            int fd = accept(listen_fd_, nullptr, nullptr);
+            if (fd >= 0 && handshake(fd)) {
+                transmission(fd);
+            }
+            if (fd >= 0) {
+                close(fd);
+            }
+        });
+    }
+    ~FakeServer()
+    {
+        shutdown(listen_fd_, SHUT_RDWR);  // a client that never came
+        thread_.join();
+        close(listen_fd_);
+    }
+    std::string uri() const { return "nbd+unix:///x?socket=" + path_; }
+
+    static bool read_full(int fd, void* buf, size_t len)
+    {
+        return len == 0 || recv(fd, buf, len, MSG_WAITALL) == ssize_t(len);
+    }
+    static void write_full(int fd, const void* buf, size_t len)
+    {
+        (void)!send(fd, buf, len, MSG_NOSIGNAL);
+    }
+    // Reads one compact request: type, cookie, offset, length.
+    static bool read_request(int fd, uint16_t& type, uint64_t& cookie, uint64_t& off,
+                             uint32_t& len)
+    {
+        uint8_t r[kRequestSize];
+        if (!read_full(fd, r, sizeof(r)) || load_be32(r) != kRequestMagic) {
+            return false;
+        }
+        type = load_be16(r + 6);
+        cookie = load_be64(r + 8);
+        off = load_be64(r + 16);
+        len = load_be32(r + 24);
+        return true;
+    }
+    static void send_chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
+                           const std::vector<uint8_t>& payload)
+    {
+        uint8_t h[kStructuredReplySize];
+        store_be32(h, kStructuredReplyMagic);
+        store_be16(h + 4, flags);
+        store_be16(h + 6, type);
+        store_be64(h + 8, cookie);
+        store_be32(h + 16, uint32_t(payload.size()));
+        write_full(fd, h, sizeof(h));
+        write_full(fd, payload.data(), payload.size());
+    }
+
+private:
+    static void reply(int fd, uint32_t opt, uint32_t type, const std::vector<uint8_t>& data)
+    {
+        uint8_t h[kOptionReplyHeaderSize];
+        store_be64(h, kRepMagic);
+        store_be32(h + 8, opt);
+        store_be32(h + 12, type);
+        store_be32(h + 16, uint32_t(data.size()));
+        write_full(fd, h, sizeof(h));
+        write_full(fd, data.data(), data.size());
+    }
+    static bool handshake(int fd)
+    {
+        uint8_t hello[18];
+        store_be64(hello, kInitPasswd);
+        store_be64(hello + 8, kOptsMagic);
+        store_be16(hello + 16, kFlagFixedNewstyle | kFlagNoZeroes);
+        write_full(fd, hello, sizeof(hello));
+        uint8_t cflags[4];
+        if (!read_full(fd, cflags, 4)) {
+            return false;
+        }
+        for (;;) {
+            uint8_t h[kOptionHeaderSize];
+            if (!read_full(fd, h, sizeof(h))) {
+                return false;
+            }
+            uint32_t opt = load_be32(h + 8);
+            std::vector<uint8_t> data(load_be32(h + 12));
+            if (!read_full(fd, data.data(), data.size())) {
+                return false;
+            }
+            if (opt == kOptStructuredReply) {
+                reply(fd, opt, kRepAck, {});
+            } else if (opt == kOptSetMetaContext) {
+                std::vector<uint8_t> ctx(4);
+                store_be32(ctx.data(), 7);
+                const std::string name = kContextBaseAllocation;
+                ctx.insert(ctx.end(), name.begin(), name.end());
+                reply(fd, opt, kRepMetaContext, ctx);
+                reply(fd, opt, kRepAck, {});
+            } else if (opt == kOptGo) {
+                std::vector<uint8_t> exp(12);
+                store_be16(exp.data(), kInfoExport);
+                store_be64(exp.data() + 2, 1 << 20);
+                store_be16(exp.data() + 10, kFlagHasFlags | kFlagSendFlush);
+                reply(fd, opt, kRepInfo, exp);
+                reply(fd, opt, kRepAck, {});
+                return true;
+            } else {
+                reply(fd, opt, kRepErrUnsup, {});
+            }
+        }
+    }
+
+    std::string path_;
+    int listen_fd_ = -1;
+    std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("nbd file names are checked as QEMU checks them", "[nbd]")
+{
+    AioContext ctx;
+    struct Case {
+        const char* name;
+        const char* message;
+    } cases[] = {
+        {"nbd://", "No valid URL specified"},
+        {"nbd+unix:///exp", "No valid URL specified"},
+        {"nbd://h:x/", "No valid URL specified"},
+        {"nbd+unix://host/e?socket=/s", "No valid URL specified"},
+        {"nbd://h/e?socket=x", "No valid URL specified"},
+        {"nbd+unix:///e?socket=/s&x=1", "No valid URL specified"},
+        {"nbd:", "NBD server address missing"},
+        {"nbd:localhost", "error parsing address 'localhost'"},
+        {"nbd+unix:///e?socket=/nonexistent/sock",
+         "Failed to connect to '/nonexistent/sock': No such file or directory"},
+    };
+    for (const Case& c : cases) {
+        Error err;
+        INFO(c.name);
+        CHECK_FALSE(open_nbd(ctx, c.name, err, 0));
+        CHECK(err.message == c.message);
+    }
+    Error err;
+    CHECK_FALSE(open_nbd(ctx, "nbd+foo://x/", err, 0));
+    CHECK(err.message == "Unknown protocol 'nbd+foo'");
+    CHECK_FALSE(open_nbd(ctx, "", err, 0, "driver=nbd,server.type=unix"));
+    CHECK(err.message == "Parameter 'path' is missing");
+    CHECK_FALSE(open_nbd(ctx, "", err, 0, "driver=nbd,server.type=inet,server.host=localhost"));
+    CHECK(err.message == "Parameter 'port' is missing");
+    CHECK_FALSE(open_nbd(ctx, "", err, 0, "driver=nbd"));
+    CHECK(err.message == "NBD server address missing");
+}
+
+TEST_CASE("nbd reads, writes, zeroes and maps an export of Debian's qemu-nbd", "[nbd]")
+{
+    if (!have_qemu_nbd()) {
+        WARN("Debian's qemu-nbd is not installed: skipped");
+        return;
+    }
+    TempDir dir("/tmp/nbd-client-test-");
+    QemuNbd server(dir);
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err);
+    INFO(err.message);
+    REQUIRE(blk);
+    BlockDriverState* bs = blk->bs();
+    CHECK(bs->drv().name() == "nbd");
+    CHECK(bs->filename() == server.uri());
+    CHECK(blk->getlength() == 4 << 20);
+    CHECK(bs->limits().request_alignment == 1);
+    CHECK(bs->limits().max_transfer == 32 << 20);
+
+    std::vector<uint8_t> buf(128 << 10, 0xee);
+    REQUIRE(blk->pread(1 << 20, buf.size(), buf.data()) == 0);
+    CHECK(std::all_of(buf.begin(), buf.begin() + (64 << 10), [](uint8_t b) { return b == 0x5a; }));
+    CHECK(std::all_of(buf.begin() + (64 << 10), buf.end(), [](uint8_t b) { return b == 0; }));
+
+    std::vector<uint8_t> pattern(70000);
+    for (size_t i = 0; i < pattern.size(); i++) {
+        pattern[i] = uint8_t(i * 7);
+    }
+    REQUIRE(blk->pwrite(3 << 20, pattern.size(), pattern.data(), BDRV_REQ_FUA) == 0);
+    REQUIRE(blk->flush() == 0);
+    std::vector<uint8_t> back(pattern.size());
+    REQUIRE(blk->pread(3 << 20, back.size(), back.data()) == 0);
+    CHECK(back == pattern);
+
+    BlockStatus st;
+    REQUIRE(run_sync(ctx, bdrv_co_block_status(bs, true, 0, 4 << 20, st)) == 0);
+    CHECK(st.pnum == 1 << 20);
+    CHECK((st.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) == BDRV_BLOCK_ZERO);
+    REQUIRE(run_sync(ctx, bdrv_co_block_status(bs, true, 1 << 20, 3 << 20, st)) == 0);
+    CHECK(st.pnum == 64 << 10);
+    CHECK((st.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) == BDRV_BLOCK_DATA);
+
+    int r = run_sync(ctx, blk->co_pwrite_zeroes(1 << 20, 64 << 10, BDRV_REQ_MAY_UNMAP));
+    REQUIRE(r == 0);
+    REQUIRE(blk->pread(1 << 20, 4096, buf.data()) == 0);
+    CHECK(std::all_of(buf.begin(), buf.begin() + 4096, [](uint8_t b) { return b == 0; }));
+    r = run_sync(ctx, blk->co_pdiscard(3 << 20, 64 << 10));
+    CHECK(r == 0);
+    blk.reset();
+}
+
+TEST_CASE("nbd keeps many requests in flight and matches each reply to its request", "[nbd]")
+{
+    if (!have_qemu_nbd()) {
+        WARN("Debian's qemu-nbd is not installed: skipped");
+        return;
+    }
+    TempDir dir("/tmp/nbd-client-test-");
+    QemuNbd server(dir);
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err);
+    REQUIRE(blk);
+    constexpr int kN = 40;  // more than the 16 slots: some wait for one
+    std::vector<std::vector<uint8_t>> data(kN, std::vector<uint8_t>(8192));
+    std::vector<std::vector<uint8_t>> got(kN, std::vector<uint8_t>(8192));
+    int failures = 0;
+    int finished = 0;
+    auto one = [&](int i) -> Task<void> {
+        std::fill(data[i].begin(), data[i].end(), uint8_t(i + 1));
+        IOVector w(data[i].data(), data[i].size());
+        int r = co_await blk->co_pwritev(uint64_t(i) * 8192, 8192, w);
+        failures += r < 0;
+        IOVector rd(got[i].data(), got[i].size());
+        r = co_await blk->co_preadv(uint64_t(i) * 8192, 8192, rd);
+        failures += r < 0;
+        finished++;
+    };
+    for (int i = 0; i < kN; i++) {
+        co_spawn(one(i));
+    }
+    while (finished < kN) {
+        ctx.poll(true);
+    }
+    CHECK(failures == 0);
+    CHECK(got == data);
+    blk.reset();
+}
+
+TEST_CASE("nbd names a missing export as QEMU does and refuses writes to a read-only one",
+          "[nbd]")
+{
+    if (!have_qemu_nbd()) {
+        WARN("Debian's qemu-nbd is not installed: skipped");
+        return;
+    }
+    TempDir dir("/tmp/nbd-client-test-");
+    QemuNbd server(dir, "-r -e 4");
+    AioContext ctx;
+    Error err;
+    CHECK_FALSE(open_nbd(ctx, "nbd+unix:///nope?socket=" + server.sock(), err, 0));
+    CHECK(err.pretty() == "Requested export not available\n"
+                          "server reported: export 'nope' not present");
+    err.clear();
+    CHECK_FALSE(open_nbd(ctx, server.uri(), err, BDRV_O_RDWR));
+    CHECK(err.message == "NBD export is read-only");
+    err.clear();
+    auto ro = open_nbd(ctx, "nbd:unix:" + server.sock() + ":exportname=exp", err, 0);
+    INFO(err.message);
+    REQUIRE(ro);
+    CHECK(ro->bs()->filename() == server.uri());
+    ro.reset();
+}
+
+TEST_CASE("nbd fails pending and later requests with EIO when the server goes away", "[nbd]")
+{
+    TempDir dir("/tmp/nbd-client-test-");
+    // Reads the first request and hangs up without answering it.
+    FakeServer server(dir, [](int fd) {
+        uint16_t type;
+        uint64_t cookie, off;
+        uint32_t len;
+        FakeServer::read_request(fd, type, cookie, off, len);
+    });
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err, 0);
+    INFO(err.message);
+    REQUIRE(blk);
+    std::vector<uint8_t> buf(4096);
+    CHECK(blk->pread(0, 4096, buf.data()) == -EIO);
+    CHECK(blk->pread(4096, 4096, buf.data()) == -EIO);
+    CHECK(blk->flush() == -EIO);
+    blk.reset();
+}
+
+TEST_CASE("nbd drops a server that answers outside the request", "[nbd]")
+{
+    TempDir dir("/tmp/nbd-client-test-");
+    FakeServer server(dir, [](int fd) {
+        uint16_t type;
+        uint64_t cookie, off;
+        uint32_t len;
+        if (!FakeServer::read_request(fd, type, cookie, off, len)) {
+            return;
+        }
+        // A data chunk that claims to lie past the end of the read.
+        std::vector<uint8_t> chunk(8 + 512);
+        store_be64(chunk.data(), off + len);
+        FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, chunk);
+        FakeServer::read_request(fd, type, cookie, off, len);  // until we hang up
+    });
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err, 0);
+    REQUIRE(blk);
+    std::vector<uint8_t> buf(4096);
+    CHECK(blk->pread(0, 4096, buf.data()) == -EIO);
+    CHECK(blk->pread(0, 4096, buf.data()) == -EIO);
+    blk.reset();
+}
+
+TEST_CASE("nbd passes the server's errors and its hole chunks through", "[nbd]")
+{
+    TempDir dir("/tmp/nbd-client-test-");
+    FakeServer server(dir, [](int fd) {
+        uint16_t type;
+        uint64_t cookie, off;
+        uint32_t len;
+        while (FakeServer::read_request(fd, type, cookie, off, len) && type != kCmdDisc) {
+            if (type == kCmdWrite) {
+                std::vector<uint8_t> payload(len);
+                FakeServer::read_full(fd, payload.data(), len);
+                std::vector<uint8_t> e(6 + 3);
+                store_be32(e.data(), kEnospc);
+                store_be16(e.data() + 4, 3);
+                memcpy(e.data() + 6, "no!", 3);
+                FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeError, cookie, e);
+                continue;
+            }
+            // Reads: the first half a hole, the second half data of 0x11.
+            std::vector<uint8_t> hole(12);
+            store_be64(hole.data(), off);
+            store_be32(hole.data() + 8, len / 2);
+            FakeServer::send_chunk(fd, 0, kReplyTypeOffsetHole, cookie, hole);
+            std::vector<uint8_t> data(8 + len / 2, 0x11);
+            store_be64(data.data(), off + len / 2);
+            FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, data);
+        }
+    });
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err);
+    REQUIRE(blk);
+    std::vector<uint8_t> buf(4096, 0xee);
+    REQUIRE(blk->pread(0, 4096, buf.data()) == 0);
+    CHECK(std::all_of(buf.begin(), buf.begin() + 2048, [](uint8_t b) { return b == 0; }));
+    CHECK(std::all_of(buf.begin() + 2048, buf.end(), [](uint8_t b) { return b == 0x11; }));
+    CHECK(blk->pwrite(0, 4096, buf.data()) == -ENOSPC);
+    blk.reset();
+}
