@@ -107,6 +107,17 @@ else
     failed=$((failed + 1))
 fi
 
+# --- The nbd client against Debian's qemu-nbd (tests/interop/nbd-client.sh) --
+step "nbd client interoperability (ours -> Debian's and QEMU 10's qemu-nbd)"
+tests/interop/nbd-client.sh build > "$log/nbd-client" 2>&1
+grep -vE "^PASS " "$log/nbd-client" | head -n 60
+line=$(grep -E "^nbd-client: [0-9]+ passed, [0-9]+ failed" "$log/nbd-client" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+else
+    failed=$((failed + 1))
+fi
+
 # --- End-to-end tests in a Linux guest (tests/e2e) --------------------------
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a

@@ -51,14 +51,15 @@ serve() {
     shift 2
     local cmd=("$@")
     [ ${#cmd[@]} -gt 0 ] || cmd=("$QEMU_NBD")
-    "${cmd[@]}" --fork --pid-file="$work/$name.pid" -f qcow2 -k "$work/$name.sock" -x exp -t "$img" ||
+    "${cmd[@]}" ${SERVE_EXTRA:+"$SERVE_EXTRA"} --fork --pid-file="$work/$name.pid" -f qcow2 -k "$work/$name.sock" -x exp -t "$img" ||
         return 1
     servers+=("$(cat "$work/$name.pid")")
 }
 
 # same NAME CMD...: runs CMD with our tool and with Debian's (the first
 # word is "img" or "io"); both outputs (stdout+stderr) and exit codes must
-# be equal.  Timing lines of qemu-io are dropped.
+# be equal, and the exit code 0 unless the case is an error case
+# (same_error).  Timing lines of qemu-io are dropped.
 same() {
     local name=$1 tool=$2
     shift 2
@@ -70,7 +71,8 @@ same() {
         ours=$(timeout 60 "$OURS_IO" "$@" 2>&1 | grep -v ' ops; ') || true
         theirs=$(timeout 60 "$QEMU_IO" "$@" 2>&1 | grep -v ' ops; ') || true
     fi
-    if [ "$ours" == "$theirs" ] && [ $ours_rc -eq $theirs_rc ]; then
+    if [ "$ours" == "$theirs" ] && [ $ours_rc -eq $theirs_rc ] &&
+       { [ "${expect_error:-0}" = 1 ] || [ $ours_rc -eq 0 ]; }; then
         pass "$name"
     else
         fail "$name" "command: $tool ${*@Q}" "ours (exit $ours_rc):" "$ours" \
@@ -85,6 +87,10 @@ img=$work/img.qcow2
 "$QEMU_IO" -f qcow2 -c 'write -P 0x5a 1M 192k' -c 'write -z 4M 1M' -c 'write -P 0x11 5M 4k' \
     -c 'write -c -P 0x22 8M 64k' -c 'write -P 0x33 63M 1000' "$img" > /dev/null
 serve main "$img" || { echo "nbd-client: qemu-nbd did not start"; exit 1; }
+# A copy that differs in one byte, for compare's first-difference message.
+wdiff=$work/diff.qcow2
+cp "$img" "$wdiff"
+"$QEMU_IO" -f qcow2 -c 'write -P 0x66 3000000 1' "$wdiff" > /dev/null
 S=$work/main.sock
 U="nbd+unix:///exp?socket=$S"
 OPTS="driver=nbd,server.type=unix,server.path=$S,export=exp"
@@ -93,25 +99,28 @@ same "info (probed)" img info "$U"
 same "info -f raw" img info -f raw "$U"
 same "info --output=json" img info --output=json -f raw "$U"
 same "info --image-opts" img info --image-opts "$OPTS"
-same "info json: name" img info -f raw "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$S\"},\"export\":\"exp\"}"
+same "info json: name" img info "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$S\"},\"export\":\"exp\"}"
+same "info json: raw over nbd" img info "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$S\"},\"export\":\"exp\"}}"
 same "info legacy name" img info "nbd:unix:$S:exportname=exp"
 same "map --output=json" img map --output=json -f raw "$U"
 same "map (human)" img map -f raw "$U"
 same "map --image-opts" img map --output=json --image-opts "$OPTS"
-same "compare with the image" img compare -f raw -F qcow2 "$U" "$img"
-same "check refuses" img check -f raw "$U"
-same "missing export" img info "nbd+unix:///nope?socket=$S"
-same "no server" img info "nbd+unix:///exp?socket=$work/none.sock"
-same "bad URL" img info "nbd://h/e?socket=x"
-same "bad legacy address" img info "nbd:localhost"
-same "missing address" img info --image-opts driver=nbd
+same "compare with the image" img compare -U -f raw -F qcow2 "$U" "$img"
+same_error() { expect_error=1 same "$@"; }
+same_error "check refuses" img check -f raw "$U"
+same_error "missing export" img info "nbd+unix:///nope?socket=$S"
+same_error "no server" img info "nbd+unix:///exp?socket=$work/none.sock"
+same_error "bad URL" img info "nbd://h/e?socket=x"
+same_error "bad legacy address" img info "nbd:localhost"
+same_error "missing address" img info --image-opts driver=nbd
+same_error "compare finds a difference" img compare -U -f raw -F qcow2 "$U" "$wdiff"
 same "read -v" io -f raw -c 'read -v 1040384 8192' -c 'read -v 66060288 1536' -c 'read -q -P 0x22 8M 64k' "$U"
 same "read past a data run" io -f raw -r -c 'read -P 0x5a 1M 200k' "$U"
 
 # convert skips holes as QEMU does: both copies have the same map.
 if timeout 120 "$OURS_IMG" convert -f raw -O qcow2 "$U" "$work/ours.qcow2" &&
    "$QEMU_IMG" convert -f raw -O qcow2 "$U" "$work/theirs.qcow2" &&
-   "$QEMU_IMG" compare -q "$work/ours.qcow2" "$img" &&
+   "$QEMU_IMG" compare -U -q "$work/ours.qcow2" "$img" &&
    [ "$("$QEMU_IMG" map --output=json "$work/ours.qcow2")" == "$("$QEMU_IMG" map --output=json "$work/theirs.qcow2")" ]; then
     pass "convert from nbd"
 else
@@ -131,7 +140,7 @@ wimg=$work/w.qcow2
 "$QEMU_IO" -f qcow2 -c 'write -P 0x77 0 16M' "$wimg" > /dev/null
 serve w "$wimg"
 W="nbd+unix:///exp?socket=$work/w.sock"
-if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x44 4096 70000' -c 'write -F -P 0x45 1M 64k' \
+if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x44 4096 70000' -c 'write -f -P 0x45 1M 64k' \
        -c 'write -z 2M 1M' -c 'write -z -u 3M 1M' -c 'discard 5M 1M' -c 'flush' "$W" > "$work/w.out" 2>&1 &&
    timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x44 4096 70000' -c 'read -P 0x45 1M 64k' \
        -c 'read -P 0 2M 2M' -c 'read -P 0x77 6M 1M' "$W" > "$work/r.out" 2>&1 &&
@@ -145,7 +154,8 @@ same "map after zeroes (unmapped ranges)" img map --output=json -f raw "$W"
 # A server that dies: a request after its death fails as QEMU's does.
 killed() {
     local tool=$1 out
-    serve k "$img"
+    cp "$img" "$work/k.qcow2"
+    serve k "$work/k.qcow2" || { echo "qemu-nbd did not start"; return; }
     local pid=${servers[-1]}
     ( sleep 1; kill -9 "$pid" ) &
     out=$(timeout 30 "$tool" -f raw -c 'read -q 0 64k' -c 'sleep 2500' -c 'read 0 64k' \
@@ -161,13 +171,14 @@ else
     fail "server killed between requests" "ours:" "$ours" "QEMU's:" "$theirs"
 fi
 # ... and one killed under a stream of large reads: we fail, promptly.
-serve k2 "$img"
+cp "$img" "$work/k2.qcow2"
+serve k2 "$work/k2.qcow2" || echo "qemu-nbd did not start"
 pid=${servers[-1]}
 reads=()
-for i in $(seq 200); do reads+=(-c "aio_read -q 0 32M"); done
+for i in $(seq 200); do reads+=(-c "read -q 0 32M"); done
 ( sleep 1; kill -9 "$pid" ) &
 start=$SECONDS
-timeout 60 "$OURS_IO" -f raw "${reads[@]}" -c aio_flush "nbd+unix:///exp?socket=$work/k2.sock" > "$work/k2.out" 2>&1
+timeout 60 "$OURS_IO" -f raw "${reads[@]}" "nbd+unix:///exp?socket=$work/k2.sock" > "$work/k2.out" 2>&1
 rc=$?
 wait
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'Input/output error' "$work/k2.out"; then
@@ -178,12 +189,29 @@ fi
 
 # QEMU 10.0's qemu-nbd negotiates extended headers with us.
 if [ -x "$CACHE/qemu10/usr/bin/qemu-nbd" ]; then
-    serve q10 "$img" "$here/../e2e/qemu10.sh" "$CACHE" qemu-nbd
+    cp "$img" "$work/q10.qcow2"
+    SERVE_EXTRA="--trace=enable=nbd_negotiate_send_rep_len,file=$work/q10.trace" \
+        serve q10 "$work/q10.qcow2" "$here/../e2e/qemu10.sh" "$CACHE" qemu-nbd ||
+        fail "QEMU 10 server" "its qemu-nbd did not start"
     T="nbd+unix:///exp?socket=$work/q10.sock"
     REF_IMG=$QEMU_IMG same "QEMU 10 server: map --output=json" img map --output=json -f raw "$T"
     REF_IMG=$QEMU_IMG same "QEMU 10 server: info" img info -f raw "$T"
     same "QEMU 10 server: read -v" io -f raw -c 'read -v 1040384 8192' "$T"
-    same "QEMU 10 server: compare" img compare -f raw -F qcow2 "$T" "$img"
+    same "QEMU 10 server: compare" img compare -U -f raw -F qcow2 "$T" "$img"
+    if grep -q 'opt=11 (extended headers), type=1 (ack)' "$work/q10.trace" 2>/dev/null; then
+        pass "QEMU 10 server: extended headers negotiated"
+    else
+        fail "QEMU 10 server: extended headers negotiated" "$(head -5 "$work/q10.trace" 2>&1)"
+    fi
+    if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x61 0 70000' -c 'write -z 1M 1M' \
+           -c 'discard 2M 64k' "$T" > "$work/q10w.out" 2>&1 &&
+       timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x61 0 70000' -c 'read -P 0 1M 1M' \
+           "$T" > "$work/q10r.out" 2>&1 &&
+       ! grep -qi 'fail\|error\|mismatch' "$work/q10w.out" "$work/q10r.out"; then
+        pass "QEMU 10 server: writes with extended headers read back by QEMU 7.2"
+    else
+        fail "QEMU 10 server: writes with extended headers" "$(cat "$work/q10w.out" "$work/q10r.out")"
+    fi
 else
     echo "SKIP QEMU 10 server: $CACHE/qemu10 not unpacked (tests/e2e/prepare.sh)"
 fi
