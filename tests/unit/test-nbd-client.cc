@@ -77,15 +77,23 @@ bool have_qemu_nbd()
     return access("/usr/bin/qemu-nbd", X_OK) == 0 && access("/usr/bin/qemu-img", X_OK) == 0;
 }
 
+// What the fake server says in the handshake.
+struct FakeHandshake {
+    bool extended = false;  // acknowledge EXTENDED_HEADERS
+    bool send_export_info = true;
+    uint32_t block_sizes[3] = {0, 0, 0};  // INFO_BLOCK_SIZE when min is not 0
+};
+
 // A scripted server on a Unix socket: one connection, in a thread, with
-// blocking I/O.  It negotiates structured replies and base:allocation
-// (context id 7) for a 1 MiB export, then runs `transmission` with the
-// connected fd.
+// blocking I/O.  It negotiates structured replies (or extended headers)
+// and base:allocation (context id 7) for a 1 MiB export, then runs
+// `transmission` with the connected fd.
 class FakeServer {
 public:
     using Script = std::function<void(int fd)>;
 
-    FakeServer(const TempDir& dir, Script transmission) : path_(dir.file("fake.sock"))
+    FakeServer(const TempDir& dir, Script transmission, FakeHandshake hs = {})
+        : path_(dir.file("fake.sock")), hs_(hs)
     {
         SocketAddress a;
         a.path = path_;
@@ -134,6 +142,33 @@ public:
         len = load_be32(r + 24);
         return true;
     }
+    // Reads one extended request: type, cookie, offset, length.
+    static bool read_ext_request(int fd, uint16_t& type, uint64_t& cookie, uint64_t& off,
+                                 uint64_t& len)
+    {
+        uint8_t r[kExtendedRequestSize];
+        if (!read_full(fd, r, sizeof(r)) || load_be32(r) != kExtendedRequestMagic) {
+            return false;
+        }
+        type = load_be16(r + 6);
+        cookie = load_be64(r + 8);
+        off = load_be64(r + 16);
+        len = load_be64(r + 24);
+        return true;
+    }
+    static void send_ext_chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
+                               uint64_t off, const std::vector<uint8_t>& payload)
+    {
+        uint8_t h[kExtendedReplySize];
+        store_be32(h, kExtendedReplyMagic);
+        store_be16(h + 4, flags);
+        store_be16(h + 6, type);
+        store_be64(h + 8, cookie);
+        store_be64(h + 16, off);
+        store_be64(h + 24, payload.size());
+        write_full(fd, h, sizeof(h));
+        write_full(fd, payload.data(), payload.size());
+    }
     static void send_chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
                            const std::vector<uint8_t>& payload)
     {
@@ -158,7 +193,7 @@ private:
         write_full(fd, h, sizeof(h));
         write_full(fd, data.data(), data.size());
     }
-    static bool handshake(int fd)
+    bool handshake(int fd)
     {
         uint8_t hello[18];
         store_be64(hello, kInitPasswd);
@@ -179,7 +214,7 @@ private:
             if (!read_full(fd, data.data(), data.size())) {
                 return false;
             }
-            if (opt == kOptStructuredReply) {
+            if (opt == kOptStructuredReply || (opt == kOptExtendedHeaders && hs_.extended)) {
                 reply(fd, opt, kRepAck, {});
             } else if (opt == kOptSetMetaContext) {
                 std::vector<uint8_t> ctx(4);
@@ -193,7 +228,17 @@ private:
                 store_be16(exp.data(), kInfoExport);
                 store_be64(exp.data() + 2, 1 << 20);
                 store_be16(exp.data() + 10, kFlagHasFlags | kFlagSendFlush);
-                reply(fd, opt, kRepInfo, exp);
+                if (hs_.send_export_info) {
+                    reply(fd, opt, kRepInfo, exp);
+                }
+                if (hs_.block_sizes[0]) {
+                    std::vector<uint8_t> bs(14);
+                    store_be16(bs.data(), kInfoBlockSize);
+                    for (int i = 0; i < 3; i++) {
+                        store_be32(bs.data() + 2 + 4 * i, hs_.block_sizes[i]);
+                    }
+                    reply(fd, opt, kRepInfo, bs);
+                }
                 reply(fd, opt, kRepAck, {});
                 return true;
             } else {
@@ -203,6 +248,7 @@ private:
     }
 
     std::string path_;
+    FakeHandshake hs_;
     int listen_fd_ = -1;
     std::thread thread_;
 };
@@ -445,4 +491,68 @@ TEST_CASE("nbd passes the server's errors and its hole chunks through", "[nbd]")
     CHECK(std::all_of(buf.begin() + 2048, buf.end(), [](uint8_t b) { return b == 0x11; }));
     CHECK(blk->pwrite(0, 4096, buf.data()) == -ENOSPC);
     blk.reset();
+}
+
+TEST_CASE("nbd speaks extended headers: 64-bit requests, extended chunks and status", "[nbd]")
+{
+    TempDir dir("/tmp/nbd-client-test-");
+    FakeHandshake hs;
+    hs.extended = true;
+    FakeServer server(dir, [](int fd) {
+        uint16_t type;
+        uint64_t cookie, off, len;
+        while (FakeServer::read_ext_request(fd, type, cookie, off, len) && type != kCmdDisc) {
+            if (type == kCmdBlockStatus) {
+                // One extent of 64 KiB, a hole that reads as zeroes.
+                std::vector<uint8_t> st(8 + 16);
+                store_be32(st.data(), 7);
+                store_be32(st.data() + 4, 1);
+                store_be64(st.data() + 8, 64 << 10);
+                store_be64(st.data() + 16, kStateHole | kStateZero);
+                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeBlockStatusExt, cookie,
+                                           off, st);
+            } else {
+                std::vector<uint8_t> data(8 + len, 0x3c);
+                store_be64(data.data(), off);
+                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, off,
+                                           data);
+            }
+        }
+    }, hs);
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err, 0);
+    INFO(err.message);
+    REQUIRE(blk);
+    BlockStatus st;
+    REQUIRE(run_sync(ctx, bdrv_co_block_status(blk->bs(), true, 0, 1 << 20, st)) == 0);
+    CHECK(st.pnum == 64 << 10);
+    CHECK((st.flags & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO)) == BDRV_BLOCK_ZERO);
+    std::vector<uint8_t> buf(8192);
+    REQUIRE(blk->pread(4096, buf.size(), buf.data()) == 0);
+    CHECK(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x3c; }));
+    blk.reset();
+}
+
+TEST_CASE("nbd refuses a server whose handshake lies", "[nbd]")
+{
+    struct Case {
+        FakeHandshake hs;
+        const char* message;
+    } cases[] = {
+        {{false, false, {0, 0, 0}}, "broken server omitted NBD_INFO_EXPORT"},
+        {{false, true, {3, 4096, 1 << 20}}, "server minimum block size 3 is not a power of two"},
+        {{false, true, {512, 256, 1 << 20}},
+         "server preferred block size 256 is smaller than minimum block size 512"},
+        {{false, true, {4096, 4096, 1000}},
+         "server maximum block size 1000 is not a multiple of minimum block size 4096"},
+    };
+    for (const Case& c : cases) {
+        TempDir dir("/tmp/nbd-client-test-");
+        FakeServer server(dir, [](int) {}, c.hs);
+        AioContext ctx;
+        Error err;
+        CHECK_FALSE(open_nbd(ctx, server.uri(), err, 0));
+        CHECK(err.message == c.message);
+    }
 }
