@@ -72,9 +72,15 @@ private:
     pid_t pid_ = 0;
 };
 
-bool have_qemu_nbd()
+// Tests against Debian's qemu-nbd warn and return when it is absent.
+bool skip_without_qemu_nbd()
 {
-    return access("/usr/bin/qemu-nbd", X_OK) == 0 && access("/usr/bin/qemu-img", X_OK) == 0;
+    if (access("/usr/bin/qemu-nbd", X_OK) == 0 && access("/usr/bin/qemu-img", X_OK) == 0 &&
+        access("/usr/bin/qemu-io", X_OK) == 0) {
+        return false;
+    }
+    WARN("Debian's qemu-nbd is not installed: skipped");
+    return true;
 }
 
 // What the fake server says in the handshake.
@@ -128,32 +134,23 @@ public:
     {
         (void)!send(fd, buf, len, MSG_NOSIGNAL);
     }
-    // Reads one compact request: type, cookie, offset, length.
-    static bool read_request(int fd, uint16_t& type, uint64_t& cookie, uint64_t& off,
-                             uint32_t& len)
-    {
-        uint8_t r[kRequestSize];
-        if (!read_full(fd, r, sizeof(r)) || load_be32(r) != kRequestMagic) {
-            return false;
-        }
-        type = load_be16(r + 6);
-        cookie = load_be64(r + 8);
-        off = load_be64(r + 16);
-        len = load_be32(r + 24);
-        return true;
-    }
-    // Reads one extended request: type, cookie, offset, length.
-    static bool read_ext_request(int fd, uint16_t& type, uint64_t& cookie, uint64_t& off,
-                                 uint64_t& len)
+    struct Req {
+        uint16_t type = 0;
+        uint64_t cookie = 0, off = 0, len = 0;
+    };
+    // Reads one request, compact or (extended) 32-byte.
+    static bool read_request(int fd, Req& q, bool extended = false)
     {
         uint8_t r[kExtendedRequestSize];
-        if (!read_full(fd, r, sizeof(r)) || load_be32(r) != kExtendedRequestMagic) {
+        size_t size = extended ? kExtendedRequestSize : kRequestSize;
+        uint32_t magic = extended ? kExtendedRequestMagic : kRequestMagic;
+        if (!read_full(fd, r, size) || load_be32(r) != magic) {
             return false;
         }
-        type = load_be16(r + 6);
-        cookie = load_be64(r + 8);
-        off = load_be64(r + 16);
-        len = load_be64(r + 24);
+        q.type = load_be16(r + 6);
+        q.cookie = load_be64(r + 8);
+        q.off = load_be64(r + 16);
+        q.len = extended ? load_be64(r + 24) : load_be32(r + 24);
         return true;
     }
     static void send_ext_chunk(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
@@ -292,8 +289,7 @@ TEST_CASE("nbd file names are checked as QEMU checks them", "[nbd]")
 
 TEST_CASE("nbd reads, writes, zeroes and maps an export of Debian's qemu-nbd", "[nbd]")
 {
-    if (!have_qemu_nbd()) {
-        WARN("Debian's qemu-nbd is not installed: skipped");
+    if (skip_without_qemu_nbd()) {
         return;
     }
     TempDir dir("/tmp/nbd-client-test-");
@@ -344,8 +340,7 @@ TEST_CASE("nbd reads, writes, zeroes and maps an export of Debian's qemu-nbd", "
 
 TEST_CASE("nbd keeps many requests in flight and matches each reply to its request", "[nbd]")
 {
-    if (!have_qemu_nbd()) {
-        WARN("Debian's qemu-nbd is not installed: skipped");
+    if (skip_without_qemu_nbd()) {
         return;
     }
     TempDir dir("/tmp/nbd-client-test-");
@@ -383,8 +378,7 @@ TEST_CASE("nbd keeps many requests in flight and matches each reply to its reque
 TEST_CASE("nbd names a missing export as QEMU does and refuses writes to a read-only one",
           "[nbd]")
 {
-    if (!have_qemu_nbd()) {
-        WARN("Debian's qemu-nbd is not installed: skipped");
+    if (skip_without_qemu_nbd()) {
         return;
     }
     TempDir dir("/tmp/nbd-client-test-");
@@ -410,10 +404,8 @@ TEST_CASE("nbd fails pending and later requests with EIO when the server goes aw
     TempDir dir("/tmp/nbd-client-test-");
     // Reads the first request and hangs up without answering it.
     FakeServer server(dir, [](int fd) {
-        uint16_t type;
-        uint64_t cookie, off;
-        uint32_t len;
-        FakeServer::read_request(fd, type, cookie, off, len);
+        FakeServer::Req q;
+        FakeServer::read_request(fd, q);
     });
     AioContext ctx;
     Error err;
@@ -431,17 +423,15 @@ TEST_CASE("nbd drops a server that answers outside the request", "[nbd]")
 {
     TempDir dir("/tmp/nbd-client-test-");
     FakeServer server(dir, [](int fd) {
-        uint16_t type;
-        uint64_t cookie, off;
-        uint32_t len;
-        if (!FakeServer::read_request(fd, type, cookie, off, len)) {
+        FakeServer::Req q;
+        if (!FakeServer::read_request(fd, q)) {
             return;
         }
         // A data chunk that claims to lie past the end of the read.
         std::vector<uint8_t> chunk(8 + 512);
-        store_be64(chunk.data(), off + len);
-        FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, chunk);
-        FakeServer::read_request(fd, type, cookie, off, len);  // until we hang up
+        store_be64(chunk.data(), q.off + q.len);
+        FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, q.cookie, chunk);
+        FakeServer::read_request(fd, q);  // until we hang up
     });
     AioContext ctx;
     Error err;
@@ -457,28 +447,26 @@ TEST_CASE("nbd passes the server's errors and its hole chunks through", "[nbd]")
 {
     TempDir dir("/tmp/nbd-client-test-");
     FakeServer server(dir, [](int fd) {
-        uint16_t type;
-        uint64_t cookie, off;
-        uint32_t len;
-        while (FakeServer::read_request(fd, type, cookie, off, len) && type != kCmdDisc) {
-            if (type == kCmdWrite) {
-                std::vector<uint8_t> payload(len);
-                FakeServer::read_full(fd, payload.data(), len);
+        FakeServer::Req q;
+        while (FakeServer::read_request(fd, q) && q.type != kCmdDisc) {
+            if (q.type == kCmdWrite) {
+                std::vector<uint8_t> payload(q.len);
+                FakeServer::read_full(fd, payload.data(), q.len);
                 std::vector<uint8_t> e(6 + 3);
                 store_be32(e.data(), kEnospc);
                 store_be16(e.data() + 4, 3);
                 memcpy(e.data() + 6, "no!", 3);
-                FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeError, cookie, e);
+                FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeError, q.cookie, e);
                 continue;
             }
             // Reads: the first half a hole, the second half data of 0x11.
             std::vector<uint8_t> hole(12);
-            store_be64(hole.data(), off);
-            store_be32(hole.data() + 8, len / 2);
-            FakeServer::send_chunk(fd, 0, kReplyTypeOffsetHole, cookie, hole);
-            std::vector<uint8_t> data(8 + len / 2, 0x11);
-            store_be64(data.data(), off + len / 2);
-            FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, data);
+            store_be64(hole.data(), q.off);
+            store_be32(hole.data() + 8, q.len / 2);
+            FakeServer::send_chunk(fd, 0, kReplyTypeOffsetHole, q.cookie, hole);
+            std::vector<uint8_t> data(8 + q.len / 2, 0x11);
+            store_be64(data.data(), q.off + q.len / 2);
+            FakeServer::send_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, q.cookie, data);
         }
     });
     AioContext ctx;
@@ -499,22 +487,21 @@ TEST_CASE("nbd speaks extended headers: 64-bit requests, extended chunks and sta
     FakeHandshake hs;
     hs.extended = true;
     FakeServer server(dir, [](int fd) {
-        uint16_t type;
-        uint64_t cookie, off, len;
-        while (FakeServer::read_ext_request(fd, type, cookie, off, len) && type != kCmdDisc) {
-            if (type == kCmdBlockStatus) {
+        FakeServer::Req q;
+        while (FakeServer::read_request(fd, q, true) && q.type != kCmdDisc) {
+            if (q.type == kCmdBlockStatus) {
                 // One extent of 64 KiB, a hole that reads as zeroes.
                 std::vector<uint8_t> st(8 + 16);
                 store_be32(st.data(), 7);
                 store_be32(st.data() + 4, 1);
                 store_be64(st.data() + 8, 64 << 10);
                 store_be64(st.data() + 16, kStateHole | kStateZero);
-                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeBlockStatusExt, cookie,
-                                           off, st);
+                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeBlockStatusExt, q.cookie,
+                                           q.off, st);
             } else {
-                std::vector<uint8_t> data(8 + len, 0x3c);
-                store_be64(data.data(), off);
-                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, cookie, off,
+                std::vector<uint8_t> data(8 + q.len, 0x3c);
+                store_be64(data.data(), q.off);
+                FakeServer::send_ext_chunk(fd, kReplyFlagDone, kReplyTypeOffsetData, q.cookie, q.off,
                                            data);
             }
         }
