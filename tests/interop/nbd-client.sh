@@ -117,6 +117,20 @@ same_error "compare finds a difference" img compare -U -f raw -F qcow2 "$U" "$wd
 same "read -v" io -f raw -c 'read -v 1040384 8192' -c 'read -v 66060288 1536' -c 'read -q -P 0x22 8M 64k' "$U"
 same "read past a data run" io -f raw -r -c 'read -P 0x5a 1M 200k' "$U"
 
+# TCP, under every name QEMU takes for it.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cp "$img" "$work/tcp.qcow2"
+if "$QEMU_NBD" --fork --pid-file="$work/tcp2.pid" -f qcow2 -b 127.0.0.1 -p "$port" -x exp -t -r "$work/tcp.qcow2"; then
+    servers+=("$(cat "$work/tcp2.pid")")
+    same "TCP: info nbd://" img info -f raw "nbd://127.0.0.1:$port/exp"
+    same "TCP: info nbd+tcp://" img info -f raw "nbd+tcp://127.0.0.1:$port/exp"
+    same "TCP: legacy name" img info -f raw "nbd:127.0.0.1:$port:exportname=exp"
+    same "TCP: --image-opts" img map --output=json --image-opts "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$port,export=exp"
+    same_error "TCP: missing export" img info -f raw "nbd://127.0.0.1:$port/nope"
+else
+    fail "TCP server" "qemu-nbd -p $port did not start"
+fi
+
 # convert skips holes as QEMU does: both copies have the same map.
 if timeout 120 "$OURS_IMG" convert -f raw -O qcow2 "$U" "$work/ours.qcow2" &&
    "$QEMU_IMG" convert -f raw -O qcow2 "$U" "$work/theirs.qcow2" &&
