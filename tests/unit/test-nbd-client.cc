@@ -88,6 +88,7 @@ struct FakeHandshake {
     bool extended = false;  // acknowledge EXTENDED_HEADERS
     bool send_export_info = true;
     uint32_t block_sizes[3] = {0, 0, 0};  // INFO_BLOCK_SIZE when min is not 0
+    bool modern = true;  // false: no GO, no structured replies (EXPORT_NAME only)
 };
 
 // A scripted server on a Unix socket: one connection, in a thread, with
@@ -211,7 +212,17 @@ private:
             if (!read_full(fd, data.data(), data.size())) {
                 return false;
             }
-            if (opt == kOptStructuredReply || (opt == kOptExtendedHeaders && hs_.extended)) {
+            if (opt == kOptExportName) {
+                uint8_t exp[10];
+                store_be64(exp, 1 << 20);
+                store_be16(exp + 8, kFlagHasFlags);
+                write_full(fd, exp, sizeof(exp));  // no zeroes: NO_ZEROES was agreed
+                return true;
+            }
+            if (!hs_.modern) {
+                reply(fd, opt, kRepErrUnsup, {});
+            } else if (opt == kOptStructuredReply ||
+                       (opt == kOptExtendedHeaders && hs_.extended)) {
                 reply(fd, opt, kRepAck, {});
             } else if (opt == kOptSetMetaContext) {
                 std::vector<uint8_t> ctx(4);
@@ -527,11 +538,12 @@ TEST_CASE("nbd refuses a server whose handshake lies", "[nbd]")
         FakeHandshake hs;
         const char* message;
     } cases[] = {
-        {{false, false, {0, 0, 0}}, "broken server omitted NBD_INFO_EXPORT"},
-        {{false, true, {3, 4096, 1 << 20}}, "server minimum block size 3 is not a power of two"},
-        {{false, true, {512, 256, 1 << 20}},
+        {{false, false, {0, 0, 0}, true}, "broken server omitted NBD_INFO_EXPORT"},
+        {{false, true, {3, 4096, 1 << 20}, true},
+         "server minimum block size 3 is not a power of two"},
+        {{false, true, {512, 256, 1 << 20}, true},
          "server preferred block size 256 is smaller than minimum block size 512"},
-        {{false, true, {4096, 4096, 1000}},
+        {{false, true, {4096, 4096, 1000}, true},
          "server maximum block size 1000 is not a multiple of minimum block size 4096"},
     };
     for (const Case& c : cases) {
@@ -542,4 +554,39 @@ TEST_CASE("nbd refuses a server whose handshake lies", "[nbd]")
         CHECK_FALSE(open_nbd(ctx, server.uri(), err, 0));
         CHECK(err.message == c.message);
     }
+}
+
+TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server", "[nbd]")
+{
+    TempDir dir("/tmp/nbd-client-test-");
+    FakeHandshake hs;
+    hs.modern = false;
+    FakeServer server(dir, [](int fd) {
+        FakeServer::Req q;
+        while (FakeServer::read_request(fd, q) && q.type == kCmdRead) {
+            uint8_t r[kSimpleReplySize];
+            store_be32(r, kSimpleReplyMagic);
+            store_be32(r + 4, 0);
+            store_be64(r + 8, q.cookie);
+            std::vector<uint8_t> data(q.len, uint8_t(q.off >> 12));
+            FakeServer::write_full(fd, r, sizeof(r));
+            FakeServer::write_full(fd, data.data(), data.size());
+        }
+    }, hs);
+    AioContext ctx;
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err, 0);
+    INFO(err.message);
+    REQUIRE(blk);
+    CHECK(blk->getlength() == 1 << 20);
+    // Without a minimum block or block status, QEMU's guess: 512.
+    CHECK(blk->bs()->limits().request_alignment == 512);
+    std::vector<uint8_t> buf(4096);
+    REQUIRE(blk->pread(8192, buf.size(), buf.data()) == 0);
+    CHECK(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 2; }));
+    BlockStatus st;
+    REQUIRE(run_sync(ctx, bdrv_co_block_status(blk->bs(), true, 0, 1 << 20, st)) == 0);
+    CHECK(st.pnum == 1 << 20);
+    CHECK((st.flags & BDRV_BLOCK_DATA) != 0);
+    blk.reset();
 }
