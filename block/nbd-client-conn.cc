@@ -20,7 +20,7 @@ struct ClientConnection::DoneOp {
 };
 
 ClientConnection::ClientConnection(AioContext& ctx, int fd, const ExportInfo& info)
-    : ctx_(ctx), fd_(fd), info_(info)
+    : ctx_(&ctx), fd_(fd), info_(info)
 {
 }
 
@@ -34,7 +34,7 @@ void ClientConnection::complete(Request& req)
     in_flight_.erase(req.cookie);
     req.done = true;
     if (req.waiter) {
-        ctx_.schedule(req.waiter);
+        ctx_->schedule(req.waiter);
     }
     slot_waiters_.next();
 }
@@ -82,7 +82,7 @@ Task<int> ClientConnection::send_request(Request& req, uint16_t flags, IOVector*
     if (dead_) {
         co_return -EIO;
     }
-    co_return co_await co_send_full(ctx_, fd_, out.data(), out.count());
+    co_return co_await co_send_full(*ctx_, fd_, out.data(), out.count());
 }
 
 Task<int> ClientConnection::submit(Request& req, uint16_t flags, IOVector* payload)

@@ -21,7 +21,7 @@ constexpr uint64_t kMaxChunkPayload = kMaxBufferSize + 64;
 
 Task<int> ClientConnection::recv(void* buf, size_t len)
 {
-    ssize_t r = co_await co_recv_full(ctx_, fd_, buf, len);
+    ssize_t r = co_await co_recv_full(*ctx_, fd_, buf, len);
     co_return r == ssize_t(len) ? 0 : -EIO;
 }
 
@@ -60,16 +60,18 @@ ClientConnection::Request* ClientConnection::find(uint64_t cookie)
 
 Task<void> ClientConnection::reader()
 {
-    while (!dead_) {
+    // Only while requests wait for replies: an idle connection has no
+    // receive pending, so its node can move to another context.
+    while (!dead_ && !in_flight_.empty()) {
         int r = co_await receive_reply();
         if (r < 0) {
+            fail_all();  // the connection cannot go on: nobody waits forever
             break;
         }
     }
-    fail_all();
     reader_running_ = false;
     if (reader_exit_waiter_) {
-        ctx_.schedule(std::exchange(reader_exit_waiter_, {}));
+        ctx_->schedule(std::exchange(reader_exit_waiter_, {}));
     }
 }
 

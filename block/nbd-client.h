@@ -57,9 +57,9 @@ bool check_export_info(const ExportInfo& info, Error& err);
 //
 // Requests may be issued concurrently from coroutines of ctx (up to
 // kMaxInFlight on the wire, the rest wait for a slot).  Requests are
-// written whole under a lock; one reader coroutine (started with the
-// first request) reads every reply and hands each to the request whose
-// cookie it carries.  When the server goes away or breaks the protocol
+// written whole under a lock; one reader coroutine, running while any
+// request waits for its reply, reads every reply and hands each to the
+// request whose cookie it carries.  When the server goes away or breaks the protocol
 // every pending and later request fails with -EIO: there is no
 // reconnection.
 class ClientConnection {
@@ -68,13 +68,17 @@ public:
 
     // Takes ownership of the connected, negotiated socket fd.
     ClientConnection(AioContext& ctx, int fd, const ExportInfo& info);
-    // REQUIRES: close() has completed, or no request was ever issued (the
+    // REQUIRES: close() has completed, or no request is in flight (the
     // reader must not be running).  Closes fd.
     ~ClientConnection();
     ClientConnection(const ClientConnection&) = delete;
     ClientConnection& operator=(const ClientConnection&) = delete;
 
     const ExportInfo& info() const { return info_; }
+    // Moves the connection to another context's thread (the node's
+    // drv_attach_aio_context).  REQUIRES: no request in flight (the node
+    // is drained), so that no coroutine of the old context uses it.
+    void set_context(AioContext& ctx) { ctx_ = &ctx; }
 
     // Reads len bytes at offset into qiov from qiov_offset.  0 or -errno.
     Task<int> read(uint64_t offset, uint64_t len, IOVector& qiov, size_t qiov_offset);
@@ -114,7 +118,7 @@ private:
     Task<int> discard(uint64_t len);
     Request* find(uint64_t cookie);
 
-    AioContext& ctx_;
+    AioContext* ctx_;
     int fd_;
     ExportInfo info_;
     std::map<uint64_t, Request*> in_flight_;

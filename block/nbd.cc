@@ -71,6 +71,14 @@ public:
                                BlockStatus& out) override;
     void drv_refresh_limits(BlockLimits& bl) override;
     std::string drv_exact_filename() const override { return uri_; }
+    // A drained connection has nothing pending in the old context: it only
+    // needs to know its new one.
+    void drv_attach_aio_context(AioContext& new_ctx) override
+    {
+        if (conn_) {
+            conn_->set_context(new_ctx);
+        }
+    }
     Task<void> drv_close() override;
 
 private:
