@@ -22,6 +22,7 @@
 #include "block/block_int.h"
 #include "block/nbd.h"
 #include "qemu/bswap.h"
+#include "qemu/iothread.h"
 #include "qemu/sockets.h"
 #include "temp-dir.h"
 
@@ -589,4 +590,44 @@ TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server",
     CHECK(st.pnum == 1 << 20);
     CHECK((st.flags & BDRV_BLOCK_DATA) != 0);
     blk.reset();
+}
+
+TEST_CASE("nbd: a drained nbd node moves to an iothread and back", "[nbd]")
+{
+    if (skip_without_qemu_nbd()) {
+        return;
+    }
+    TempDir dir("/tmp/nbd-client-test-");
+    QemuNbd server(dir);
+    AioContext ctx;
+    IOThread io("io0");
+    Error err;
+    auto blk = open_nbd(ctx, server.uri(), err);
+    REQUIRE(blk);
+    BlockDriverState* bs = blk->bs();
+    std::vector<uint8_t> buf(4096);
+    REQUIRE(blk->pread(1 << 20, buf.size(), buf.data()) == 0);
+
+    REQUIRE(run_sync(ctx, bdrv_co_change_aio_context(bs, io.ctx(), err)) == 0);
+    REQUIRE(&bs->ctx() == &io.ctx());
+    std::vector<uint8_t> pattern(8192, 0x6b);
+    int r = io.run<int>([&]() -> Task<int> {
+        IOVector w(pattern.data(), pattern.size());
+        int ret = co_await blk->co_pwritev(2 << 20, pattern.size(), w);
+        if (ret < 0) {
+            co_return ret;
+        }
+        IOVector rd(buf.data(), buf.size());
+        co_return co_await blk->co_preadv(1 << 20, buf.size(), rd);
+    });
+    REQUIRE(r == 0);
+    CHECK(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x5a; }));
+
+    REQUIRE(run_sync(ctx, co_run_in<int>(io.ctx(), [&]() {
+                return bdrv_co_change_aio_context(bs, ctx, err);
+            })) == 0);
+    std::vector<uint8_t> back(pattern.size());
+    REQUIRE(blk->pread(2 << 20, back.size(), back.data()) == 0);
+    CHECK(back == pattern);
+    run_sync(ctx, blk->co_close());
 }
