@@ -80,6 +80,7 @@ Task<std::unique_ptr<BlockExport>> nbd_export_create(const BlockExportOptions& o
     cfg.writable = o.writable;
     cfg.allocation_depth = *depth;
     cfg.multi_conn = true;
+    cfg.writethrough = o.writethrough;
     bool ok = co_await co_run_in<int>(
         s->ctx(), [&]() -> Task<int> { co_return s->add_export(cfg, err) ? 1 : 0; });
     if (!ok) {
