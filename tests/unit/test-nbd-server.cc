@@ -19,6 +19,7 @@
 #include "graph-test-util.h"
 #include "qcow2-test-util.h"
 #include "qemu/bswap.h"
+#include "qemu/iothread.h"
 #include "temp-dir.h"
 
 using namespace qemu;
@@ -699,5 +700,51 @@ TEST_CASE("nbd export type: keys and QEMU's messages", "[nbd][export][graph]")
     CHECK(run_sync(ctx, nbd_server_co_stop(err)) == 0);
     CHECK(run_sync(ctx, nbd_server_co_stop(err)) == -ENOENT);
     CHECK(err.message == "NBD server not running");
+    CHECK(graph.del("q0", err) == 0);
+}
+
+TEST_CASE("nbd export in an iothread: requests run there, the server in the main loop",
+          "[nbd][export][thread]")
+{
+    nbd_export_register();
+    qcow2_test::CreatedImage img("size=4M");
+    AioContext ctx;
+    IOThread io("io0");
+    BlockGraph graph(ctx);
+    graph_test::add_file_and_qcow2(graph, img.path);
+    BlockExportRegistry reg(graph,
+                            [&](const std::string& id) { return id == "io0" ? &io : nullptr; });
+    TempDir dir("/tmp/qz-nbd-");
+    SocketAddress a;
+    a.path = dir.file("s");
+    Error err;
+    REQUIRE(nbd_server_start(ctx, a, 0, 10, err));
+    QDict opts;
+    REQUIRE(keyval_parse(opts, "nbd,id=e0,node-name=q0,writable=on,iothread=io0,name=disk", "type",
+                         err));
+    BlockExport* e = run_sync(ctx, reg.co_add(opts, err));
+    INFO(err.message);
+    REQUIRE(e);
+    REQUIRE(&e->ctx() == &io.ctx());
+    with_client(ctx, [&] {
+        RawClient c(a.path);
+        c.hello();
+        c.ack(nbd::kOptStructuredReply);
+        c.go("disk");
+        for (uint64_t i = 0; i < 8; i++) {
+            c.request(nbd::kCmdWrite, i * 65536, 65536, 0, i, bytes(65536, uint8_t(i + 1)));
+        }
+        for (uint64_t i = 0; i < 8; i++) {
+            CHECK(c.status(i) == 0);
+        }
+        c.request(nbd::kCmdRead, 65536, 4096, nbd::kCmdFlagDf, 9);
+        RawClient::Chunk d = c.chunk();
+        CHECK(std::vector<uint8_t>(d.payload.begin() + 8, d.payload.end()) == bytes(4096, 2));
+    });
+    CHECK(run_sync(ctx, reg.co_del("e0", true, err)) == 0);
+    CHECK(run_sync(ctx, nbd_server_co_stop(err)) == 0);
+    REQUIRE(run_sync(ctx, co_run_in<int>(io.ctx(), [&]() {
+                         return bdrv_co_change_aio_context(graph.lookup("q0").get(), ctx, err);
+                     })) == 0);
     CHECK(graph.del("q0", err) == 0);
 }
