@@ -252,10 +252,11 @@ struct Served {
     std::unique_ptr<NbdServer> server;
     std::vector<unsigned> client_counts;
 
-    explicit Served(uint32_t max_connections = 0)
+    explicit Served(uint32_t max_connections = 0, uint32_t handshake_seconds = 10)
     {
         NbdServerOptions o;
         o.max_connections = max_connections;
+        o.handshake_max_seconds = handshake_seconds;
         o.on_clients_changed = [this](unsigned n) { client_counts.push_back(n); };
         SocketAddress a;
         a.path = sock;
@@ -606,6 +607,44 @@ TEST_CASE("nbd server: lying clients are dropped, others keep working", "[nbd]")
         REQUIRE(good.simple_reply(3) == 0);
         CHECK(good.recv(512) == bytes(512, 9));
     });
+}
+
+TEST_CASE("nbd server: max-connections holds newcomers back; idle handshakes end", "[nbd]")
+{
+    qcow2_test::CreatedImage img("size=4M");
+    Served s(1, 1);
+    s.add("disk", img, false);
+    with_client(s.ctx, [&] {
+        auto first = std::make_unique<RawClient>(s.sock);
+        first->hello();
+        first->go("disk");
+        // Connected to the backlog only: served once the first has gone.
+        RawClient second(s.sock);
+        first->request(nbd::kCmdDisc, 0, 0);
+        CHECK(first->at_eof());
+        first.reset();
+        second.hello();
+        auto [size, flags] = second.go("disk");
+        CHECK(flags == 0x040f);  // read-only, one connection: no multi-conn
+        // NO_ZEROES: EXPORT_NAME answers with size and flags only.
+        RawClient third(s.sock);
+        second.request(nbd::kCmdDisc, 0, 0);
+        CHECK(second.at_eof());
+        third.hello();
+        third.option(nbd::kOptExportName, {'d', 'i', 's', 'k'});
+        std::vector<uint8_t> x = third.recv(10);
+        CHECK(load_be64(x.data()) == size);
+        third.request(nbd::kCmdDisc, 0, 0);
+        CHECK(third.at_eof());
+        // A client that never finishes negotiating is cut off.
+        RawClient idle(s.sock);
+        idle.hello();
+        CHECK(idle.at_eof());
+    });
+    while (s.server->client_count()) {
+        s.ctx.poll(true);
+    }
+    CHECK(s.client_counts == std::vector<unsigned>{1, 0, 1, 0, 1, 0, 1, 0});
 }
 
 TEST_CASE("nbd server: a write off a zone's write pointer is EIO, logged", "[nbd][zoned]")
