@@ -230,5 +230,31 @@ else
     echo "SKIP QEMU 10 server: $CACHE/qemu10 not unpacked (tests/e2e/prepare.sh)"
 fi
 
+# Our own NBD server (tests/nbd/nbd-serve, branch nbd-server) with our
+# client, against Debian's client on the same server.
+if [ -x "$build/tests/nbd/nbd-serve" ]; then
+    cp "$img" "$work/o.qcow2"
+    "$build/tests/nbd/nbd-serve" -k "$work/o.sock" -x exp -f qcow2 -t -e 4 "$work/o.qcow2" \
+        > "$work/o.log" 2>&1 &
+    servers+=($!)
+    for _ in $(seq 100); do [ -S "$work/o.sock" ] && break; sleep 0.1; done
+    O="nbd+unix:///exp?socket=$work/o.sock"
+    same "our server: info" img info -f raw "$O"
+    same "our server: map --output=json" img map --output=json -f raw "$O"
+    same "our server: read -v" io -f raw -c 'read -v 1040384 8192' -c 'read -v 66060288 1536' "$O"
+    same "our server: compare" img compare -U -f raw -F qcow2 "$O" "$img"
+    if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x61 0 70000' -c 'write -z 1M 1M' \
+           -c 'write -f -P 0x62 5M 4k' -c 'discard 2M 64k' "$O" > "$work/ow.out" 2>&1 &&
+       timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x61 0 70000' -c 'read -P 0 1M 1M' \
+           -c 'read -P 0x62 5M 4k' "$O" > "$work/or.out" 2>&1 &&
+       ! grep -qi 'fail\|error\|mismatch' "$work/ow.out" "$work/or.out"; then
+        pass "our server: our writes read back by QEMU 7.2"
+    else
+        fail "our server: our writes read back by QEMU 7.2" "$(cat "$work/ow.out" "$work/or.out")"
+    fi
+else
+    echo "SKIP our server: $build/tests/nbd/nbd-serve not built (branch nbd-server)"
+fi
+
 echo "nbd-client: $passed passed, $failed failed"
 [ $failed -eq 0 ]
