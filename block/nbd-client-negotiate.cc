@@ -19,6 +19,24 @@ constexpr uint64_t kOldstyleMagic = 0x0000420281861253ULL;
 
 bool is_power_of_2(uint32_t v) { return v && !(v & (v - 1)); }
 
+// QEMU's nbd_opt_lookup(): how messages name an option.
+const char* opt_name(uint32_t opt)
+{
+    switch (opt) {
+    case kOptExportName: return "export name";
+    case kOptAbort: return "abort";
+    case kOptList: return "list";
+    case kOptStartTls: return "starttls";
+    case kOptInfo: return "info";
+    case kOptGo: return "go";
+    case kOptStructuredReply: return "structured reply";
+    case kOptListMetaContext: return "list meta context";
+    case kOptSetMetaContext: return "set meta context";
+    case kOptExtendedHeaders: return "extended headers";
+    default: return "<unknown>";
+    }
+}
+
 struct OptionReply {
     uint32_t type = 0;
     std::vector<uint8_t> data;
@@ -88,13 +106,15 @@ Task<int> Negotiation::recv_reply(uint32_t opt, OptionReply& reply)
         co_return -EINVAL;
     }
     if (load_be32(hdr + 8) != opt) {
-        err_.set("Unexpected option type %x expected %x", load_be32(hdr + 8), opt);
+        err_.set("Unexpected option type %u (%s), expected %u (%s)", load_be32(hdr + 8),
+                 opt_name(load_be32(hdr + 8)), opt, opt_name(opt));
         co_return -EINVAL;
     }
     reply.type = load_be32(hdr + 12);
     uint32_t len = load_be32(hdr + 16);
     if (len > kMaxBufferSize) {
-        err_.set("server's reply to option %x is too long (%u bytes)", opt, len);
+        err_.set("server's reply to option %u (%s) is too long (%u bytes)", opt, opt_name(opt),
+                 len);
         co_return -EINVAL;
     }
     reply.data.resize(len);
@@ -112,35 +132,35 @@ int Negotiation::reply_error(uint32_t opt, const OptionReply& reply)
     case kRepErrUnsup:
         return 0;
     case kRepErrPolicy:
-        err_.set("Denied by server for option %x", opt);
+        err_.set("Denied by server for option %u (%s)", opt, opt_name(opt));
         break;
     case kRepErrInvalid:
-        err_.set("Invalid parameters for option %x", opt);
+        err_.set("Invalid parameters for option %u (%s)", opt, opt_name(opt));
         break;
     case kRepErrPlatform:
-        err_.set("Server lacks support for option %x", opt);
+        err_.set("Server lacks support for option %u (%s)", opt, opt_name(opt));
         break;
     case kRepErrTlsReqd:
-        err_.set("TLS negotiation required before option %x", opt);
+        err_.set("TLS negotiation required before option %u (%s)", opt, opt_name(opt));
         err_.add_hint("Did you forget a valid tls-creds?");
         break;
     case kRepErrUnknown:
         err_.set("Requested export not available");
         break;
     case kRepErrShutdown:
-        err_.set("Server shutting down before option %x", opt);
+        err_.set("Server shutting down before option %u (%s)", opt, opt_name(opt));
         break;
     case kRepErrBlockSizeReqd:
-        err_.set("Server requires INFO_BLOCK_SIZE for option %x", opt);
+        err_.set("Server requires INFO_BLOCK_SIZE for option %u (%s)", opt, opt_name(opt));
         break;
     case kRepErrTooBig:
-        err_.set("Server considers option %x too large", opt);
+        err_.set("Server considers option %u (%s) too large", opt, opt_name(opt));
         break;
     case kRepErrExtHeaderReqd:
-        err_.set("Server wants extended headers before option %x", opt);
+        err_.set("Server wants extended headers before option %u (%s)", opt, opt_name(opt));
         break;
     default:
-        err_.set("Unknown error code when asking for option %x", opt);
+        err_.set("Unknown error code when asking for option %u (%s)", opt, opt_name(opt));
         break;
     }
     if (!reply.data.empty()) {
@@ -169,8 +189,8 @@ Task<int> Negotiation::simple_option(uint32_t opt)
         co_return 0;
     }
     if (reply.type != kRepAck || !reply.data.empty()) {
-        err_.set("Unexpected reply type %u (length %zu) to option %x", reply.type,
-                 reply.data.size(), opt);
+        err_.set("Unexpected reply type %u (length %zu) to option %u (%s)", reply.type,
+                 reply.data.size(), opt, opt_name(opt));
         co_return -EINVAL;
     }
     co_return 1;
@@ -209,7 +229,8 @@ Task<int> Negotiation::set_meta_context(const std::string& name, ExportInfo& inf
         const std::string want = kContextBaseAllocation;
         if (reply.type != kRepMetaContext || !first || reply.data.size() != 4 + want.size() ||
             memcmp(reply.data.data() + 4, want.data(), want.size()) != 0) {
-            err_.set("Unexpected reply type %u to option %x", reply.type, kOptSetMetaContext);
+            err_.set("Unexpected reply type %u to option %u (%s)", reply.type,
+                     unsigned(kOptSetMetaContext), opt_name(kOptSetMetaContext));
             co_return -EINVAL;
         }
         info.base_allocation = true;

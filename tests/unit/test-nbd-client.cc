@@ -90,6 +90,7 @@ struct FakeHandshake {
     bool send_export_info = true;
     uint32_t block_sizes[3] = {0, 0, 0};  // INFO_BLOCK_SIZE when min is not 0
     bool modern = true;  // false: no GO, no structured replies (EXPORT_NAME only)
+    uint32_t go_error = 0;  // an NBD_REP_ERR_* answering GO, with a message
 };
 
 // A scripted server on a Unix socket: one connection, in a thread, with
@@ -232,6 +233,10 @@ private:
                 ctx.insert(ctx.end(), name.begin(), name.end());
                 reply(fd, opt, kRepMetaContext, ctx);
                 reply(fd, opt, kRepAck, {});
+            } else if (opt == kOptGo && hs_.go_error) {
+                const std::string msg = "not for you";
+                reply(fd, opt, hs_.go_error, std::vector<uint8_t>(msg.begin(), msg.end()));
+                return false;
             } else if (opt == kOptGo) {
                 std::vector<uint8_t> exp(12);
                 store_be16(exp.data(), kInfoExport);
@@ -555,6 +560,14 @@ TEST_CASE("nbd refuses a server whose handshake lies", "[nbd]")
         CHECK_FALSE(open_nbd(ctx, server.uri(), err, 0));
         CHECK(err.message == c.message);
     }
+    TempDir dir("/tmp/nbd-client-test-");
+    FakeHandshake denied;
+    denied.go_error = kRepErrPolicy;
+    FakeServer server(dir, [](int) {}, denied);
+    AioContext ctx;
+    Error err;
+    CHECK_FALSE(open_nbd(ctx, server.uri(), err, 0));
+    CHECK(err.pretty() == "Denied by server for option 7 (go)\nserver reported: not for you");
 }
 
 TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server", "[nbd]")
