@@ -123,9 +123,16 @@ public:
     }
     ~FakeServer()
     {
-        shutdown(listen_fd_, SHUT_RDWR);  // a client that never came
-        thread_.join();
+        join();
         close(listen_fd_);
+    }
+    // Waits until the script has run (or the client never came).
+    void join()
+    {
+        shutdown(listen_fd_, SHUT_RDWR);
+        if (thread_.joinable()) {
+            thread_.join();
+        }
     }
     std::string uri() const { return "nbd+unix:///x?socket=" + path_; }
 
@@ -575,9 +582,14 @@ TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server",
     TempDir dir("/tmp/nbd-client-test-");
     FakeHandshake hs;
     hs.modern = false;
-    FakeServer server(dir, [](int fd) {
+    bool disconnected = false;  // written by the server thread before join()
+    FakeServer server(dir, [&disconnected](int fd) {
         FakeServer::Req q;
-        while (FakeServer::read_request(fd, q) && q.type == kCmdRead) {
+        while (FakeServer::read_request(fd, q)) {
+            if (q.type == kCmdDisc) {
+                disconnected = true;
+                break;
+            }
             uint8_t r[kSimpleReplySize];
             store_be32(r, kSimpleReplyMagic);
             store_be32(r + 4, 0);
@@ -603,6 +615,8 @@ TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server",
     CHECK(st.pnum == 1 << 20);
     CHECK((st.flags & BDRV_BLOCK_DATA) != 0);
     blk.reset();
+    server.join();
+    CHECK(disconnected);  // closing the node said goodbye with NBD_CMD_DISC
 }
 
 TEST_CASE("nbd: a drained nbd node moves to an iothread and back", "[nbd]")
