@@ -80,6 +80,21 @@ same() {
     fi
 }
 
+# writes_read_back NAME URI: data (FUA too), zeroes and a discard written
+# by our qemu-io, read back by Debian's.
+writes_read_back() {
+    local name=$1 uri=$2
+    if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x61 0 70000' -c 'write -z 1M 1M' \
+           -c 'write -f -P 0x62 5M 4k' -c 'discard 2M 64k' "$uri" > "$work/wrb-w.out" 2>&1 &&
+       timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x61 0 70000' -c 'read -P 0 1M 1M' \
+           -c 'read -P 0x62 5M 4k' "$uri" > "$work/wrb-r.out" 2>&1 &&
+       ! grep -qi 'fail\|error\|mismatch' "$work/wrb-w.out" "$work/wrb-r.out"; then
+        pass "$name"
+    else
+        fail "$name" "$(cat "$work/wrb-w.out" "$work/wrb-r.out")"
+    fi
+}
+
 # The image: data, a zeroed range, holes, a compressed cluster, and an
 # unaligned tail of data.
 img=$work/img.qcow2
@@ -217,15 +232,7 @@ if [ -x "$CACHE/qemu10/usr/bin/qemu-nbd" ]; then
     else
         fail "QEMU 10 server: extended headers negotiated" "$(head -5 "$work/q10.trace" 2>&1)"
     fi
-    if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x61 0 70000' -c 'write -z 1M 1M' \
-           -c 'discard 2M 64k' "$T" > "$work/q10w.out" 2>&1 &&
-       timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x61 0 70000' -c 'read -P 0 1M 1M' \
-           "$T" > "$work/q10r.out" 2>&1 &&
-       ! grep -qi 'fail\|error\|mismatch' "$work/q10w.out" "$work/q10r.out"; then
-        pass "QEMU 10 server: writes with extended headers read back by QEMU 7.2"
-    else
-        fail "QEMU 10 server: writes with extended headers" "$(cat "$work/q10w.out" "$work/q10r.out")"
-    fi
+    writes_read_back "QEMU 10 server: writes with extended headers read back by QEMU 7.2" "$T"
 else
     echo "SKIP QEMU 10 server: $CACHE/qemu10 not unpacked (tests/e2e/prepare.sh)"
 fi
@@ -243,15 +250,7 @@ if [ -x "$build/tests/nbd/nbd-serve" ]; then
     same "our server: map --output=json" img map --output=json -f raw "$O"
     same "our server: read -v" io -f raw -c 'read -v 1040384 8192' -c 'read -v 66060288 1536' "$O"
     same "our server: compare" img compare -U -f raw -F qcow2 "$O" "$img"
-    if timeout 60 "$OURS_IO" -f raw -c 'write -P 0x61 0 70000' -c 'write -z 1M 1M' \
-           -c 'write -f -P 0x62 5M 4k' -c 'discard 2M 64k' "$O" > "$work/ow.out" 2>&1 &&
-       timeout 60 "$QEMU_IO" -f raw -c 'read -P 0x61 0 70000' -c 'read -P 0 1M 1M' \
-           -c 'read -P 0x62 5M 4k' "$O" > "$work/or.out" 2>&1 &&
-       ! grep -qi 'fail\|error\|mismatch' "$work/ow.out" "$work/or.out"; then
-        pass "our server: our writes read back by QEMU 7.2"
-    else
-        fail "our server: our writes read back by QEMU 7.2" "$(cat "$work/ow.out" "$work/or.out")"
-    fi
+    writes_read_back "our server: our writes read back by QEMU 7.2" "$O"
 else
     echo "SKIP our server: $build/tests/nbd/nbd-serve not built (branch nbd-server)"
 fi

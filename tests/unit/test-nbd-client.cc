@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -83,6 +84,28 @@ bool skip_without_qemu_nbd()
     WARN("Debian's qemu-nbd is not installed: skipped");
     return true;
 }
+
+// A fresh export of Debian's qemu-nbd, opened read-write by our driver
+// unless `open` is false.  Without qemu-nbd there is no server (the
+// test warns and returns).  Members go in reverse: the backend closes
+// (sending DISC) while its context and the server still exist.
+struct Served {
+    explicit Served(const std::string& extra = "", bool open = true)
+    {
+        if (skip_without_qemu_nbd()) {
+            return;
+        }
+        server.emplace(dir, extra);
+        if (open) {
+            blk = open_nbd(ctx, server->uri(), err);
+        }
+    }
+    TempDir dir{"/tmp/nbd-client-test-"};
+    std::optional<QemuNbd> server;
+    AioContext ctx;
+    Error err;
+    std::unique_ptr<BlockBackend> blk;
+};
 
 // What the fake server says in the handshake.
 struct FakeHandshake {
@@ -313,19 +336,17 @@ TEST_CASE("nbd file names are checked as QEMU checks them", "[nbd]")
 
 TEST_CASE("nbd reads, writes, zeroes and maps an export of Debian's qemu-nbd", "[nbd]")
 {
-    if (skip_without_qemu_nbd()) {
+    Served s;
+    if (!s.server) {
         return;
     }
-    TempDir dir("/tmp/nbd-client-test-");
-    QemuNbd server(dir);
-    AioContext ctx;
-    Error err;
-    auto blk = open_nbd(ctx, server.uri(), err);
-    INFO(err.message);
-    REQUIRE(blk);
+    INFO(s.err.message);
+    REQUIRE(s.blk);
+    AioContext& ctx = s.ctx;
+    auto& blk = s.blk;
     BlockDriverState* bs = blk->bs();
     CHECK(bs->drv().name() == "nbd");
-    CHECK(bs->filename() == server.uri());
+    CHECK(bs->filename() == s.server->uri());
     CHECK(blk->getlength() == 4 << 20);
     CHECK(bs->limits().request_alignment == 1);
     CHECK(bs->limits().max_transfer == 32 << 20);
@@ -364,15 +385,13 @@ TEST_CASE("nbd reads, writes, zeroes and maps an export of Debian's qemu-nbd", "
 
 TEST_CASE("nbd keeps many requests in flight and matches each reply to its request", "[nbd]")
 {
-    if (skip_without_qemu_nbd()) {
+    Served s;
+    if (!s.server) {
         return;
     }
-    TempDir dir("/tmp/nbd-client-test-");
-    QemuNbd server(dir);
-    AioContext ctx;
-    Error err;
-    auto blk = open_nbd(ctx, server.uri(), err);
-    REQUIRE(blk);
+    REQUIRE(s.blk);
+    AioContext& ctx = s.ctx;
+    auto& blk = s.blk;
     constexpr int kN = 40;  // more than the 16 slots: some wait for one
     std::vector<std::vector<uint8_t>> data(kN, std::vector<uint8_t>(8192));
     std::vector<std::vector<uint8_t>> got(kN, std::vector<uint8_t>(8192));
@@ -402,13 +421,13 @@ TEST_CASE("nbd keeps many requests in flight and matches each reply to its reque
 TEST_CASE("nbd names a missing export as QEMU does and refuses writes to a read-only one",
           "[nbd]")
 {
-    if (skip_without_qemu_nbd()) {
+    Served s("-r -e 4", false);
+    if (!s.server) {
         return;
     }
-    TempDir dir("/tmp/nbd-client-test-");
-    QemuNbd server(dir, "-r -e 4");
-    AioContext ctx;
-    Error err;
+    AioContext& ctx = s.ctx;
+    Error& err = s.err;
+    const QemuNbd& server = *s.server;
     CHECK_FALSE(open_nbd(ctx, "nbd+unix:///nope?socket=" + server.sock(), err, 0));
     CHECK(err.pretty() == "Requested export not available\n"
                           "server reported: export 'nope' not present");
@@ -621,16 +640,15 @@ TEST_CASE("nbd falls back to EXPORT_NAME and simple replies with an old server",
 
 TEST_CASE("nbd: a drained nbd node moves to an iothread and back", "[nbd]")
 {
-    if (skip_without_qemu_nbd()) {
+    Served s;
+    if (!s.server) {
         return;
     }
-    TempDir dir("/tmp/nbd-client-test-");
-    QemuNbd server(dir);
-    AioContext ctx;
+    REQUIRE(s.blk);
+    AioContext& ctx = s.ctx;
+    Error& err = s.err;
+    auto& blk = s.blk;
     IOThread io("io0");
-    Error err;
-    auto blk = open_nbd(ctx, server.uri(), err);
-    REQUIRE(blk);
     BlockDriverState* bs = blk->bs();
     std::vector<uint8_t> buf(4096);
     REQUIRE(blk->pread(1 << 20, buf.size(), buf.data()) == 0);
