@@ -24,6 +24,7 @@ extern const BlockDriver& bdrv_null_co_driver();
 extern const BlockDriver& bdrv_null_aio_driver();
 extern const BlockDriver& bdrv_qcow2_driver();
 extern const BlockDriver& bdrv_crash_sim_driver();
+extern const BlockDriver& bdrv_nbd_driver();
 
 // --- Registry ---------------------------------------------------------------
 
@@ -66,6 +67,7 @@ void bdrv_init()
     bdrv_register(&bdrv_null_aio_driver());
     bdrv_register(&bdrv_qcow2_driver());
     bdrv_register(&bdrv_crash_sim_driver());
+    bdrv_register(&bdrv_nbd_driver());
 }
 
 const char* block_permission_name(uint64_t perm)
@@ -541,7 +543,7 @@ const BlockDriver* find_protocol_by_prefix(const std::string& filename)
     }
     std::string prefix = filename.substr(0, colon);
     for (const BlockDriver* d : bdrv_drivers()) {
-        if (d->is_protocol() && d->protocol_prefix() == prefix) {
+        if (d->is_protocol() && d->claims_prefix(prefix)) {
             return d;
         }
     }
@@ -627,6 +629,9 @@ std::string exact_filename(const BlockDriverState& bs)
         return "";
     }
     if (bs.drv().is_protocol()) {
+        if (std::string own = bs.drv_exact_filename(); !own.empty()) {
+            return own;
+        }
         if (const std::string* fn = bs.options().get("filename")) {
             return *fn;
         }

@@ -286,6 +286,10 @@ public:
     // was created (QEMU's bdrv_has_zero_init)?  qemu-img convert then
     // skips writing zeroes to a new target.  When unsure, say no.
     virtual bool drv_has_zero_init() { return false; }
+    // Protocol nodes whose options are not a file name (nbd's server.*)
+    // name themselves here (QEMU's refresh_filename); "" for the generic
+    // name from the "filename" option.
+    virtual std::string drv_exact_filename() const { return ""; }
 
     // --- Helpers for drivers ------------------------------------------------
 
@@ -415,6 +419,12 @@ public:
     // Filename prefix that selects this protocol ("null-co" for
     // "null-co://"), empty for none.
     virtual std::string_view protocol_prefix() const { return {}; }
+    // Does a file name starting with "prefix:" select this protocol?  The
+    // default claims protocol_prefix() alone (nbd also claims nbd+unix).
+    virtual bool claims_prefix(std::string_view prefix) const
+    {
+        return !protocol_prefix().empty() && prefix == protocol_prefix();
+    }
     // Can nodes of this format have a backing file?  Their unallocated
     // ranges then read from it, or as zeroes when there is none.
     virtual bool supports_backing() const { return false; }
