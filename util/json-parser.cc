@@ -194,9 +194,9 @@ class Parser {
 public:
     explicit Parser(const std::vector<Token>& toks) : toks_(toks) {}
 
-    std::optional<nlohmann::json> parse(Error& err)
+    std::optional<nlohmann::ordered_json> parse(Error& err)
     {
-        std::optional<nlohmann::json> v = value();
+        std::optional<nlohmann::ordered_json> v = value();
         if (err_.is_set()) {
             err = err_;
             return std::nullopt;
@@ -216,7 +216,7 @@ private:
         return std::nullopt;
     }
 
-    std::optional<nlohmann::json> value()
+    std::optional<nlohmann::ordered_json> value()
     {
         const Token* t = peek();
         if (!t) {
@@ -227,51 +227,51 @@ private:
         case Tok::LSquare: return array();
         case Tok::String: return string(*pop());
         case Tok::Integer: return integer(pop()->text);
-        case Tok::Float: return nlohmann::json(strtod(pop()->text.c_str(), nullptr));
+        case Tok::Float: return nlohmann::ordered_json(strtod(pop()->text.c_str(), nullptr));
         case Tok::Keyword: return keyword(pop()->text);
         default: return fail("expecting value");
         }
     }
 
-    std::optional<nlohmann::json> keyword(const std::string& k)
+    std::optional<nlohmann::ordered_json> keyword(const std::string& k)
     {
         if (k == "true" || k == "false") {
-            return nlohmann::json(k == "true");
+            return nlohmann::ordered_json(k == "true");
         }
         if (k == "null") {
-            return nlohmann::json(nullptr);
+            return nlohmann::ordered_json(nullptr);
         }
         return fail("invalid keyword '" + k + "'");
     }
 
-    static nlohmann::json integer(const std::string& text)
+    static nlohmann::ordered_json integer(const std::string& text)
     {
         errno = 0;
         long long v = strtoll(text.c_str(), nullptr, 10);
         if (errno == 0) {
-            return nlohmann::json(int64_t(v));
+            return nlohmann::ordered_json(int64_t(v));
         }
         if (text[0] != '-') {
             errno = 0;
             unsigned long long u = strtoull(text.c_str(), nullptr, 10);
             if (errno == 0) {
-                return nlohmann::json(uint64_t(u));
+                return nlohmann::ordered_json(uint64_t(u));
             }
         }
-        return nlohmann::json(strtod(text.c_str(), nullptr));
+        return nlohmann::ordered_json(strtod(text.c_str(), nullptr));
     }
 
-    std::optional<nlohmann::json> string(const Token& t);
-    std::optional<nlohmann::json> object();
-    std::optional<nlohmann::json> array();
-    bool pair(nlohmann::json& obj);
+    std::optional<nlohmann::ordered_json> string(const Token& t);
+    std::optional<nlohmann::ordered_json> object();
+    std::optional<nlohmann::ordered_json> array();
+    bool pair(nlohmann::ordered_json& obj);
 
     const std::vector<Token>& toks_;
     size_t pos_ = 0;
     Error err_;
 };
 
-std::optional<nlohmann::json> Parser::string(const Token& t)
+std::optional<nlohmann::ordered_json> Parser::string(const Token& t)
 {
     const std::string& s = t.text;
     char quote = s[0];
@@ -309,16 +309,16 @@ std::optional<nlohmann::json> Parser::string(const Token& t)
             return fail("invalid escape sequence in string");
         }
     }
-    return nlohmann::json(std::move(out));
+    return nlohmann::ordered_json(std::move(out));
 }
 
-bool Parser::pair(nlohmann::json& obj)
+bool Parser::pair(nlohmann::ordered_json& obj)
 {
     if (!peek()) {
         fail("premature EOI");
         return false;
     }
-    std::optional<nlohmann::json> key = value();
+    std::optional<nlohmann::ordered_json> key = value();
     if (!key || !key->is_string()) {
         fail("key is not a string in object");
         return false;
@@ -332,7 +332,7 @@ bool Parser::pair(nlohmann::json& obj)
         fail("missing : in object pair");
         return false;
     }
-    std::optional<nlohmann::json> v = value();
+    std::optional<nlohmann::ordered_json> v = value();
     if (!v) {
         fail("Missing value in dict");
         return false;
@@ -346,10 +346,10 @@ bool Parser::pair(nlohmann::json& obj)
     return true;
 }
 
-std::optional<nlohmann::json> Parser::object()
+std::optional<nlohmann::ordered_json> Parser::object()
 {
     pop();  // {
-    nlohmann::json obj = nlohmann::json::object();
+    nlohmann::ordered_json obj = nlohmann::ordered_json::object();
     const Token* t = peek();
     if (!t) {
         return fail("premature EOI");
@@ -375,10 +375,10 @@ std::optional<nlohmann::json> Parser::object()
     return obj;
 }
 
-std::optional<nlohmann::json> Parser::array()
+std::optional<nlohmann::ordered_json> Parser::array()
 {
     pop();  // [
-    nlohmann::json arr = nlohmann::json::array();
+    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
     const Token* t = peek();
     if (!t) {
         return fail("premature EOI");
@@ -388,7 +388,7 @@ std::optional<nlohmann::json> Parser::array()
         return arr;
     }
     for (;;) {
-        std::optional<nlohmann::json> v = value();
+        std::optional<nlohmann::ordered_json> v = value();
         if (!v) {
             return fail("expecting value");
         }
@@ -417,7 +417,7 @@ struct JsonStreamParser::Impl {
     int braces = 0;
     int brackets = 0;
 
-    void finish(std::optional<nlohmann::json> v, const Error& err)
+    void finish(std::optional<nlohmann::ordered_json> v, const Error& err)
     {
         braces = brackets = 0;
         tokens.clear();
@@ -438,7 +438,7 @@ struct JsonStreamParser::Impl {
             return;
         }
         Error err;
-        std::optional<nlohmann::json> v = Parser(tokens).parse(err);
+        std::optional<nlohmann::ordered_json> v = Parser(tokens).parse(err);
         finish(std::move(v), err);
     }
 
@@ -530,11 +530,11 @@ void JsonStreamParser::flush()
     impl_->end_of_input();
 }
 
-std::optional<nlohmann::json> json_parse_qemu(std::string_view text, Error& err)
+std::optional<nlohmann::ordered_json> json_parse_qemu(std::string_view text, Error& err)
 {
-    std::optional<nlohmann::json> result;
+    std::optional<nlohmann::ordered_json> result;
     Error first;
-    JsonStreamParser parser([&](std::optional<nlohmann::json> v, const Error& e) {
+    JsonStreamParser parser([&](std::optional<nlohmann::ordered_json> v, const Error& e) {
         if (result) {
             result.reset();
             first.set("Expecting at most one JSON value");

@@ -197,11 +197,11 @@ bool keyval_parse(QDict& dict, std::string_view text, const char* implied_key, E
 }
 
 namespace {
-bool flatten_json(QDict& dict, const nlohmann::json& node, const std::string& prefix, Error& err)
+bool flatten_json(QDict& dict, const nlohmann::ordered_json& node, const std::string& prefix, Error& err)
 {
     for (auto it = node.begin(); it != node.end(); ++it) {
         std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
-        const nlohmann::json& v = it.value();
+        const nlohmann::ordered_json& v = it.value();
         if (v.is_object()) {
             if (!flatten_json(dict, v, key, err)) {
                 return false;
@@ -231,12 +231,12 @@ bool flatten_json(QDict& dict, const nlohmann::json& node, const std::string& pr
 bool json_parse_flat(QDict& dict, std::string_view json_text, Error& err)
 {
     Error parse_err;
-    std::optional<nlohmann::json> parsed = json_parse_qemu(json_text, parse_err);
+    std::optional<nlohmann::ordered_json> parsed = json_parse_qemu(json_text, parse_err);
     if (!parsed) {
         err.set("Could not parse the JSON options: %s", parse_err.message.c_str());
         return false;
     }
-    const nlohmann::json& root = *parsed;
+    const nlohmann::ordered_json& root = *parsed;
     if (!root.is_object()) {
         err.set("Invalid JSON object given");
         return false;

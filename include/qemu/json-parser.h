@@ -4,7 +4,7 @@
 // value", "... stray 'x'", "Expecting at most one JSON value") and its
 // limits (64 MiB of tokens, 2 Mi tokens, nesting depth 1024 per value).
 // json: pseudo-filenames and QMP input use it; values come out as
-// nlohmann::json (integers as int64, or uint64 above INT64_MAX, else
+// nlohmann::ordered_json (integers as int64, or uint64 above INT64_MAX, else
 // double; \u0000 as the modified-UTF-8 bytes C0 80, as QEMU stores it).
 #pragma once
 
@@ -28,7 +28,7 @@ namespace qemu {
 class JsonStreamParser {
 public:
     // Called once per value: with the value, or with nullopt and the error.
-    using Emit = std::function<void(std::optional<nlohmann::json> value, const Error& err)>;
+    using Emit = std::function<void(std::optional<nlohmann::ordered_json> value, const Error& err)>;
     explicit JsonStreamParser(Emit emit);
     ~JsonStreamParser();
     JsonStreamParser(const JsonStreamParser&) = delete;
@@ -46,6 +46,6 @@ private:
 // One JSON value from text, as QEMU's qobject_from_json(): nullopt and err
 // set on error, on more than one value ("Expecting at most one JSON
 // value") and on none ("Expecting a JSON value").
-std::optional<nlohmann::json> json_parse_qemu(std::string_view text, Error& err);
+std::optional<nlohmann::ordered_json> json_parse_qemu(std::string_view text, Error& err);
 
 }  // namespace qemu

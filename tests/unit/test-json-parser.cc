@@ -18,10 +18,10 @@ std::string parse_error(const std::string& text)
     return err.message;
 }
 
-nlohmann::json parse_ok(const std::string& text)
+nlohmann::ordered_json parse_ok(const std::string& text)
 {
     Error err;
-    std::optional<nlohmann::json> v = json_parse_qemu(text, err);
+    std::optional<nlohmann::ordered_json> v = json_parse_qemu(text, err);
     INFO(err.message);
     REQUIRE(v);
     return *v;
@@ -72,7 +72,7 @@ TEST_CASE("json: QEMU's error messages", "[json]")
 TEST_CASE("json: the stream parser cuts values and resynchronises as QMP's", "[json]")
 {
     std::vector<std::string> got;
-    JsonStreamParser p([&](std::optional<nlohmann::json> v, const Error& err) {
+    JsonStreamParser p([&](std::optional<nlohmann::ordered_json> v, const Error& err) {
         got.push_back(v ? v->dump() : "error: " + err.message);
     });
     // Two commands in one read, a third split across reads.
