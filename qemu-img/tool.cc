@@ -126,7 +126,8 @@ void apply_aio_mode(QDict& options, const std::string& filename, const std::stri
 
 }  // namespace
 
-std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioContext& ctx)
+std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioContext& ctx,
+                                         const std::string* open_error_prefix)
 {
     QDict options;
     std::optional<std::string> filename;  // none with --image-opts
@@ -159,7 +160,8 @@ std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioCo
     Error err;
     auto blk = BlockBackend::open(filename, std::move(options), flags, ctx, err);
     if (!blk) {
-        report_error(err, "Could not open '" + spec.filename + "': ");
+        report_error(err, open_error_prefix ? *open_error_prefix
+                                            : "Could not open '" + spec.filename + "': ");
     }
     return blk;
 }
