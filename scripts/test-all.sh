@@ -107,6 +107,17 @@ else
     failed=$((failed + 1))
 fi
 
+# --- Our NBD server with QEMU 7.2's and 10.0's clients (tests/interop) -----
+step "NBD server interoperability (Debian's QEMU clients)"
+tests/interop/nbd-server.sh build > "$log/nbd-interop" 2>&1
+grep -vE "^PASS " "$log/nbd-interop" | head -n 60
+line=$(grep -E "^nbd-interop: [0-9]+ passed, [0-9]+ failed" "$log/nbd-interop" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+else
+    failed=$((failed + 1))
+fi
+
 # --- End-to-end tests in a Linux guest (tests/e2e) --------------------------
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
