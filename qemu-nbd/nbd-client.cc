@@ -172,37 +172,53 @@ std::string name_payload(const std::string& name)
     return data + name;
 }
 
-// NBD_OPT_LIST: names and descriptions, until the ACK.
-bool list_names(int fd, std::vector<ExportListing>& out, Error& err)
+// Sends opt with data, then reads its replies until the ACK: each of type
+// `type` goes to take(payload), which returns false for a malformed one
+// ("Invalid reply to NAME"); an error reply fails with its message.
+template <typename Take>
+bool replies_until_ack(int fd, uint32_t opt, const std::string& data, uint32_t type,
+                       const char* name, Take take, Error& err)
 {
-    if (!send_option(fd, kOptList, "", err)) {
+    if (!send_option(fd, opt, data, err)) {
         return false;
     }
     for (;;) {
         OptionReplyMsg rep;
-        if (!read_reply(fd, kOptList, rep, err)) {
+        if (!read_reply(fd, opt, rep, err)) {
             return false;
         }
         if (rep.type == kRepAck) {
             return true;
         }
         if (rep.type & kRepErrBit) {
-            set_reply_error(rep, kOptList, err);
+            set_reply_error(rep, opt, err);
             return false;
         }
-        if (rep.type != kRepServer || rep.data.size() < 4 ||
-            load_be32(rep.data.data()) > rep.data.size() - 4 ||
-            load_be32(rep.data.data()) > kMaxStringSize ||
-            rep.data.size() - 4 - load_be32(rep.data.data()) > kMaxStringSize) {
-            err.set("Invalid reply to NBD_OPT_LIST");
+        if (rep.type != type || !take(rep.data)) {
+            err.set("Invalid reply to %s", name);
             return false;
         }
-        uint32_t len = load_be32(rep.data.data());
-        ExportListing exp;
-        exp.name = rep.data.substr(4, len);
-        exp.description = rep.data.substr(4 + len);
-        out.push_back(std::move(exp));
     }
+}
+
+// NBD_OPT_LIST: names and descriptions.
+bool list_names(int fd, std::vector<ExportListing>& out, Error& err)
+{
+    auto take = [&out](const std::string& d) {
+        if (d.size() < 4) {
+            return false;
+        }
+        uint32_t len = load_be32(d.data());
+        if (len > d.size() - 4 || len > kMaxStringSize || d.size() - 4 - len > kMaxStringSize) {
+            return false;
+        }
+        ExportListing exp;
+        exp.name = d.substr(4, len);
+        exp.description = d.substr(4 + len);
+        out.push_back(std::move(exp));
+        return true;
+    };
+    return replies_until_ack(fd, kOptList, "", kRepServer, "NBD_OPT_LIST", take, err);
 }
 
 // Parses one NBD_REP_INFO into exp; false on a malformed one.
@@ -287,28 +303,15 @@ bool list_contexts_for(int fd, ExportListing& exp, const char* query, Error& err
     if (query) {
         data += name_payload(query);
     }
-    if (!send_option(fd, kOptListMetaContext, data, err)) {
-        return false;
-    }
-    for (;;) {
-        OptionReplyMsg rep;
-        if (!read_reply(fd, kOptListMetaContext, rep, err)) {
+    auto take = [&exp](const std::string& d) {
+        if (d.size() < 4 || d.size() - 4 > kMaxStringSize) {
             return false;
         }
-        if (rep.type == kRepAck) {
-            return true;
-        }
-        if (rep.type & kRepErrBit) {
-            set_reply_error(rep, kOptListMetaContext, err);
-            return false;
-        }
-        if (rep.type != kRepMetaContext || rep.data.size() < 4 ||
-            rep.data.size() - 4 > kMaxStringSize) {
-            err.set("Invalid reply to NBD_OPT_LIST_META_CONTEXT");
-            return false;
-        }
-        exp.contexts.push_back(rep.data.substr(4));
-    }
+        exp.contexts.push_back(d.substr(4));
+        return true;
+    };
+    return replies_until_ack(fd, kOptListMetaContext, data, kRepMetaContext,
+                             "NBD_OPT_LIST_META_CONTEXT", take, err);
 }
 
 // As QEMU's nbd_list_meta_contexts(): the default set, then "qemu:" ones
