@@ -168,6 +168,9 @@ int run_server(const Options& opts, void (*release_pipe)())
             report_error(err);
         }
         run_sync(ctx, server->co_stop());
+        if (!sockpath.empty()) {
+            unlink(sockpath.c_str());
+        }
         return EXIT_FAILURE;
     }
 
