@@ -135,33 +135,51 @@ else
     failed=$((failed + 1))
 fi
 
-# --- libFuzzer run of the qcow2 driver (tests/fuzz) --------------------------
-# A clang build of the harness only, a generated seed corpus, then
-# FUZZ_SECONDS of fuzzing; any crash, sanitizer report, leak or timeout is
-# one failure, and the input that caused it is kept for reproduction.
+# --- libFuzzer runs (tests/fuzz) ---------------------------------------------
+# A clang build of each harness only, a generated seed corpus, then some
+# seconds of fuzzing; any crash, sanitizer report, leak or timeout is one
+# failure, and the input that caused it is kept for reproduction.
+#   fuzz_run NAME HARNESS SECONDS SEED_DIR [LIBFUZZER_ARGS...]
+# REQUIRES: build-fuzz is set up and SEED_DIR filled.
+fuzz_run() {
+    local name=$1 harness=$2 seconds=$3 seeds=$4 crashes
+    shift 4
+    crashes=$(mktemp -d "${TMPDIR:-/tmp}/$name-fuzz-crash.XXXXXX")
+    mkdir -p "$log/$name-fuzz-corpus"
+    if "build-fuzz/tests/fuzz/$harness" -max_total_time="$seconds" -timeout=30 \
+           -rss_limit_mb=2048 -close_fd_mask=3 -print_final_stats=1 \
+           -artifact_prefix="$crashes/" "$@" \
+           "$log/$name-fuzz-corpus" "$seeds" > "$log/$name-fuzz" 2>&1; then
+        grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log/$name-fuzz"
+        echo "  1 passed, 0 failed"
+        passed=$((passed + 1))
+        rmdir "$crashes"
+    else
+        grep -vE "^#[0-9]+" "$log/$name-fuzz" | tail -n 40
+        echo "  crashing input kept in $crashes (reproduce: build-fuzz/tests/fuzz/$harness FILE)"
+        echo "  0 passed, 1 failed"
+        failed=$((failed + 1))
+    fi
+}
+
 fuzz_seconds=${FUZZ_SECONDS:-150}
 step "fuzzing qcow2 (libFuzzer, ${fuzz_seconds}s)"
 if { [ -f build-fuzz/build.ninja ] || CXX=clang++ meson setup build-fuzz -Dfuzzing=true >/dev/null; } &&
    ninja -C build-fuzz tests/fuzz/fuzz-qcow2-open >/dev/null &&
    tests/fuzz/make-corpus.sh "$log/fuzz-seeds" build; then
-    crashes=$(mktemp -d "${TMPDIR:-/tmp}/qcow2-fuzz-crash.XXXXXX")
-    mkdir -p "$log/fuzz-corpus"
-    if build-fuzz/tests/fuzz/fuzz-qcow2-open -max_total_time="$fuzz_seconds" -timeout=30 \
-           -rss_limit_mb=2048 -close_fd_mask=3 -print_final_stats=1 \
-           -dict=tests/fuzz/qcow2.dict -artifact_prefix="$crashes/" \
-           "$log/fuzz-corpus" "$log/fuzz-seeds" > "$log/fuzz" 2>&1; then
-        grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log/fuzz"
-        echo "  1 passed, 0 failed"
-        passed=$((passed + 1))
-        rmdir "$crashes"
-    else
-        grep -vE "^#[0-9]+" "$log/fuzz" | tail -n 40
-        echo "  crashing input kept in $crashes (reproduce: build-fuzz/tests/fuzz/fuzz-qcow2-open FILE)"
-        echo "  0 passed, 1 failed"
-        failed=$((failed + 1))
-    fi
+    fuzz_run qcow2 fuzz-qcow2-open "$fuzz_seconds" "$log/fuzz-seeds" -dict=tests/fuzz/qcow2.dict
 else
     echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# Hostile client bytes through the NBD server's negotiation and requests.
+nbd_fuzz_seconds=${NBD_FUZZ_SECONDS:-40}
+step "fuzzing the NBD server (libFuzzer, ${nbd_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nbd-server >/dev/null &&
+   tests/fuzz/make-nbd-corpus.sh "$log/nbd-fuzz-seeds"; then
+    fuzz_run nbd fuzz-nbd-server "$nbd_fuzz_seconds" "$log/nbd-fuzz-seeds"
+else
+    echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"

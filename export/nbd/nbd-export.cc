@@ -1,6 +1,6 @@
 // The daemon's NBD server (nbd-server-start/stop) and the `nbd` export type
 // (QEMU's block/export/nbd... in nbd/server.c and blockdev-nbd.c).
-#include <cassert>
+#include <mutex>
 
 #include "export/nbd-server.h"
 #include "block/nbd.h"
@@ -10,12 +10,22 @@ namespace qemu {
 
 namespace {
 
-// The global server; shared with the exports made on it, which check that
-// it is still the running one when they stop.
-std::shared_ptr<NbdServer>& global_server()
+// The global server: set and cleared by the main loop, read also from the
+// iothreads where nbd exports are created; shared with those exports,
+// which hold it weakly.
+std::mutex global_lock;
+std::shared_ptr<NbdServer> global;
+
+std::shared_ptr<NbdServer> global_server()
 {
-    static std::shared_ptr<NbdServer> server;
-    return server;
+    std::lock_guard<std::mutex> g(global_lock);
+    return global;
+}
+
+void set_global_server(std::shared_ptr<NbdServer> s)
+{
+    std::lock_guard<std::mutex> g(global_lock);
+    global = std::move(s);
 }
 
 class NbdBlockExport : public BlockExport {
@@ -32,8 +42,8 @@ protected:
     Task<void> co_stop(bool hard) override
     {
         std::shared_ptr<NbdServer> s = server_.lock();
-        if (!s || s != global_server()) {
-            co_return;  // the server was stopped: it has no clients any more
+        if (!s) {
+            co_return;  // the server is gone, and its clients with it
         }
         co_await co_run_in<void>(s->ctx(), [&]() { return s->co_remove_export(name_, hard); });
     }
@@ -80,6 +90,7 @@ Task<std::unique_ptr<BlockExport>> nbd_export_create(const BlockExportOptions& o
     cfg.writable = o.writable;
     cfg.allocation_depth = *depth;
     cfg.multi_conn = true;
+    cfg.writethrough = o.writethrough;
     bool ok = co_await co_run_in<int>(
         s->ctx(), [&]() -> Task<int> { co_return s->add_export(cfg, err) ? 1 : 0; });
     if (!ok) {
@@ -108,13 +119,13 @@ bool nbd_server_start(AioContext& ctx, const SocketAddress& addr, uint32_t max_c
     if (!s) {
         return false;
     }
-    global_server() = std::move(s);
+    set_global_server(std::move(s));
     return true;
 }
 
 NbdServer* nbd_server_get()
 {
-    return global_server().get();
+    return global_server().get();  // only the main loop changes it
 }
 
 Task<int> nbd_server_co_stop(Error& err)
@@ -124,7 +135,7 @@ Task<int> nbd_server_co_stop(Error& err)
         err.set("NBD server not running");
         co_return -ENOENT;
     }
-    global_server().reset();
+    set_global_server(nullptr);
     co_await s->co_stop();
     for (const std::string& name : s->export_names()) {
         co_await s->co_remove_export(name, true);

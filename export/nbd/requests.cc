@@ -268,7 +268,8 @@ Task<int> NbdClient::co_dispatch(NbdRequest& req)
 {
     BlockBackend* blk = exp_->cfg.blk;
     int ret;
-    unsigned flags = (req.flags & nbd::kCmdFlagFua) ? unsigned(BDRV_REQ_FUA) : 0u;
+    bool fua = (req.flags & nbd::kCmdFlagFua) || exp_->cfg.writethrough;
+    unsigned flags = fua ? unsigned(BDRV_REQ_FUA) : 0u;
     switch (req.type) {
     case nbd::kCmdRead: co_return co_await co_do_read(req);
     case nbd::kCmdCache: {
@@ -300,7 +301,7 @@ Task<int> NbdClient::co_dispatch(NbdRequest& req)
     case nbd::kCmdTrim:
         ret = co_await co_blk_call([&]() -> Task<int> {
             int r = co_await blk->co_pdiscard(req.from, req.len);
-            if (r >= 0 && (req.flags & nbd::kCmdFlagFua)) {
+            if (r >= 0 && fua) {
                 r = co_await blk->co_flush();
             }
             co_return r;

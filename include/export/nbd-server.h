@@ -41,6 +41,9 @@ struct NbdExportConfig {
     // connection (false for qemu-nbd, whose clients are not shared-safe
     // unless -e/--shared > 1).
     bool multi_conn = true;
+    // Every write, zero write and trim is made durable before its reply
+    // (--export writethrough=on, qemu-nbd --cache=writethrough).
+    bool writethrough = false;
 };
 
 struct NbdServerOptions {

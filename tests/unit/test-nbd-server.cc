@@ -19,6 +19,7 @@
 #include "graph-test-util.h"
 #include "qcow2-test-util.h"
 #include "qemu/bswap.h"
+#include "qemu/iothread.h"
 #include "temp-dir.h"
 
 using namespace qemu;
@@ -251,10 +252,11 @@ struct Served {
     std::unique_ptr<NbdServer> server;
     std::vector<unsigned> client_counts;
 
-    explicit Served(uint32_t max_connections = 0)
+    explicit Served(uint32_t max_connections = 0, uint32_t handshake_seconds = 10)
     {
         NbdServerOptions o;
         o.max_connections = max_connections;
+        o.handshake_max_seconds = handshake_seconds;
         o.on_clients_changed = [this](unsigned n) { client_counts.push_back(n); };
         SocketAddress a;
         a.path = sock;
@@ -607,6 +609,44 @@ TEST_CASE("nbd server: lying clients are dropped, others keep working", "[nbd]")
     });
 }
 
+TEST_CASE("nbd server: max-connections holds newcomers back; idle handshakes end", "[nbd]")
+{
+    qcow2_test::CreatedImage img("size=4M");
+    Served s(1, 1);
+    s.add("disk", img, false);
+    with_client(s.ctx, [&] {
+        auto first = std::make_unique<RawClient>(s.sock);
+        first->hello();
+        first->go("disk");
+        // Connected to the backlog only: served once the first has gone.
+        RawClient second(s.sock);
+        first->request(nbd::kCmdDisc, 0, 0);
+        CHECK(first->at_eof());
+        first.reset();
+        second.hello();
+        auto [size, flags] = second.go("disk");
+        CHECK(flags == 0x040f);  // read-only, one connection: no multi-conn
+        // NO_ZEROES: EXPORT_NAME answers with size and flags only.
+        RawClient third(s.sock);
+        second.request(nbd::kCmdDisc, 0, 0);
+        CHECK(second.at_eof());
+        third.hello();
+        third.option(nbd::kOptExportName, {'d', 'i', 's', 'k'});
+        std::vector<uint8_t> x = third.recv(10);
+        CHECK(load_be64(x.data()) == size);
+        third.request(nbd::kCmdDisc, 0, 0);
+        CHECK(third.at_eof());
+        // A client that never finishes negotiating is cut off.
+        RawClient idle(s.sock);
+        idle.hello();
+        CHECK(idle.at_eof());
+    });
+    while (s.server->client_count()) {
+        s.ctx.poll(true);
+    }
+    CHECK(s.client_counts == std::vector<unsigned>{1, 0, 1, 0, 1, 0, 1, 0});
+}
+
 TEST_CASE("nbd server: a write off a zone's write pointer is EIO, logged", "[nbd][zoned]")
 {
     qcow2_test::CreatedImage img("size=16M,zone.mode=host-managed,zone.size=4M");
@@ -699,5 +739,51 @@ TEST_CASE("nbd export type: keys and QEMU's messages", "[nbd][export][graph]")
     CHECK(run_sync(ctx, nbd_server_co_stop(err)) == 0);
     CHECK(run_sync(ctx, nbd_server_co_stop(err)) == -ENOENT);
     CHECK(err.message == "NBD server not running");
+    CHECK(graph.del("q0", err) == 0);
+}
+
+TEST_CASE("nbd export in an iothread: requests run there, the server in the main loop",
+          "[nbd][export][thread]")
+{
+    nbd_export_register();
+    qcow2_test::CreatedImage img("size=4M");
+    AioContext ctx;
+    IOThread io("io0");
+    BlockGraph graph(ctx);
+    graph_test::add_file_and_qcow2(graph, img.path);
+    BlockExportRegistry reg(graph,
+                            [&](const std::string& id) { return id == "io0" ? &io : nullptr; });
+    TempDir dir("/tmp/qz-nbd-");
+    SocketAddress a;
+    a.path = dir.file("s");
+    Error err;
+    REQUIRE(nbd_server_start(ctx, a, 0, 10, err));
+    QDict opts;
+    REQUIRE(keyval_parse(opts, "nbd,id=e0,node-name=q0,writable=on,iothread=io0,name=disk", "type",
+                         err));
+    BlockExport* e = run_sync(ctx, reg.co_add(opts, err));
+    INFO(err.message);
+    REQUIRE(e);
+    REQUIRE(&e->ctx() == &io.ctx());
+    with_client(ctx, [&] {
+        RawClient c(a.path);
+        c.hello();
+        c.ack(nbd::kOptStructuredReply);
+        c.go("disk");
+        for (uint64_t i = 0; i < 8; i++) {
+            c.request(nbd::kCmdWrite, i * 65536, 65536, 0, i, bytes(65536, uint8_t(i + 1)));
+        }
+        for (uint64_t i = 0; i < 8; i++) {
+            CHECK(c.status(i) == 0);
+        }
+        c.request(nbd::kCmdRead, 65536, 4096, nbd::kCmdFlagDf, 9);
+        RawClient::Chunk d = c.chunk();
+        CHECK(std::vector<uint8_t>(d.payload.begin() + 8, d.payload.end()) == bytes(4096, 2));
+    });
+    CHECK(run_sync(ctx, reg.co_del("e0", true, err)) == 0);
+    CHECK(run_sync(ctx, nbd_server_co_stop(err)) == 0);
+    REQUIRE(run_sync(ctx, co_run_in<int>(io.ctx(), [&]() {
+                         return bdrv_co_change_aio_context(graph.lookup("q0").get(), ctx, err);
+                     })) == 0);
     CHECK(graph.del("q0", err) == 0);
 }
