@@ -54,7 +54,10 @@ struct ImageSpec {
 };
 
 // Opens the image like qemu-img's img_open(): errors are reported as
-// "Could not open 'NAME': ..." and yield nullptr.
-std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioContext& ctx);
+// "Could not open 'NAME': ..." (or open_error_prefix followed by the
+// block layer's message: qemu-nbd's "Failed to blk_new_open 'NAME': ") and
+// yield nullptr.
+std::unique_ptr<BlockBackend> open_image(const ImageSpec& spec, int flags, AioContext& ctx,
+                                         const std::string* open_error_prefix = nullptr);
 
 }  // namespace qemu::img

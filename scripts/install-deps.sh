@@ -10,7 +10,7 @@ packages=(
     qemu-utils           # Debian's QEMU 7.2 tools: the reference peer for tests
     clang libclang-rt-dev  # the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
     # tests/e2e: host tools that build the guest's initramfs and run in it
-    busybox-static cpio kmod zstd xz-utils util-linux nvme-cli fio btrfs-progs
+    busybox-static cpio kmod zstd xz-utils util-linux nvme-cli fio btrfs-progs e2fsprogs
     f2fs-tools iproute2 bash debian-archive-keyring python3
 )
 

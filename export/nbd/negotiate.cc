@@ -19,26 +19,19 @@ struct OptReader {
     const uint8_t* p;
     size_t left;
     explicit OptReader(const std::vector<uint8_t>& d) : p(d.data()), left(d.size()) {}
-    bool u16(uint16_t& v)
+    template <typename T, T (*load)(const void*)>
+    bool num(T& v)
     {
-        if (left < 2) {
+        if (left < sizeof(T)) {
             return false;
         }
-        v = load_be16(p);
-        p += 2;
-        left -= 2;
+        v = load(p);
+        p += sizeof(T);
+        left -= sizeof(T);
         return true;
     }
-    bool u32(uint32_t& v)
-    {
-        if (left < 4) {
-            return false;
-        }
-        v = load_be32(p);
-        p += 4;
-        left -= 4;
-        return true;
-    }
+    bool u16(uint16_t& v) { return num<uint16_t, load_be16>(v); }
+    bool u32(uint32_t& v) { return num<uint32_t, load_be32>(v); }
     bool str(size_t n, std::string& s)
     {
         if (left < n) {

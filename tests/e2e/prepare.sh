@@ -135,7 +135,8 @@ prepare_qemu10() {
 # Modules each kernel's guest may load (with their dependencies).
 modules_for() {
     local common="configfs null_blk nvme nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp btrfs f2fs
-                  zonefs dm-zoned loop virtio_blk virtio_net 9p 9pnet_virtio scsi_debug sd_mod"
+                  zonefs dm-zoned loop virtio_blk virtio_net 9p 9pnet_virtio scsi_debug sd_mod
+                  nbd ext4"
     case $1 in
         6.1) echo "$common virtio_pci" ;;
         *) echo "$common nvme-loop vduse vdpa virtio_vdpa vhost_vdpa ublk_drv" ;;
@@ -145,7 +146,8 @@ modules_for() {
 # Host programs the guest runs (from /usr: /bin may hold busybox links).
 GUEST_TOOLS="/usr/sbin/blkzone /usr/sbin/blkdiscard /usr/bin/lsblk /usr/sbin/nvme /usr/bin/fio
              /usr/sbin/mkfs.btrfs /usr/bin/btrfs /usr/sbin/mkfs.f2fs /usr/bin/bash /usr/bin/ip
-             /usr/sbin/vdpa /usr/bin/cmp /usr/bin/diff /usr/bin/md5sum /usr/bin/dd /usr/bin/od"
+             /usr/sbin/vdpa /usr/bin/cmp /usr/bin/diff /usr/bin/md5sum /usr/bin/dd /usr/bin/od
+             /usr/sbin/mke2fs /usr/sbin/e2fsck"
 
 # The shared libraries (resolved paths) of the given programs; with
 # $1 = a directory, libraries found below it are left out (they reach the
@@ -163,7 +165,7 @@ prepare_initramfs() {
     local k=$1 kdir=$C/kernel-$1 kver libs q10libs hash out root m f
     kver=$(cat "$kdir/kver")
     local ours=()
-    for f in qemu-img qemu-io; do
+    for f in qemu-img qemu-io qemu-nbd; do
         [ -x "$BUILD_DIR/$f" ] || die "$BUILD_DIR/$f not built"
         ours+=("$BUILD_DIR/$f")
     done

@@ -440,6 +440,8 @@ done
 . "$INTEROP_DIR/cases-maintenance.sh"
 # shellcheck source=tests/interop/cases-backing.sh
 . "$INTEROP_DIR/cases-backing.sh"
+# shellcheck source=tests/interop/cases-qemu-nbd.sh
+. "$INTEROP_DIR/cases-qemu-nbd.sh"
 run_queue
 if [ ${#skips[@]} -gt 0 ]; then
     printf '%s\n' "${skips[@]}"
