@@ -925,9 +925,12 @@ namespace {
 // detect-zeroes, after discard: unmap needs discard=unmap, as in QEMU.
 bool apply_detect_zeroes(const QDict& options, int& flags, Error& err)
 {
-    flags &= ~(BDRV_O_DETECT_ZEROES | BDRV_O_DETECT_ZEROES_UNMAP);
     const std::string* v = options.get("detect-zeroes");
-    if (!v || *v == "off") {
+    if (!v) {
+        return true;  // the caller's flags decide (qemu-nbd --detect-zeroes)
+    }
+    flags &= ~(BDRV_O_DETECT_ZEROES | BDRV_O_DETECT_ZEROES_UNMAP);
+    if (*v == "off") {
         return true;
     }
     if (*v != "on" && *v != "unmap") {

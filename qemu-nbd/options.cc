@@ -151,10 +151,8 @@ void parse_block_option(int ch, const char* arg, Options& opts)
             fail("setting detect-zeroes to unmap is not allowed without setting discard "
                  "operation to unmap");
         }
-        // Our block layer has no zero detection on writes: refusing beats
-        // silently writing zeroes QEMU would have turned into holes.
         if (strcmp(arg, "off")) {
-            fail("--detect-zeroes=%s is not supported by this build", arg);
+            opts.flags |= BDRV_O_DETECT_ZEROES | (strcmp(arg, "unmap") ? 0 : BDRV_O_DETECT_ZEROES_UNMAP);
         }
         break;
     }
@@ -168,7 +166,7 @@ void parse_block_option(int ch, const char* arg, Options& opts)
         int ch;
         const char* name;
     } names[] = {
-        {'o', "-o/--offset"}, {'B', "-B/--bitmap"}, {'s', "-s/--snapshot"},
+        {'o', "-o/--offset"}, {'B', "-B/--bitmap"},
         {'l', "-l/--load-snapshot"}, {'T', "-T/--trace"}, {OPT_OBJECT, "--object"},
         {OPT_TLSCREDS, "--tls-creds"}, {OPT_TLSAUTHZ, "--tls-authz"},
         {OPT_TLSHOSTNAME, "--tls-hostname"}, {OPT_SELINUX_LABEL, "--selinux-label"},
@@ -256,6 +254,7 @@ void parse_command_line(int argc, char** argv, Options& opts)
             opts.read_only = true;
             opts.flags &= ~BDRV_O_RDWR;
             break;
+        case 's': opts.flags |= BDRV_O_SNAPSHOT; break;
         case 'A': opts.allocation_depth = true; break;
         case 'k':
             if (optarg[0] != '/') {
