@@ -529,6 +529,11 @@ bool ZonedExtension::validate(uint64_t virtual_size, uint32_t cluster_bits, uint
     if (virtual_size % 512) {
         return bad("the virtual size is not a multiple of 512");
     }
+    // A zone larger than the disk would leave a single runt zone whose
+    // reported size and capacity lie past the end of the device.
+    if (zone_size > virtual_size) {
+        return bad("the zone size is larger than the virtual size");
+    }
     if (nr_zones > kMaxZones) {
         err.set("Image is corrupt: zoned extension: %u zones exceed the limit of %u", nr_zones,
                 kMaxZones);

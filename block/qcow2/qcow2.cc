@@ -1381,6 +1381,11 @@ bool parse_zone_params(QDict& opts, CreateParams& p, Error& err)
                 (unsigned long long)*zdes);
         return false;
     }
+    if (*size > p.size) {
+        err.set("zone.size (%llu) must not be larger than size (%llu)", (unsigned long long)*size,
+                (unsigned long long)p.size);
+        return false;
+    }
     z.zone_size = *size;
     z.zone_capacity = *cap;
     z.nr_zones = uint32_t(nr);

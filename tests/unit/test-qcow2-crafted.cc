@@ -355,6 +355,21 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
         require_refused([](const std::string& p, uint64_t, uint64_t) { set_be64(p, 24, 1 * MiB - 100); },
                         "Image is corrupt: zoned extension: the virtual size is not a multiple of 512");
     }
+    SECTION("a zone size larger than the virtual size")
+    {
+        // Otherwise consistent: one sequential, empty zone of 2 MiB on a
+        // 1 MiB disk.
+        require_refused(
+            [](const std::string& p, uint64_t ext, uint64_t wps) {
+                set_be64(p, ext + 4, 2 * MiB);
+                set_be32(p, ext + 20, 0);
+                set_be32(p, ext + 24, 1);
+                set_be64(p, ext + 40, 8);
+                set_be64(p, ext + 72, 1);
+                set_le64(p, wps, 0);
+            },
+            "Image is corrupt: zoned extension: the zone size is larger than the virtual size");
+    }
     SECTION("2^32-1 zones")
     {
         require_refused(
