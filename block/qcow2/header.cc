@@ -72,6 +72,7 @@ const char* metadata_kind_name(MetadataKind kind)
     case META_REFCOUNT_BLOCK: return "refcount block";
     case META_SNAPSHOT_TABLE: return "snapshot table";
     case META_SNAPSHOT_L1: return "inactive L1 table";
+    case META_SNAPSHOT_L2: return "inactive L2 table";
     case META_BITMAP_DIRECTORY: return "bitmap directory";
     case META_BITMAP: return "bitmap data";
     case META_ZONE_WP: return "write pointer array";

@@ -283,6 +283,7 @@ bool Qcow2State::apply_open_options(const OpenOptions& o, Error& err)
     lazy_refcounts_ = lazy;
     pass_discard_other_ = o.pass_other;
     pass_discard_snapshot_ = o.pass_snapshot;
+    overlap_snapshot_l2_ = o.overlap == "all";
     bool pass_req = open_flags() & BDRV_O_UNMAP;
     if (o.pass_request) {
         auto v = parse_bool_option("pass-discard-request", *o.pass_request, err);

@@ -608,14 +608,34 @@ Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverSta
 // descriptor extensions, that the range is inside it; then calls the
 // driver.  A report's offset may be past the end: the driver judges it, as
 // in QEMU.  Zone rule violations return zone error result codes; nothing
-// changes then (a failed operation leaves the zones as they were).  `zones`
-// holds room for nr_zones descriptors, owned by the caller.
+// changes then (a failed operation leaves the zones as they were).  Thread,
+// buffer lifetime and results as in the request path contract above; zone
+// requests are neither padded nor split (the limits below are the
+// caller's to meet).
+//
+// Reports the zones from the one holding `offset` on into `zones`, which
+// the caller owns and which has room for nr_zones descriptors; nr_zones
+// comes back as the number filled (0 past the last zone where the driver
+// allows that offset).
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones);
+// Opens, closes, finishes, resets (or, where the driver emulates them,
+// makes read-only or offline) the zones of [offset, offset + len): offset
+// a zone start, len a multiple of limits().zone_size or reaching the end
+// of the node; the whole node means "all zones" as in ZNS (conventional
+// and, for finish and reset, empty zones are skipped).  A zone error code
+// when a zone refuses.
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);
+// Appends qiov to the zone starting at `offset` (its start, not its
+// write pointer); qiov.size() is a non-zero multiple of the logical block
+// size (limits().write_granularity) up to limits().max_append_bytes.  On
+// success `offset` is where the data landed.  flags: BDRV_REQ_FUA.  The
+// caller keeps qiov and `offset` alive until the Task completes.
 Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags);
-// `data` holds limits().zone_desc_ext_size bytes; -EINVAL when the node
-// has no descriptor extensions or offset is not a zone start.
+// `data` holds limits().zone_desc_ext_size bytes, owned by the caller
+// until the Task completes; a zone error (invalid request) when the node
+// has no descriptor extensions or offset is not a zone start.  Setting it
+// is allowed on an empty zone only, which becomes closed (ZNS).
 Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data);
 Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data);
 

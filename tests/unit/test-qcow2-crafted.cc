@@ -256,6 +256,99 @@ TEST_CASE("qcow2 overlap: a snapshot whose L1 table is the active one cannot be 
     CHECK(file_bytes(img.path) == before);
 }
 
+namespace {
+
+// A 4 MiB image with data in guest cluster 0 and one
+// snapshot; the write after it copied the active L2 table, so that the
+// old one is the snapshot's only.  Returns that table's offset.
+uint64_t image_with_snapshot_l2(const CreatedImage& img)
+{
+    write_pattern(img, 0, 64 * KiB, 1);
+    {
+        AioContext ctx;
+        auto blk = img.open(ctx);
+        SnapshotInfo sn;
+        sn.name = "s";
+        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
+    }
+    write_pattern(img, 0, 64 * KiB, 2);
+    constexpr uint64_t kL1OffsetMask = 0x00fffffffffffe00ULL;
+    uint64_t snapshot_l1 = get_be64(img.path, get_be64(img.path, 64));
+    uint64_t snapshot_l2 = get_be64(img.path, snapshot_l1) & kL1OffsetMask;
+    uint64_t active_l2 = get_be64(img.path, l1_offset(img.path)) & kL1OffsetMask;
+    REQUIRE(snapshot_l2 != 0);
+    REQUIRE(active_l2 != snapshot_l2);
+    return snapshot_l2;
+}
+
+}  // namespace
+
+TEST_CASE("qcow2 overlap: with overlap-check=all a write onto a snapshot's L2 table is refused",
+          "[qcow2][overlap][snapshot]")
+{
+    CreatedImage img("size=4M");
+    uint64_t snapshot_l2 = image_with_snapshot_l2(img);
+    auto snapshot_table = [&] {
+        std::vector<uint8_t> b(64 * KiB);
+        read_file(img.path, snapshot_l2, b.data(), b.size());
+        return b;
+    };
+    auto before = snapshot_table();
+    SECTION("guest data mapped onto it")
+    {
+        // Guest cluster 1 crafted to point (COPIED: written in place) at
+        // the snapshot's L2 table.
+        uint64_t active_l2 = get_be64(img.path, l1_offset(img.path)) & 0x00fffffffffffe00ULL;
+        set_be64(img.path, active_l2 + 8, snapshot_l2 | (1ULL << 63));
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(4 * KiB, 3);
+        std::string out, messages;
+        {
+            test::CapturedOutput capture;
+            CHECK(blk->pwrite(64 * KiB, data.size(), data.data()) == -EIO);
+            capture.finish(out, messages);
+        }
+        CHECK(messages == "qcow2: Marking image as corrupt: Preventing invalid write on metadata "
+                          "(overlaps with inactive L2 table); further corruption events will be "
+                          "suppressed\n");
+    }
+    SECTION("its refcount crafted to 0: not allocated over")
+    {
+        set_refcount(img.path, snapshot_l2, 0);
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(256 * KiB, 5);
+        REQUIRE(blk->pwrite(1 * MiB, data.size(), data.data()) == 0);
+    }
+    CHECK(snapshot_table() == before);
+}
+
+TEST_CASE("qcow2 overlap: with overlap-check=all snapshots work as usual", "[qcow2][overlap][snapshot]")
+{
+    CreatedImage img("size=4M");
+    image_with_snapshot_l2(img);
+    {
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(128 * KiB, 6);
+        REQUIRE(blk->pwrite(0, data.size(), data.data()) == 0);
+        SnapshotInfo sn;
+        sn.name = "t";
+        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
+        REQUIRE(blk->pwrite(64 * KiB, data.size(), data.data()) == 0);
+        Error err;
+        REQUIRE(run_sync(ctx, bdrv_snapshot_goto(blk->bs(), "s", err)) == 0);
+        REQUIRE(blk->pwrite(0, data.size(), data.data()) == 0);
+        REQUIRE(run_sync(ctx, bdrv_snapshot_delete(blk->bs(), "", "t", err)) == 0);
+        REQUIRE(blk->pwrite(2 * MiB, data.size(), data.data()) == 0);
+    }
+    CheckRun after = check(img.path, 0);
+    INFO(after.messages);
+    CHECK(after.result.corruptions == 0);
+    CHECK(after.result.leaks == 0);
+}
+
 TEST_CASE("qcow2 overlap: writes onto other metadata are refused and mark the image corrupt",
           "[qcow2][overlap]")
 {
