@@ -136,6 +136,15 @@ std::vector<uint8_t> write_pattern(const CreatedImage& img, uint64_t offset, siz
     return data;
 }
 
+void create_snapshot(const CreatedImage& img, const char* name)
+{
+    AioContext ctx;
+    auto blk = img.open(ctx);
+    SnapshotInfo sn;
+    sn.name = name;
+    REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
+}
+
 std::vector<uint8_t> read_back(const CreatedImage& img, uint64_t offset, size_t len)
 {
     AioContext ctx;
@@ -242,13 +251,7 @@ TEST_CASE("qcow2 overlap: a snapshot whose L1 table is the active one cannot be 
 {
     CreatedImage img("size=64M");
     write_pattern(img, 0, 64 * KiB, 6);
-    {
-        AioContext ctx;
-        auto blk = img.open(ctx);
-        SnapshotInfo sn;
-        sn.name = "s";
-        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
-    }
+    create_snapshot(img, "s");
     uint64_t table = get_be64(img.path, 64);
     set_be64(img.path, table, l1_offset(img.path));
     auto before = file_bytes(img.path);
@@ -258,19 +261,13 @@ TEST_CASE("qcow2 overlap: a snapshot whose L1 table is the active one cannot be 
 
 namespace {
 
-// A 4 MiB image with data in guest cluster 0 and one
-// snapshot; the write after it copied the active L2 table, so that the
-// old one is the snapshot's only.  Returns that table's offset.
+// `img` (64 KiB clusters) gets data in guest cluster 0 and one snapshot;
+// the write after it copied the active L2 table, so that the old one is
+// the snapshot's only.  Returns that table's offset.
 uint64_t image_with_snapshot_l2(const CreatedImage& img)
 {
     write_pattern(img, 0, 64 * KiB, 1);
-    {
-        AioContext ctx;
-        auto blk = img.open(ctx);
-        SnapshotInfo sn;
-        sn.name = "s";
-        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
-    }
+    create_snapshot(img, "s");
     write_pattern(img, 0, 64 * KiB, 2);
     constexpr uint64_t kL1OffsetMask = 0x00fffffffffffe00ULL;
     uint64_t snapshot_l1 = get_be64(img.path, get_be64(img.path, 64));
