@@ -20,6 +20,7 @@
 // data I/O.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <memory>
@@ -315,13 +316,24 @@ public:
     int refresh_perms(Error& err);
 
 
-    // For the generic request path (block/io.cc).
+    // For the generic request path (block/io.cc): the node's requests in
+    // flight, which serialising requests order themselves against, and the
+    // write generation that lets a flush with nothing new be skipped.
+    // Node's thread only.
     struct TrackedRequest;
-    std::vector<TrackedRequest*> tracked_requests_;
-    CoQueue serialising_waiters_;
-    // Orders tracked requests; per node, as they are compared only with
-    // the node's own.
-    uint64_t next_request_seq_ = 0;
+    // Enters `req` (the caller's, alive until untrack_request) and gives
+    // it the next sequence number.
+    void track_request(TrackedRequest& req);
+    // Removes `req` and wakes the requests waiting for one to end.
+    void untrack_request(TrackedRequest& req);
+    // Returns once no request tracked before `req` conflicts with it.
+    Task<void> wait_for_conflicts(const TrackedRequest& req);
+    // Counts a completed write (anything a flush must make durable).
+    void note_write() { write_gen_++; }
+    uint64_t write_gen() const { return write_gen_; }
+    // The write generation the last successful flush covered.
+    uint64_t flushed_gen() const { return flushed_gen_; }
+    void note_flushed(uint64_t gen) { flushed_gen_ = std::max(flushed_gen_, gen); }
     // Set when a raw image was opened by probing: writes to block 0 that
     // would turn it into another format are refused (QEMU's protection).
     bool probed_raw_ = false;
@@ -329,10 +341,6 @@ public:
     // child by open_child() as that child's own file name (so the protocol
     // driver parses it, as QEMU's bdrv_open_child_bs does).
     std::optional<std::string> file_child_filename_;
-    // Bumped by every completed write; a flush with nothing new is skipped.
-    uint64_t write_gen_ = 0;
-    uint64_t flushed_gen_ = 0;
-    bool closed_ = false;
 
 protected:
     BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
@@ -346,6 +354,19 @@ protected:
     }
 
 private:
+    bool has_conflict(const TrackedRequest& req) const;
+
+    std::vector<TrackedRequest*> tracked_requests_;
+    CoQueue serialising_waiters_;
+    // Orders tracked requests; per node, as they are compared only with
+    // the node's own.
+    uint64_t next_request_seq_ = 0;
+    // Bumped by every completed write; a flush with nothing new is skipped.
+    uint64_t write_gen_ = 0;
+    uint64_t flushed_gen_ = 0;
+    bool closed_ = false;
+
+    friend Task<void> bdrv_co_close(BlockDriverState* bs);
     friend Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string>, QDict,
                                                                  int, AioContext&, Error&,
                                                                  const BlockDriverState*,
