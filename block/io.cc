@@ -32,46 +32,61 @@ bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
     return a < b + blen && b < a + alen;
 }
 
+}  // namespace
+
+void BlockDriverState::track_request(TrackedRequest& req)
+{
+    req.seq = next_request_seq_++;
+    tracked_requests_.push_back(&req);
+}
+
+void BlockDriverState::untrack_request(TrackedRequest& req)
+{
+    tracked_requests_.erase(std::find(tracked_requests_.begin(), tracked_requests_.end(), &req));
+    if (!serialising_waiters_.empty()) {
+        serialising_waiters_.restart_all();
+    }
+}
+
+bool BlockDriverState::has_conflict(const TrackedRequest& req) const
+{
+    for (const TrackedRequest* other : tracked_requests_) {
+        if (other == &req || other->seq > req.seq) {
+            continue;
+        }
+        if ((req.serialising || other->serialising) &&
+            ranges_overlap(req.offset, req.bytes, other->offset, other->bytes)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+Task<void> BlockDriverState::wait_for_conflicts(const TrackedRequest& req)
+{
+    while (has_conflict(req)) {
+        co_await serialising_waiters_.wait();
+    }
+}
+
+namespace {
+
 // Registers a request for its lifetime and waits for conflicting earlier
 // requests to finish.
 class RequestTracker {
 public:
     RequestTracker(BlockDriverState* bs, uint64_t offset, uint64_t bytes, bool serialising)
-        : bs_(bs), req_{offset, bytes, serialising, bs->next_request_seq_++}
+        : bs_(bs), req_{offset, bytes, serialising, 0}
     {
-        bs_->tracked_requests_.push_back(&req_);
+        bs_->track_request(req_);
     }
-    ~RequestTracker()
-    {
-        auto& v = bs_->tracked_requests_;
-        v.erase(std::find(v.begin(), v.end(), &req_));
-        if (!bs_->serialising_waiters_.empty()) {
-            bs_->serialising_waiters_.restart_all();
-        }
-    }
+    ~RequestTracker() { bs_->untrack_request(req_); }
+    RequestTracker(const RequestTracker&) = delete;
+    RequestTracker& operator=(const RequestTracker&) = delete;
 
-    Task<void> wait_for_conflicts()
-    {
-        while (has_conflict()) {
-            co_await bs_->serialising_waiters_.wait();
-        }
-    }
+    Task<void> wait_for_conflicts() { return bs_->wait_for_conflicts(req_); }
 
 private:
-    bool has_conflict() const
-    {
-        for (const auto* other : bs_->tracked_requests_) {
-            if (other == &req_ || other->seq > req_.seq) {
-                continue;
-            }
-            if ((req_.serialising || other->serialising) &&
-                ranges_overlap(req_.offset, req_.bytes, other->offset, other->bytes)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
     BlockDriverState* bs_;
     BlockDriverState::TrackedRequest req_;
 };
@@ -126,7 +141,7 @@ Task<int> aligned_preadv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, 
 // QEMU emulates FUA.
 Task<int> complete_write(BlockDriverState* bs, unsigned flags, unsigned driver_flags)
 {
-    bs->write_gen_++;
+    bs->note_write();
     if ((flags & BDRV_REQ_FUA) && !(driver_flags & BDRV_REQ_FUA)) {
         co_return co_await bdrv_co_flush(bs);
     }
@@ -472,25 +487,25 @@ Task<int> bdrv_co_pdiscard(BdrvChild* child, uint64_t offset, uint64_t bytes)
         }
         pos += n;
     }
-    bs->write_gen_++;
+    bs->note_write();
     co_return 0;
 }
 
 Task<int> bdrv_co_flush(BlockDriverState* bs)
 {
     auto in_flight = bs->start_request();
-    uint64_t gen = bs->write_gen_;
+    uint64_t gen = bs->write_gen();
     int ret = co_await bs->drv_flush_to_os();
     if (ret < 0) {
         co_return ret;
     }
-    if (!(bs->open_flags() & BDRV_O_NO_FLUSH) && gen != bs->flushed_gen_) {
+    if (!(bs->open_flags() & BDRV_O_NO_FLUSH) && gen != bs->flushed_gen()) {
         ret = co_await bs->drv_flush_to_disk();
         if (ret < 0) {
             co_return ret;
         }
     }
-    bs->flushed_gen_ = std::max(bs->flushed_gen_, gen);
+    bs->note_flushed(gen);
     for (const auto& c : bs->children()) {
         ret = co_await bdrv_co_flush(c->bs.get());
         if (ret < 0) {
@@ -522,7 +537,7 @@ Task<int> bdrv_co_truncate(BdrvChild* child, uint64_t offset, bool exact, Preall
     if (ret < 0) {
         co_return ret;
     }
-    bs->write_gen_++;
+    bs->note_write();
     bs->refresh_limits();
     co_return 0;
 }
@@ -736,7 +751,7 @@ Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offse
     }
     int ret = co_await bs->drv_zone_mgmt(op, offset, len);
     if (ret >= 0) {
-        bs->write_gen_++;  // zone state is persisted by flushes
+        bs->note_write();  // zone state is persisted by flushes
     }
     co_return ret;
 }
@@ -782,7 +797,7 @@ Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const
     }
     ret = co_await bs->drv_zone_set_desc_ext(offset, data);
     if (ret >= 0) {
-        bs->write_gen_++;
+        bs->note_write();
     }
     co_return ret;
 }

@@ -4,8 +4,11 @@
 //
 // The checks run in QEMU's order, so that a command line with several
 // problems gets QEMU's first complaint.  The target is created only when
-// every check that does not need it has passed; once created, it stays
-// even if the copy fails, as in QEMU.
+// every check that does not need it has passed; if the convert fails after
+// that, a target file it created (and a data file created with it) is
+// removed again, unlike QEMU, which leaves a half-made image that may pass
+// for a copy.  A file that existed before, or a target given with -n, is
+// never removed.
 //
 // A target with a backing file (-B, or -o backing_file) gets only what the
 // source's top layer allocates: the rest is left to its backing file,
@@ -21,6 +24,9 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "convert-copy.h"
@@ -294,6 +300,36 @@ public:
     // The steps from opening the sources on; returns the exit status.
     int run(ProgressMeter& progress)
     {
+        int status = convert(progress);
+        if (status != 0 && !created_.empty()) {
+            target_.reset();  // closed before its files go
+            for (const CreatedFile& f : created_) {
+                f.remove();
+            }
+        }
+        return status;
+    }
+
+private:
+    // A regular file that create_target() brought into existence.
+    struct CreatedFile {
+        std::string path;
+        dev_t dev;
+        ino_t ino;
+
+        // Removes the file if `path` still names it (not a file that
+        // replaced it meanwhile).
+        void remove() const
+        {
+            struct stat st;
+            if (lstat(path.c_str(), &st) == 0 && st.st_dev == dev && st.st_ino == ino) {
+                unlink(path.c_str());
+            }
+        }
+    };
+
+    int convert(ProgressMeter& progress)
+    {
         if (!open_sources() || !check_snapshot()) {
             return 1;
         }
@@ -357,7 +393,6 @@ public:
         return 0;
     }
 
-private:
     bool open_sources()
     {
         int flags = 0;
@@ -469,11 +504,29 @@ private:
     bool create_target(const BlockDriver& drv, const CreateOptions& opts)
     {
         QDict dict = opts.to_qdict();
+        std::vector<std::string> paths = {*cmd_.target};
+        if (const std::string* data_file = dict.get("data_file")) {
+            paths.push_back(*data_file);
+        }
+        std::vector<std::string> fresh;
+        for (const std::string& path : paths) {
+            struct stat st;
+            if (lstat(path.c_str(), &st) < 0 && errno == ENOENT) {
+                fresh.push_back(path);
+            }
+        }
         Error err;
         int ret = run_sync(ctx_, bdrv_co_create(drv, *cmd_.target, dict, ctx_, err));
         if (ret < 0) {
             report_error(err, *cmd_.target + ": error while converting " + *cmd_.out_fmt + ": ");
             return false;
+        }
+        // A protocol-prefixed or non-file target names no file here.
+        for (const std::string& path : fresh) {
+            struct stat st;
+            if (lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+                created_.push_back({path, st.st_dev, st.st_ino});
+            }
         }
         return true;
     }
@@ -525,6 +578,7 @@ private:
     std::vector<ConvertSource> sources_;
     uint64_t total_sectors_ = 0;
     std::unique_ptr<BlockBackend> target_;
+    std::vector<CreatedFile> created_;  // removed if the convert fails
 };
 
 }  // namespace

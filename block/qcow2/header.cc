@@ -73,6 +73,7 @@ const char* metadata_kind_name(MetadataKind kind)
     case META_REFCOUNT_BLOCK: return "refcount block";
     case META_SNAPSHOT_TABLE: return "snapshot table";
     case META_SNAPSHOT_L1: return "inactive L1 table";
+    case META_SNAPSHOT_L2: return "inactive L2 table";
     case META_BITMAP_DIRECTORY: return "bitmap directory";
     case META_BITMAP: return "bitmap data";
     case META_ZONE_WP: return "write pointer array";
@@ -534,6 +535,11 @@ bool ZonedExtension::validate(uint64_t virtual_size, uint32_t cluster_bits, uint
     // split at zone ends and must not be left with less than a sector).
     if (virtual_size % 512) {
         return bad("the virtual size is not a multiple of 512");
+    }
+    // A zone larger than the disk would leave a single runt zone whose
+    // reported size and capacity lie past the end of the device.
+    if (zone_size > virtual_size) {
+        return bad("the zone size is larger than the virtual size");
     }
     if (nr_zones > kMaxZones) {
         err.set("Image is corrupt: zoned extension: %u zones exceed the limit of %u", nr_zones,

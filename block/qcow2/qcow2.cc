@@ -283,6 +283,7 @@ bool Qcow2State::apply_open_options(const OpenOptions& o, Error& err)
     lazy_refcounts_ = lazy;
     pass_discard_other_ = o.pass_other;
     pass_discard_snapshot_ = o.pass_snapshot;
+    overlap_snapshot_l2_ = o.overlap == "all";
     bool pass_req = open_flags() & BDRV_O_UNMAP;
     if (o.pass_request) {
         auto v = parse_bool_option("pass-discard-request", *o.pass_request, err);
@@ -1379,6 +1380,11 @@ bool parse_zone_params(QDict& opts, CreateParams& p, Error& err)
     if (*zdes % 64 || *zdes > 255 * 64) {
         err.set("zone.descriptor_extension_size (%llu) must be a multiple of 64 up to 16320",
                 (unsigned long long)*zdes);
+        return false;
+    }
+    if (*size > p.size) {
+        err.set("zone.size (%llu) must not be larger than size (%llu)", (unsigned long long)*size,
+                (unsigned long long)p.size);
         return false;
     }
     z.zone_size = *size;

@@ -273,12 +273,16 @@ enum MetadataKind : uint8_t {
     META_REFCOUNT_BLOCK = 5,
     META_SNAPSHOT_TABLE = 6,
     META_SNAPSHOT_L1 = 7,
-    META_BITMAP_DIRECTORY = 8,
-    META_BITMAP = 9,  // bitmap tables and bitmap data
-    META_ZONE_WP = 10,  // the write pointer array
-    META_ZONE_COND = 11,  // the zone condition array
-    META_ZONE_DESC = 12,  // the zone descriptor extension area
-    META_SNAPSHOT_ZONED = 13,  // a snapshot's copies of the zoned metadata
+    // A snapshot's L2 table; entered only with overlap-check=all (as QEMU
+    // checks QCOW2_OL_INACTIVE_L2 only then).  It may be an active L2 table
+    // as well: the two are shared until a write copies the active one.
+    META_SNAPSHOT_L2 = 8,
+    META_BITMAP_DIRECTORY = 9,
+    META_BITMAP = 10,  // bitmap tables and bitmap data
+    META_ZONE_WP = 11,  // the write pointer array
+    META_ZONE_COND = 12,  // the zone condition array
+    META_ZONE_DESC = 13,  // the zone descriptor extension area
+    META_SNAPSHOT_ZONED = 14,  // a snapshot's copies of the zoned metadata
 };
 const char* metadata_kind_name(MetadataKind kind);
 constexpr uint32_t kind_bit(MetadataKind kind)
@@ -385,6 +389,9 @@ struct Snapshot {
     std::optional<SnapshotZoneState> zone_state;
     // The extra data as read: what we do not interpret is written back.
     std::vector<uint8_t> extra_data;
+    // In memory only, with overlap-check=all: the offsets of the L2 tables
+    // its L1 table names (entered as META_SNAPSHOT_L2).
+    std::vector<uint64_t> l2_tables;
 };
 
 // The snapshot table (snapshot.cc).  Parsing validates the entries
@@ -661,6 +668,9 @@ public:
     // Arms cache_clean_timer_ in ctx when an interval is set.
     void start_cache_clean_timer(AioContext& ctx);
     bool lazy_refcounts_ = false;
+    // overlap-check=all: snapshots' L2 tables are protected too (their
+    // offsets are read at open and kept in Snapshot::l2_tables).
+    bool overlap_snapshot_l2_ = false;
     bool dirty_marked_ = false;   // the dirty bit is set on disk
     bool corrupt_ = false;        // corruption seen: refuse writes
     // Writes the corrupt bit; started by signal_corruption, awaited at close.

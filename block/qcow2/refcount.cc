@@ -501,11 +501,30 @@ Task<int> Qcow2State::write_dirty_entries(std::vector<uint32_t>& dirty, const st
     co_return 0;
 }
 
+namespace {
+constexpr uint32_t kL2Kinds = kind_bit(META_L2) | kind_bit(META_SNAPSHOT_L2);
+
+// The kinds in `mask` (a cluster's) that a write allowed to replace the
+// kinds in `allowed` must not meet.  An active L2 table may be a
+// snapshot's too (shared until a write copies it): writing it as the
+// active table is no overlap; anything else on a snapshot's L2 table is.
+uint32_t conflicting_kinds(uint32_t mask, uint32_t allowed)
+{
+    if ((allowed & kind_bit(META_L2)) && (mask & kind_bit(META_L2))) {
+        allowed |= kind_bit(META_SNAPSHOT_L2);
+    }
+    return mask & ~allowed;
+}
+}  // namespace
+
 void Qcow2State::register_metadata(uint64_t offset, uint64_t len, MetadataKind kind)
 {
     for (uint64_t c = offset >> cluster_bits_; c < (offset + len + cluster_size_ - 1) >> cluster_bits_; c++) {
         uint32_t& mask = metadata_clusters_[c];
         uint32_t others = mask & ~kind_bit(kind);
+        if (kind_bit(kind) & kL2Kinds) {
+            others &= ~kL2Kinds;  // an L2 table shared by the active L1 and a snapshot
+        }
         if (others && !metadata_overlap_.first) {
             metadata_overlap_ = {lowest_kind(others), kind};
         }
@@ -539,6 +558,11 @@ void Qcow2State::rebuild_metadata_map()
     for (uint64_t e : l1_) {
         if (e & kOffsetMask) {
             register_metadata(e & kOffsetMask, cluster_size_, META_L2);
+        }
+    }
+    for (const Snapshot& sn : snapshots_) {
+        for (uint64_t l2 : sn.l2_tables) {
+            register_metadata(l2, cluster_size_, META_SNAPSHOT_L2);
         }
     }
     register_metadata(header_.snapshots_offset, snapshots_size_, META_SNAPSHOT_TABLE);
@@ -610,9 +634,10 @@ int Qcow2State::check_overlap_mask(uint64_t offset, uint64_t len, uint32_t allow
     }
     for (uint64_t c = offset >> cluster_bits_; c <= (offset + len - 1) >> cluster_bits_; c++) {
         auto it = metadata_clusters_.find(c);
-        if (it != metadata_clusters_.end() && (it->second & ~allowed)) {
+        uint32_t conflicts = it != metadata_clusters_.end() ? conflicting_kinds(it->second, allowed) : 0;
+        if (conflicts) {
             return signal_corruption(true, "Preventing invalid write on metadata (overlaps with %s)",
-                                     metadata_kind_name(lowest_kind(it->second & ~allowed)));
+                                     metadata_kind_name(lowest_kind(conflicts)));
         }
     }
     return 0;

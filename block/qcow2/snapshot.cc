@@ -218,6 +218,18 @@ Task<int> read_table_bytes(BdrvChild* file, uint64_t offset, uint64_t need,
 }
 
 // Is [offset, offset + size) a cluster-aligned area inside the file?
+// The L2 tables an L1 table names.
+std::vector<uint64_t> l2_table_offsets(const std::vector<uint64_t>& l1)
+{
+    std::vector<uint64_t> out;
+    for (uint64_t e : l1) {
+        if (e & kOffsetMask) {
+            out.push_back(e & kOffsetMask);
+        }
+    }
+    return out;
+}
+
 bool area_in_file(uint64_t offset, uint64_t size, uint64_t cluster_size, uint64_t file_size)
 {
     uint64_t file_end = (file_size + cluster_size - 1) & ~(cluster_size - 1);
@@ -282,6 +294,18 @@ Task<int> Qcow2State::read_snapshot_table(Error& err)
             snapshots_.clear();
             err.set("Image is corrupt: the zone state of snapshot '%s' is misplaced", sn.id.c_str());
             co_return -EINVAL;
+        }
+    }
+    if (overlap_snapshot_l2_) {
+        for (Snapshot& sn : snapshots_) {
+            std::vector<uint64_t> l1;
+            int ret = co_await read_table(sn.l1_table_offset, sn.l1_size, l1);
+            if (ret < 0) {
+                snapshots_.clear();
+                err.set_errno(-ret, "Could not read the L1 table of snapshot '%s'", sn.id.c_str());
+                co_return ret;
+            }
+            sn.l2_tables = l2_table_offsets(l1);
         }
     }
     co_return 0;
@@ -897,6 +921,9 @@ Task<int> Qcow2State::drv_snapshot_create(SnapshotInfo& info)
     sn.icount = info.icount;
     sn.disk_size = total_bytes();
     sn.l1_size = uint32_t(l1_.size());
+    if (overlap_snapshot_l2_) {
+        sn.l2_tables = l2_table_offsets(l1_);
+    }
 
     RefcountJournal journal(*this);
     int64_t l1_offset = co_await write_new_l1_table(*this, l1_, META_SNAPSHOT_L1, journal);

@@ -77,6 +77,14 @@ public:
     // failure nothing changes and err says why.
     int set_perm(uint64_t perm, uint64_t shared, Error& err);
 
+    // The request path contract of include/block/block_int.h holds for
+    // each co_* request below: called from the thread of ctx() (a
+    // coroutine there, or run_sync()/co_spawn()); any byte offset and
+    // length (the node pads to its request_alignment and splits at its
+    // max_transfer); `qiov` owned by the caller and kept valid until the
+    // Task completes, also when it is detached; 0 or a negative errno (or
+    // zone error result code), never an exception.  They count as the
+    // backend's requests (in_flight()) and wait at the drain gate.
     // Requests outside [0, length) fail with -EIO.  Writes, write-zeroes,
     // discards and zone operations on a read-only backend fail with -EPERM
     // ("Operation not permitted"), as QEMU's block layer returns for them;
@@ -93,6 +101,10 @@ public:
                           Error& err);
 
     // The zoned API (include/block/zoned.h); -ENOTSUP on non-zoned nodes.
+    // Ranges, alignment, buffers and results as bdrv_co_zone_report,
+    // bdrv_co_zone_mgmt, bdrv_co_zone_append and the descriptor extension
+    // functions in block_int.h (no padding or splitting: the zone limits
+    // are the caller's to meet); thread and drain as the requests above.
     Task<int> co_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones);
     Task<int> co_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len);
     Task<int> co_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags = 0);
@@ -100,6 +112,11 @@ public:
     Task<int> co_zone_set_desc_ext(uint64_t offset, const uint8_t* data);
     Task<int> co_zone_get_desc_ext(uint64_t offset, uint8_t* data);
 
+    // Synchronous forms of co_preadv, co_pwritev and co_flush for tools
+    // and tests: they run the request and poll ctx() until it completes,
+    // so they are called from ctx()'s thread outside any coroutine of it.
+    // `buf` (bytes long) is the caller's and only used during the call.
+    // Same results as the coroutine forms.
     int pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags = 0);
     int pwrite(uint64_t offset, uint64_t bytes, const void* buf, unsigned flags = 0);
     int flush();

@@ -20,6 +20,7 @@
 // data I/O.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <memory>
@@ -319,13 +320,24 @@ public:
     int refresh_perms(Error& err);
 
 
-    // For the generic request path (block/io.cc).
+    // For the generic request path (block/io.cc): the node's requests in
+    // flight, which serialising requests order themselves against, and the
+    // write generation that lets a flush with nothing new be skipped.
+    // Node's thread only.
     struct TrackedRequest;
-    std::vector<TrackedRequest*> tracked_requests_;
-    CoQueue serialising_waiters_;
-    // Orders tracked requests; per node, as they are compared only with
-    // the node's own.
-    uint64_t next_request_seq_ = 0;
+    // Enters `req` (the caller's, alive until untrack_request) and gives
+    // it the next sequence number.
+    void track_request(TrackedRequest& req);
+    // Removes `req` and wakes the requests waiting for one to end.
+    void untrack_request(TrackedRequest& req);
+    // Returns once no request tracked before `req` conflicts with it.
+    Task<void> wait_for_conflicts(const TrackedRequest& req);
+    // Counts a completed write (anything a flush must make durable).
+    void note_write() { write_gen_++; }
+    uint64_t write_gen() const { return write_gen_; }
+    // The write generation the last successful flush covered.
+    uint64_t flushed_gen() const { return flushed_gen_; }
+    void note_flushed(uint64_t gen) { flushed_gen_ = std::max(flushed_gen_, gen); }
     // Set when a raw image was opened by probing: writes to block 0 that
     // would turn it into another format are refused (QEMU's protection).
     bool probed_raw_ = false;
@@ -333,10 +345,6 @@ public:
     // child by open_child() as that child's own file name (so the protocol
     // driver parses it, as QEMU's bdrv_open_child_bs does).
     std::optional<std::string> file_child_filename_;
-    // Bumped by every completed write; a flush with nothing new is skipped.
-    uint64_t write_gen_ = 0;
-    uint64_t flushed_gen_ = 0;
-    bool closed_ = false;
 
 protected:
     BdrvChild* add_child(const std::string& name, std::shared_ptr<BlockDriverState> bs);
@@ -350,6 +358,19 @@ protected:
     }
 
 private:
+    bool has_conflict(const TrackedRequest& req) const;
+
+    std::vector<TrackedRequest*> tracked_requests_;
+    CoQueue serialising_waiters_;
+    // Orders tracked requests; per node, as they are compared only with
+    // the node's own.
+    uint64_t next_request_seq_ = 0;
+    // Bumped by every completed write; a flush with nothing new is skipped.
+    uint64_t write_gen_ = 0;
+    uint64_t flushed_gen_ = 0;
+    bool closed_ = false;
+
+    friend Task<void> bdrv_co_close(BlockDriverState* bs);
     friend Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string>, QDict,
                                                                  int, AioContext&, Error&,
                                                                  const BlockDriverState*,
@@ -622,14 +643,34 @@ Task<int> bdrv_co_is_allocated_above(BlockDriverState* top, const BlockDriverSta
 // descriptor extensions, that the range is inside it; then calls the
 // driver.  A report's offset may be past the end: the driver judges it, as
 // in QEMU.  Zone rule violations return zone error result codes; nothing
-// changes then (a failed operation leaves the zones as they were).  `zones`
-// holds room for nr_zones descriptors, owned by the caller.
+// changes then (a failed operation leaves the zones as they were).  Thread,
+// buffer lifetime and results as in the request path contract above; zone
+// requests are neither padded nor split (the limits below are the
+// caller's to meet).
+//
+// Reports the zones from the one holding `offset` on into `zones`, which
+// the caller owns and which has room for nr_zones descriptors; nr_zones
+// comes back as the number filled (0 past the last zone where the driver
+// allows that offset).
 Task<int> bdrv_co_zone_report(BlockDriverState* bs, uint64_t offset, uint32_t& nr_zones,
                               BlockZoneDescriptor* zones);
+// Opens, closes, finishes, resets (or, where the driver emulates them,
+// makes read-only or offline) the zones of [offset, offset + len): offset
+// a zone start, len a multiple of limits().zone_size or reaching the end
+// of the node; the whole node means "all zones" as in ZNS (conventional
+// and, for finish and reset, empty zones are skipped).  A zone error code
+// when a zone refuses.
 Task<int> bdrv_co_zone_mgmt(BlockDriverState* bs, BlockZoneOp op, uint64_t offset, uint64_t len);
+// Appends qiov to the zone starting at `offset` (its start, not its
+// write pointer); qiov.size() is a non-zero multiple of the logical block
+// size (limits().write_granularity) up to limits().max_append_bytes.  On
+// success `offset` is where the data landed.  flags: BDRV_REQ_FUA.  The
+// caller keeps qiov and `offset` alive until the Task completes.
 Task<int> bdrv_co_zone_append(BlockDriverState* bs, uint64_t& offset, IOVector& qiov, unsigned flags);
-// `data` holds limits().zone_desc_ext_size bytes; -EINVAL when the node
-// has no descriptor extensions or offset is not a zone start.
+// `data` holds limits().zone_desc_ext_size bytes, owned by the caller
+// until the Task completes; a zone error (invalid request) when the node
+// has no descriptor extensions or offset is not a zone start.  Setting it
+// is allowed on an empty zone only, which becomes closed (ZNS).
 Task<int> bdrv_co_zone_set_desc_ext(BlockDriverState* bs, uint64_t offset, const uint8_t* data);
 Task<int> bdrv_co_zone_get_desc_ext(BlockDriverState* bs, uint64_t offset, uint8_t* data);
 

@@ -150,6 +150,12 @@ poke "$f" $((ext + 4)) "$(be64 4096)$(be64 4096)"
 poke "$f" $((ext + 24)) "$(be32 4294967295)"
 poke "$f" $((ext + 36)) "$(be32 2048)"
 poke "$f" $((ext + 40)) "$(be64 $((4294967295 * 8)))"
+zoned_crafted zone-larger-than-disk  # one sequential, empty zone of 2 MiB on 1 MiB
+poke "$f" $((ext + 4)) "$(be64 $((2 * 1024 * 1024)))"
+poke "$f" $((ext + 20)) "$(be32 0)$(be32 1)"
+poke "$f" $((ext + 40)) "$(be64 8)"
+poke "$f" $((ext + 72)) "$(be64 1)"
+poke "$f" "$wps" 0000000000000000
 zoned_crafted reserved
 poke "$f" $((ext + 60)) "$(be32 1)"
 zoned_crafted length-64

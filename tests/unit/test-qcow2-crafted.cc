@@ -136,6 +136,15 @@ std::vector<uint8_t> write_pattern(const CreatedImage& img, uint64_t offset, siz
     return data;
 }
 
+void create_snapshot(const CreatedImage& img, const char* name)
+{
+    AioContext ctx;
+    auto blk = img.open(ctx);
+    SnapshotInfo sn;
+    sn.name = name;
+    REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
+}
+
 std::vector<uint8_t> read_back(const CreatedImage& img, uint64_t offset, size_t len)
 {
     AioContext ctx;
@@ -242,18 +251,99 @@ TEST_CASE("qcow2 overlap: a snapshot whose L1 table is the active one cannot be 
 {
     CreatedImage img("size=64M");
     write_pattern(img, 0, 64 * KiB, 6);
-    {
-        AioContext ctx;
-        auto blk = img.open(ctx);
-        SnapshotInfo sn;
-        sn.name = "s";
-        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
-    }
+    create_snapshot(img, "s");
     uint64_t table = get_be64(img.path, 64);
     set_be64(img.path, table, l1_offset(img.path));
     auto before = file_bytes(img.path);
     CHECK(open_error(img.path, BDRV_O_RDWR) == "active L1 table overlaps with inactive L1 table");
     CHECK(file_bytes(img.path) == before);
+}
+
+namespace {
+
+// `img` (64 KiB clusters) gets data in guest cluster 0 and one snapshot;
+// the write after it copied the active L2 table, so that the old one is
+// the snapshot's only.  Returns that table's offset.
+uint64_t image_with_snapshot_l2(const CreatedImage& img)
+{
+    write_pattern(img, 0, 64 * KiB, 1);
+    create_snapshot(img, "s");
+    write_pattern(img, 0, 64 * KiB, 2);
+    constexpr uint64_t kL1OffsetMask = 0x00fffffffffffe00ULL;
+    uint64_t snapshot_l1 = get_be64(img.path, get_be64(img.path, 64));
+    uint64_t snapshot_l2 = get_be64(img.path, snapshot_l1) & kL1OffsetMask;
+    uint64_t active_l2 = get_be64(img.path, l1_offset(img.path)) & kL1OffsetMask;
+    REQUIRE(snapshot_l2 != 0);
+    REQUIRE(active_l2 != snapshot_l2);
+    return snapshot_l2;
+}
+
+}  // namespace
+
+TEST_CASE("qcow2 overlap: with overlap-check=all a write onto a snapshot's L2 table is refused",
+          "[qcow2][overlap][snapshot]")
+{
+    CreatedImage img("size=4M");
+    uint64_t snapshot_l2 = image_with_snapshot_l2(img);
+    auto snapshot_table = [&] {
+        std::vector<uint8_t> b(64 * KiB);
+        read_file(img.path, snapshot_l2, b.data(), b.size());
+        return b;
+    };
+    auto before = snapshot_table();
+    SECTION("guest data mapped onto it")
+    {
+        // Guest cluster 1 crafted to point (COPIED: written in place) at
+        // the snapshot's L2 table.
+        uint64_t active_l2 = get_be64(img.path, l1_offset(img.path)) & 0x00fffffffffffe00ULL;
+        set_be64(img.path, active_l2 + 8, snapshot_l2 | (1ULL << 63));
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(4 * KiB, 3);
+        std::string out, messages;
+        {
+            test::CapturedOutput capture;
+            CHECK(blk->pwrite(64 * KiB, data.size(), data.data()) == -EIO);
+            capture.finish(out, messages);
+        }
+        CHECK(messages == "qcow2: Marking image as corrupt: Preventing invalid write on metadata "
+                          "(overlaps with inactive L2 table); further corruption events will be "
+                          "suppressed\n");
+    }
+    SECTION("its refcount crafted to 0: not allocated over")
+    {
+        set_refcount(img.path, snapshot_l2, 0);
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(256 * KiB, 5);
+        REQUIRE(blk->pwrite(1 * MiB, data.size(), data.data()) == 0);
+    }
+    CHECK(snapshot_table() == before);
+}
+
+TEST_CASE("qcow2 overlap: with overlap-check=all snapshots work as usual", "[qcow2][overlap][snapshot]")
+{
+    CreatedImage img("size=4M");
+    image_with_snapshot_l2(img);
+    {
+        AioContext ctx;
+        auto blk = img.open(ctx, "overlap-check=all");
+        auto data = pattern(128 * KiB, 6);
+        REQUIRE(blk->pwrite(0, data.size(), data.data()) == 0);
+        SnapshotInfo sn;
+        sn.name = "t";
+        REQUIRE(run_sync(ctx, bdrv_snapshot_create(blk->bs(), sn)) == 0);
+        REQUIRE(blk->pwrite(64 * KiB, data.size(), data.data()) == 0);
+        Error err;
+        REQUIRE(run_sync(ctx, bdrv_snapshot_goto(blk->bs(), "s", err)) == 0);
+        REQUIRE(blk->pwrite(0, data.size(), data.data()) == 0);
+        REQUIRE(run_sync(ctx, bdrv_snapshot_delete(blk->bs(), "", "t", err)) == 0);
+        REQUIRE(blk->pwrite(2 * MiB, data.size(), data.data()) == 0);
+    }
+    CheckRun after = check(img.path, 0);
+    INFO(after.messages);
+    CHECK(after.result.corruptions == 0);
+    CHECK(after.result.leaks == 0);
 }
 
 TEST_CASE("qcow2 overlap: writes onto other metadata are refused and mark the image corrupt",
@@ -354,6 +444,21 @@ TEST_CASE("qcow2 crafted zoned headers: forbidden values are refused at open", "
     {
         require_refused([](const std::string& p, uint64_t, uint64_t) { set_be64(p, 24, 1 * MiB - 100); },
                         "Image is corrupt: zoned extension: the virtual size is not a multiple of 512");
+    }
+    SECTION("a zone size larger than the virtual size")
+    {
+        // Otherwise consistent: one sequential, empty zone of 2 MiB on a
+        // 1 MiB disk.
+        require_refused(
+            [](const std::string& p, uint64_t ext, uint64_t wps) {
+                set_be64(p, ext + 4, 2 * MiB);
+                set_be32(p, ext + 20, 0);
+                set_be32(p, ext + 24, 1);
+                set_be64(p, ext + 40, 8);
+                set_be64(p, ext + 72, 1);
+                set_le64(p, wps, 0);
+            },
+            "Image is corrupt: zoned extension: the zone size is larger than the virtual size");
     }
     SECTION("2^32-1 zones")
     {

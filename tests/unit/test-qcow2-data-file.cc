@@ -195,7 +195,7 @@ TEST_CASE("qcow2 data file: create and open errors are QEMU's", "[qcow2][data-fi
         REQUIRE(access((img.path + ".data").c_str(), F_OK) != 0);
         REQUIRE(create(ctx, img.path, "size=1M,data_file_raw=on", err) < 0);
         REQUIRE(err.message == "data-file-raw requires data-file");
-        REQUIRE(create(ctx, img.path, "size=1M,data_file=" + img.path + ".data,zone.mode=host-managed", err) < 0);
+        REQUIRE(create(ctx, img.path, "size=1M,data_file=" + img.path + ".data,zone.mode=host-managed,zone.size=1M", err) < 0);
         REQUIRE(err.message == "Zoned images cannot have an external data file");
         REQUIRE(access(img.path.c_str(), F_OK) != 0);
     }

@@ -280,13 +280,14 @@ TEST_CASE("zoned qcow2: create validation names the option", "[qcow2][zoned][cre
         {"size=64M,zone.size=4M", "zone.size requires zone.mode"},
         {"size=64M,zone.mode=sideways", "Parameter 'zone.mode' does not accept value 'sideways' (host-managed, host-aware)"},
         {"size=64M,zone.mode=host-managed,zone.size=100k", "zone.size (102400) must be a non-zero multiple of the cluster size (65536)"},
+        {"size=2M,zone.mode=host-managed,zone.size=4M,zone.capacity=1M", "zone.size (4194304) must not be larger than size (2097152)"},
         {"size=64M,zone.mode=host-managed,zone.size=4M,zone.capacity=5M", "zone.capacity (5242880) must be a non-zero multiple of 512 no larger than zone.size (4194304)"},
         {"size=64M,zone.mode=host-managed,zone.size=4M,zone.conventional_zones=16", "zone.conventional_zones (16) must be smaller than the number of zones (16)"},
         {"size=64M,zone.mode=host-managed,zone.size=4M,zone.max_active_zones=17", "zone.max_active_zones (17) exceeds the number of sequential zones (16)"},
         {"size=64M,zone.mode=host-managed,zone.size=4M,zone.max_open_zones=5,zone.max_active_zones=4", "zone.max_open_zones (5) exceeds zone.max_active_zones (4)"},
         {"size=64M,zone.mode=host-managed,zone.size=4M,zone.max_append_bytes=4M", "zone.max_append_bytes (4194304) must be a non-zero multiple of 512 smaller than zone.capacity (4194304)"},
         {"size=64M,zone.mode=host-managed,zone.descriptor_extension_size=100", "zone.descriptor_extension_size (100) must be a multiple of 64 up to 16320"},
-        {"size=64M,compat=0.10,zone.mode=host-managed", "Zoned images require compatibility level 1.1 (use compat=1.1)"},
+        {"size=64M,compat=0.10,zone.mode=host-managed,zone.size=4M", "Zoned images require compatibility level 1.1 (use compat=1.1)"},
     };
     for (const Case& c : cases) {
         INFO(c.opts);
