@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "block/accounting.h"
 #include "block/block_int.h"
 
 namespace qemu {
@@ -97,6 +98,11 @@ public:
     Task<int> co_zone_set_desc_ext(uint64_t offset, const uint8_t* data);
     Task<int> co_zone_get_desc_ext(uint64_t offset, uint8_t* data);
 
+    // The backend's I/O accounting (query-blockstats): reads, writes and
+    // write-zeroes (as writes), discards (unmap), flushes and zone appends
+    // that went through it.  Read it in ctx().
+    const BlockAcctStats& stats() const { return stats_; }
+
     int pread(uint64_t offset, uint64_t bytes, void* buf, unsigned flags = 0);
     int pwrite(uint64_t offset, uint64_t bytes, const void* buf, unsigned flags = 0);
     int flush();
@@ -131,6 +137,7 @@ private:
     RequestCounter requests_;
     unsigned quiesce_counter_ = 0;
     CoQueue queued_requests_;  // new requests held back while drained
+    BlockAcctStats stats_;
 };
 
 }  // namespace qemu
