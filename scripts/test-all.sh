@@ -107,6 +107,17 @@ else
     failed=$((failed + 1))
 fi
 
+# --- Our NBD server with QEMU 7.2's and 10.0's clients (tests/interop) -----
+step "NBD server interoperability (Debian's QEMU clients)"
+tests/interop/nbd-server.sh build > "$log/nbd-interop" 2>&1
+grep -vE "^PASS " "$log/nbd-interop" | head -n 60
+line=$(grep -E "^nbd-interop: [0-9]+ passed, [0-9]+ failed" "$log/nbd-interop" | tail -n 1)
+if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+else
+    failed=$((failed + 1))
+fi
+
 # --- End-to-end tests in a Linux guest (tests/e2e) --------------------------
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
@@ -151,6 +162,32 @@ if { [ -f build-fuzz/build.ninja ] || CXX=clang++ meson setup build-fuzz -Dfuzzi
     fi
 else
     echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# --- libFuzzer run of the NBD server (tests/fuzz) ----------------------------
+# Hostile client bytes through negotiation and request parsing; the same
+# rules as the qcow2 run.
+nbd_fuzz_seconds=${NBD_FUZZ_SECONDS:-40}
+step "fuzzing the NBD server (libFuzzer, ${nbd_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nbd-server >/dev/null &&
+   tests/fuzz/make-nbd-corpus.sh "$log/nbd-fuzz-seeds"; then
+    crashes=$(mktemp -d "${TMPDIR:-/tmp}/nbd-fuzz-crash.XXXXXX")
+    mkdir -p "$log/nbd-fuzz-corpus"
+    if build-fuzz/tests/fuzz/fuzz-nbd-server -max_total_time="$nbd_fuzz_seconds" -timeout=30 \
+           -rss_limit_mb=2048 -close_fd_mask=3 -print_final_stats=1 -artifact_prefix="$crashes/" \
+           "$log/nbd-fuzz-corpus" "$log/nbd-fuzz-seeds" > "$log/nbd-fuzz" 2>&1; then
+        grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log/nbd-fuzz"
+        echo "  1 passed, 0 failed"
+        passed=$((passed + 1))
+        rmdir "$crashes"
+    else
+        grep -vE "^#[0-9]+" "$log/nbd-fuzz" | tail -n 40
+        echo "  crashing input kept in $crashes (reproduce: build-fuzz/tests/fuzz/fuzz-nbd-server FILE)"
+        echo "  0 passed, 1 failed"
+        failed=$((failed + 1))
+    fi
+else
+    echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"

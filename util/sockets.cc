@@ -370,6 +370,7 @@ Task<int> co_send_full(AioContext& ctx, int fd, const void* buf, size_t len)
 
 Task<int> co_accept(AioContext& ctx, int listen_fd)
 {
+    bool hung_up = false;
     for (;;) {
         int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0) {
@@ -379,6 +380,11 @@ Task<int> co_accept(AioContext& ctx, int listen_fd)
         if (e == EINTR || e == ECONNABORTED) {
             continue;
         }
+        if ((e == EAGAIN || e == EWOULDBLOCK) && hung_up) {
+            // A shut down Unix listener keeps failing accept() with EAGAIN
+            // (TCP's says EINVAL) while poll reports it hung up.
+            co_return -EINVAL;
+        }
         if (e != EAGAIN && e != EWOULDBLOCK) {
             co_return -e;
         }
@@ -386,6 +392,7 @@ Task<int> co_accept(AioContext& ctx, int listen_fd)
         if (mask < 0) {
             co_return mask;
         }
+        hung_up = mask & (POLLHUP | POLLERR | POLLNVAL);
     }
 }
 
