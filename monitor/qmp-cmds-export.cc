@@ -55,8 +55,11 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
     if (!args.finish(err)) {
         co_return;
     }
+    // Newest first, as QEMU's list of exports.
     ret = nlohmann::ordered_json::array();
-    for (BlockExport* exp : mon.exports.list()) {
+    std::vector<BlockExport*> exports = mon.exports.list();
+    for (auto it = exports.rbegin(); it != exports.rend(); ++it) {
+        BlockExport* exp = *it;
         nlohmann::ordered_json e = nlohmann::ordered_json::object();
         e["id"] = exp->id();
         e["type"] = exp->options().type;

@@ -8,6 +8,7 @@ QmpDispatcher::QmpDispatcher(MonitorContext& mon) : mon_(mon)
     qmp_register_control_commands(*this);
     qmp_register_block_commands(*this);
     qmp_register_export_commands(*this);
+    qmp_register_nbd_commands(*this);
 }
 
 nlohmann::ordered_json QmpDispatcher::greeting()

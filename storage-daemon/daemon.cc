@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "block/block-events.h"
+#include "export/nbd-server.h"
 #include "monitor/qmp-convert.h"
 #include "qemu/cutils.h"
 
@@ -18,10 +19,10 @@ StorageDaemon::StorageDaemon()
       dispatcher_(mon_),
       server_(ctx_, dispatcher_, events_)
 {
-    // QEMU emits BLOCK_EXPORT_DELETED from a bottom half: after the reply
-    // to the block-export-del that caused it.
+    // An export without clients goes at once, and QEMU's event then
+    // precedes the reply to the block-export-del that deleted it.
     exports_.set_on_deleted([this](const std::string& id) {
-        ctx_.post([this, id] { events_.emit("BLOCK_EXPORT_DELETED", {{"id", id}}); });
+        events_.emit("BLOCK_EXPORT_DELETED", {{"id", id}});
     });
     events_.install_block_listener();
 }
@@ -116,6 +117,13 @@ bool StorageDaemon::add_export(const std::string& text, Error& err)
         return false;
     }
     return run_sync(ctx_, exports_.co_add(std::move(opts), err)) != nullptr;
+}
+
+bool StorageDaemon::start_nbd_server(const std::string& text, Error& err)
+{
+    QDict opts;
+    return parse_option(text, nullptr, opts, err) &&
+           nbd_server_start_flat(ctx_, opts, "addr.", err);
 }
 
 bool StorageDaemon::add_chardev(const std::string& text, Error& err)
@@ -220,6 +228,10 @@ Task<void> StorageDaemon::co_shutdown()
         co_await signal_waiter_.wait_idle();
     }
     co_await server_.co_stop();
+    if (nbd_server_get()) {
+        Error ignored;
+        co_await nbd_server_co_stop_all(exports_, ignored);
+    }
     co_await exports_.co_shutdown_all();
     for (const std::shared_ptr<BlockDriverState>& bs : graph_.nodes()) {
         int ret = co_await co_run_in<int>(bs->ctx(), [&]() -> Task<int> {

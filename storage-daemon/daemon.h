@@ -50,6 +50,7 @@ public:
     bool add_export(const std::string& text, Error& err);
     bool add_chardev(const std::string& text, Error& err);
     bool add_monitor(const std::string& text, Error& err);
+    bool start_nbd_server(const std::string& text, Error& err);
 
     // Runs until quit or a termination signal (install_signal_handlers),
     // then shuts down: monitors, exports (BLOCK_EXPORT_DELETED), then every

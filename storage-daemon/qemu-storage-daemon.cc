@@ -25,6 +25,7 @@ enum {
     kOptDaemonize,
     kOptExport,
     kOptMonitor,
+    kOptNbdServer,
     kOptObject,
     kOptPidfile,
 };
@@ -36,6 +37,7 @@ const option kLongOptions[] = {
     {"export", required_argument, nullptr, kOptExport},
     {"help", no_argument, nullptr, 'h'},
     {"monitor", required_argument, nullptr, kOptMonitor},
+    {"nbd-server", required_argument, nullptr, kOptNbdServer},
     {"object", required_argument, nullptr, kOptObject},
     {"pidfile", required_argument, nullptr, kOptPidfile},
     {"version", no_argument, nullptr, 'V'},
@@ -68,12 +70,20 @@ void help()
            "  --daemonize            daemonize the process, and have the parent exit\n"
            "                         once startup is complete\n"
            "\n"
-           "  --export [type=]<type>,id=<id>,node-name=<node-name>\n"
+           "  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]\n"
            "           [,writable=on|off][,writethrough=on|off][,iothread=<id>]\n"
-           "                         export the specified block node\n"
+           "           [,description=<text>][,allocation-depth=on|off]\n"
+           "                         export the specified block node over NBD\n"
+           "                         (requires --nbd-server)\n"
            "\n"
            "  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"
            "                         configure a QMP monitor\n"
+           "\n"
+           "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
+           "               [,max-connections=<n>][,handshake-max-seconds=<n>]\n"
+           "  --nbd-server addr.type=unix,addr.path=<path>\n"
+           "               [,max-connections=<n>][,handshake-max-seconds=<n>]\n"
+           "                         start an NBD server for exporting block nodes\n"
            "\n"
            "  --object iothread,id=<id>\n"
            "                         create an I/O thread\n"
@@ -151,6 +161,9 @@ void process_options(StorageDaemon& d, int argc, char** argv)
             break;
         case kOptMonitor:
             ok = d.add_monitor(optarg, err);
+            break;
+        case kOptNbdServer:
+            ok = d.start_nbd_server(optarg, err);
             break;
         case kOptObject:
             ok = d.add_object(optarg, err);

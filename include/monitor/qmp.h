@@ -120,5 +120,7 @@ void qmp_register_control_commands(QmpDispatcher& d);
 void qmp_register_block_commands(QmpDispatcher& d);
 void qmp_register_export_commands(QmpDispatcher& d);
 void qmp_register_blockstats_commands(QmpDispatcher& d);
+// Also registers the `nbd` export type.
+void qmp_register_nbd_commands(QmpDispatcher& d);
 
 }  // namespace qemu
