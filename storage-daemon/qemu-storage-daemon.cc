@@ -140,8 +140,8 @@ void process_early_options(int argc, char** argv, bool& daemonize, std::string& 
     }
 }
 
-// Pass 2: everything else, in order.
-void process_options(StorageDaemon& d, int argc, char** argv)
+// Pass 2: everything else, in order.  false after reporting a failure.
+bool process_options(StorageDaemon& d, int argc, char** argv)
 {
     int c;
     optind = 1;
@@ -171,9 +171,10 @@ void process_options(StorageDaemon& d, int argc, char** argv)
         }
         if (!ok) {
             report_error(err, option_location(argv) + ": ");
-            exit(1);
+            return false;
         }
     }
+    return true;
 }
 
 }  // namespace
@@ -189,17 +190,19 @@ int main(int argc, char** argv)
         daemonize_start();
     }
     install_signal_handlers();
-    int status;
+    int status = 1;
     {
+        // On failure, what was created goes in order (d's destructor)
+        // before we exit 1: nothing has been served.
         StorageDaemon d;
-        process_options(d, argc, argv);
-        if (!pidfile.empty()) {
-            Error err;
-            if (!write_pidfile(pidfile, err)) {
-                err.prepend("cannot create PID file: ");
-                report_error(err);
-                exit(1);
-            }
+        Error err;
+        if (!process_options(d, argc, argv)) {
+            return 1;
+        }
+        if (!pidfile.empty() && !write_pidfile(pidfile, err)) {
+            err.prepend("cannot create PID file: ");
+            report_error(err);
+            return 1;
         }
         daemonize_ready();
         status = d.main_loop();
