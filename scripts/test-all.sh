@@ -164,6 +164,27 @@ else
     echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
+# --- libFuzzer run of the QMP monitor (tests/fuzz) ---------------------------
+# Hostile client bytes through QMP framing and the dispatcher, from the
+# seeds in tests/fuzz/qmp-seeds; the same rules as the qcow2 run.
+qmp_fuzz_seconds=${QMP_FUZZ_SECONDS:-30}
+step "fuzzing the QMP monitor (libFuzzer, ${qmp_fuzz_seconds}s)"
+qmp_crashes=$(mktemp -d "${TMPDIR:-/tmp}/qmp-fuzz-crash.XXXXXX")
+mkdir -p "$log/qmp-fuzz-corpus"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-qmp >/dev/null &&
+   build-fuzz/tests/fuzz/fuzz-qmp -max_total_time="$qmp_fuzz_seconds" -timeout=30 \
+       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$qmp_crashes/" \
+       "$log/qmp-fuzz-corpus" tests/fuzz/qmp-seeds > "$log/qmp-fuzz" 2>&1; then
+    grep -E "^(Done|stat::number_of_executed_units)" "$log/qmp-fuzz"
+    echo "  1 passed, 0 failed"
+    passed=$((passed + 1))
+    rmdir "$qmp_crashes"
+else
+    grep -vE "^#[0-9]+" "$log/qmp-fuzz" 2>/dev/null | tail -n 40
+    echo "  QMP fuzzer failed; inputs kept in $qmp_crashes (reproduce: build-fuzz/tests/fuzz/fuzz-qmp FILE)"
+    failed=$((failed + 1))
+fi
+
 # --- libFuzzer run of the NBD server (tests/fuzz) ----------------------------
 # Hostile client bytes through negotiation and request parsing; the same
 # rules as the qcow2 run.
