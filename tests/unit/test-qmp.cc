@@ -3,7 +3,10 @@
 // events, and the BlockBackend accounting query-blockstats reports.
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 #include "block/block-backend.h"
+#include "block/block-events.h"
 #include "monitor/qmp.h"
 #include "qemu/qjson.h"
 
@@ -173,4 +176,31 @@ TEST_CASE("BlockBackend accounting: bytes, operations, failed and invalid reques
     CHECK(s.get(BlockAcctType::Flush).ops == 1);
     CHECK(s.wr_highest_offset() == 12288);
     CHECK(s.last_done_ns() >= 0);
+}
+
+TEST_CASE("qmp events: BLOCK_IMAGE_CORRUPTED from the block layer, from another thread", "[qmp]")
+{
+    AioContext ctx;
+    QmpEvents events(ctx);
+    std::vector<std::string> got;
+    events.subscribe([&](const nlohmann::ordered_json& ev) {
+        got.push_back(to_qemu_json(ev["data"], false));
+    });
+    events.install_block_listener();
+    std::thread raiser([] {
+        BlockImageCorruptedEvent e;
+        e.node_name = "q0";
+        e.msg = "Preventing invalid write on metadata (overlaps with refcount table)";
+        e.offset = 65536;
+        e.size = 512;
+        e.fatal = true;
+        block_event_image_corrupted(e);
+    });
+    raiser.join();
+    while (got.empty()) {
+        ctx.poll(true);
+    }
+    set_block_event_listener({});
+    CHECK(got[0] ==
+          R"j({"device": "", "msg": "Preventing invalid write on metadata (overlaps with refcount table)", "offset": 65536, "node-name": "q0", "fatal": true, "size": 512})j");
 }
