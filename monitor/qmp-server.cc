@@ -108,6 +108,9 @@ Task<void> QmpServer::co_serve(int fd, bool pretty)
         }
         c->parser.feed(buf, size_t(n), inputs);
         for (const QmpInput& in : inputs) {
+            if (stopping_) {
+                break;  // after quit: nothing more is run
+            }
             co_await co_handle_input(c, in);
         }
         inputs.clear();

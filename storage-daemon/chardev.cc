@@ -1,4 +1,5 @@
 // --chardev socket (QEMU's chardev/char-socket.c options, QemuOpts syntax).
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,12 +111,18 @@ bool chardev_parse_and_open(const std::string& text, Chardev& c, Error& err)
     }
     if (c.wait) {
         // As QEMU: startup goes on once the first client is there.
-        fprintf(stderr, "%s: -chardev %s: info: QEMU waiting for connection on: disconnected:%s,server=on\n",
-                program_name(), text.c_str(), c.addr.to_string().c_str());
+        const char* kind = c.addr.type == SocketAddress::Type::Unix ? "unix:" :
+                           c.addr.type == SocketAddress::Type::Inet ? "tcp:" : "fd:";
+        fprintf(stderr, "%s: --chardev %s: info: QEMU waiting for connection on: "
+                "disconnected:%s%s,server=on\n",
+                program_name(), text.c_str(), kind, c.addr.to_string().c_str());
+        // The listening socket is non-blocking: wait for the client.
         int fd;
         do {
+            pollfd pfd = {c.listen_fd, POLLIN, 0};
+            poll(&pfd, 1, -1);
             fd = accept4(c.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-        } while (fd < 0 && errno == EINTR);
+        } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
         if (fd < 0) {
             err.set_errno(errno, "Failed to accept connection");
             close(c.listen_fd);
