@@ -72,7 +72,16 @@ Task<void> QmpServer::co_send(std::shared_ptr<Client> c, std::string text)
     auto guard = RequestCounter::Guard(running_);
     co_await c->send_lock.lock();
     if (!c->broken) {
-        text += "\r\n";
+        // As QEMU's monitor output: every line ends with CR LF (pretty
+        // output has several; strings never hold a raw newline).
+        std::string out;
+        for (char ch : text) {
+            if (ch == '\n') {
+                out += '\r';
+            }
+            out += ch;
+        }
+        text = out + "\r\n";
         int ret = co_await co_send_full(ctx_, c->fd, text.data(), text.size());
         if (ret < 0) {
             c->broken = true;
