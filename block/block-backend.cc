@@ -148,9 +148,13 @@ Task<int> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, IOVector& qio
     }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
+        stats_.invalid(BlockAcctType::Read);
         co_return ret;
     }
-    co_return co_await bdrv_co_preadv(&root_, offset, bytes, qiov, 0, flags);
+    int64_t start = AioContext::now_ns();
+    ret = co_await bdrv_co_preadv(&root_, offset, bytes, qiov, 0, flags);
+    stats_.done(BlockAcctType::Read, bytes, start, ret);
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, unsigned flags)
@@ -161,9 +165,16 @@ Task<int> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, IOVector& qi
     }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
+        stats_.invalid(BlockAcctType::Write);
         co_return ret;
     }
-    co_return co_await bdrv_co_pwritev(&root_, offset, bytes, qiov, 0, flags);
+    int64_t start = AioContext::now_ns();
+    ret = co_await bdrv_co_pwritev(&root_, offset, bytes, qiov, 0, flags);
+    stats_.done(BlockAcctType::Write, bytes, start, ret);
+    if (ret >= 0) {
+        stats_.wrote_up_to(offset + bytes);
+    }
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags)
@@ -174,9 +185,16 @@ Task<int> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsign
     }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
+        stats_.invalid(BlockAcctType::Write);
         co_return ret;
     }
-    co_return co_await bdrv_co_pwrite_zeroes(&root_, offset, bytes, flags);
+    int64_t start = AioContext::now_ns();
+    ret = co_await bdrv_co_pwrite_zeroes(&root_, offset, bytes, flags);
+    stats_.done(BlockAcctType::Write, bytes, start, ret);
+    if (ret >= 0) {
+        stats_.wrote_up_to(offset + bytes);
+    }
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
@@ -187,9 +205,13 @@ Task<int> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes)
     }
     int ret = check_request(offset, bytes);
     if (ret < 0) {
+        stats_.invalid(BlockAcctType::Unmap);
         co_return ret;
     }
-    co_return co_await bdrv_co_pdiscard(&root_, offset, bytes);
+    int64_t start = AioContext::now_ns();
+    ret = co_await bdrv_co_pdiscard(&root_, offset, bytes);
+    stats_.done(BlockAcctType::Unmap, bytes, start, ret);
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_flush()
@@ -198,7 +220,10 @@ Task<int> BlockBackend::co_flush()
     if (closed_) {
         co_return -ENOMEDIUM;  // closed while the request waited
     }
-    co_return co_await bdrv_co_flush(root_.bs.get());
+    int64_t start = AioContext::now_ns();
+    int ret = co_await bdrv_co_flush(root_.bs.get());
+    stats_.done(BlockAcctType::Flush, 0, start, ret);
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_truncate(uint64_t offset, bool exact, PreallocMode prealloc,
@@ -250,9 +275,16 @@ Task<int> BlockBackend::co_zone_append(uint64_t& offset, IOVector& qiov, unsigne
     }
     int ret = check_request(offset, qiov.size());
     if (ret < 0) {
+        stats_.invalid(BlockAcctType::ZoneAppend);
         co_return ret;
     }
-    co_return co_await bdrv_co_zone_append(root_.bs.get(), offset, qiov, flags);
+    int64_t start = AioContext::now_ns();
+    ret = co_await bdrv_co_zone_append(root_.bs.get(), offset, qiov, flags);
+    stats_.done(BlockAcctType::ZoneAppend, qiov.size(), start, ret);
+    if (ret >= 0) {
+        stats_.wrote_up_to(offset + qiov.size());
+    }
+    co_return ret;
 }
 
 Task<int> BlockBackend::co_zone_set_desc_ext(uint64_t offset, const uint8_t* data)

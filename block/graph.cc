@@ -64,6 +64,8 @@ bool BlockGraph::claim_name(const std::shared_ptr<BlockDriverState>& bs, bool gi
         return false;
     }
     nodes_[name] = bs;
+    std::erase_if(order_, [](const auto& n) { return n.expired(); });
+    order_.push_back(bs);
     return true;
 }
 
@@ -71,6 +73,17 @@ std::shared_ptr<BlockDriverState> BlockGraph::lookup(const std::string& node_nam
 {
     auto it = nodes_.find(node_name);
     return it == nodes_.end() ? nullptr : it->second.lock();
+}
+
+std::vector<std::shared_ptr<BlockDriverState>> BlockGraph::nodes() const
+{
+    std::vector<std::shared_ptr<BlockDriverState>> out;
+    for (const auto& weak : order_) {
+        if (auto bs = weak.lock()) {
+            out.push_back(std::move(bs));
+        }
+    }
+    return out;
 }
 
 std::vector<std::string> BlockGraph::owned_names() const

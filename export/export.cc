@@ -136,7 +136,9 @@ Task<BlockExport*> BlockExportRegistry::co_add(QDict opts, Error& err)
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ | (o.writable ? uint64_t(BLK_PERM_WRITE) : 0);
     uint64_t shared = BLK_PERM_ALL & ~drv->unshared_perm;
-    std::unique_ptr<BlockBackend> blk = BlockBackend::attach(node, perm, shared, o.id, err);
+    // Anonymous, as QEMU's export backends: permission conflicts name "an
+    // unnamed block device".
+    std::unique_ptr<BlockBackend> blk = BlockBackend::attach(node, perm, shared, "", err);
     if (!blk) {
         co_return nullptr;
     }
@@ -155,6 +157,7 @@ Task<BlockExport*> BlockExportRegistry::co_add(QDict opts, Error& err)
     }
     BlockExport* raw = exp.get();
     exports_[o.id] = std::move(exp);
+    order_.push_back(raw);
     co_return raw;
 }
 
@@ -171,6 +174,7 @@ Task<int> BlockExportRegistry::co_del(const std::string& id, bool hard, Error& e
         co_return -EBUSY;
     }
     co_await co_run_in<void>(exp->ctx(), [&]() { return exp->co_shutdown(hard); });
+    std::erase(order_, exp);
     exports_.erase(id);
     if (on_deleted_) {
         on_deleted_(id);
@@ -184,6 +188,7 @@ Task<void> BlockExportRegistry::co_shutdown_all()
         Error ignored;
         std::string id = exports_.begin()->first;
         if (co_await co_del(id, true, ignored) < 0) {
+            std::erase(order_, exports_[id].get());
             exports_.erase(id);  // already shutting down elsewhere
         }
     }
@@ -197,11 +202,7 @@ BlockExport* BlockExportRegistry::find(const std::string& id) const
 
 std::vector<BlockExport*> BlockExportRegistry::list() const
 {
-    std::vector<BlockExport*> out;
-    for (const auto& [id, exp] : exports_) {
-        out.push_back(exp.get());
-    }
-    return out;
+    return order_;
 }
 
 }  // namespace qemu

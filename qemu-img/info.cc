@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "block/qapi.h"
 #include "block/snapshot.h"
 #include "commands.h"
 #include "qemu/qjson.h"
@@ -15,53 +16,6 @@
 namespace qemu::img {
 
 namespace {
-
-// QEMU's ImageInfo, as far as our drivers can fill it.
-struct ImageInfo {
-    std::string filename;
-    std::string format;
-    std::optional<bool> dirty_flag;      // absent when the driver has no info
-    std::optional<int64_t> actual_size;  // host bytes used, when known
-    uint64_t virtual_size = 0;
-    std::optional<uint64_t> cluster_size;
-    // The backing file as the image names it, where that is when opened
-    // (absent when it cannot be worked out), and its recorded format.
-    std::optional<std::string> backing_filename;
-    std::optional<std::string> full_backing_filename;
-    std::optional<std::string> backing_format;
-    nlohmann::ordered_json format_specific;  // {"type": ..., "data": {...}} or null
-    std::vector<SnapshotInfo> snapshots;     // absent when empty or not supported
-};
-
-ImageInfo query_image_info(BlockDriverState& bs)
-{
-    ImageInfo info;
-    info.filename = bs.filename();
-    info.format = std::string(bs.drv().name());
-    info.virtual_size = bs.total_bytes();
-    int64_t allocated = run_sync(bs.ctx(), bs.drv_get_allocated_file_size());
-    if (allocated >= 0) {
-        info.actual_size = allocated;
-    }
-    BlockDriverInfo bdi;
-    if (bs.drv_get_info(bdi) >= 0) {
-        if (bdi.cluster_size != 0) {
-            info.cluster_size = bdi.cluster_size;
-        }
-        info.dirty_flag = bdi.is_dirty;
-    }
-    if (!bs.backing_file().empty()) {
-        info.backing_filename = bs.backing_file();
-        if (!bs.backing_format().empty()) {
-            info.backing_format = bs.backing_format();
-        }
-        Error err;  // as QEMU: no full name, no field, no error
-        info.full_backing_filename = bdrv_backing_filename_to_open(bs, err);
-    }
-    bs.drv_get_specific_info(info.format_specific);
-    bdrv_snapshot_list(&bs, info.snapshots);
-    return info;
-}
 
 // QEMU's dump of format-specific data: one "key: value" line per member,
 // dashes in keys shown as spaces, nested objects and lists indented by
@@ -126,57 +80,6 @@ void dump_human(const ImageInfo& info)
         printf("Format specific information:\n");
         dump_specific(info.format_specific.at("data"), 1);
     }
-}
-
-// The members in the order of QEMU's QAPI ImageInfo, which decides their
-// printed order (see qemu/qjson.h).
-nlohmann::ordered_json to_json(const ImageInfo& info)
-{
-    nlohmann::ordered_json obj = nlohmann::ordered_json::object();
-    obj["filename"] = info.filename;
-    obj["format"] = info.format;
-    if (info.dirty_flag) {
-        obj["dirty-flag"] = *info.dirty_flag;
-    }
-    if (info.actual_size) {
-        obj["actual-size"] = *info.actual_size;
-    }
-    obj["virtual-size"] = int64_t(info.virtual_size);
-    if (info.cluster_size) {
-        obj["cluster-size"] = int64_t(*info.cluster_size);
-    }
-    if (info.backing_filename) {
-        obj["backing-filename"] = *info.backing_filename;
-    }
-    if (info.full_backing_filename) {
-        obj["full-backing-filename"] = *info.full_backing_filename;
-    }
-    if (info.backing_format) {
-        obj["backing-filename-format"] = *info.backing_format;
-    }
-    if (!info.snapshots.empty()) {
-        nlohmann::ordered_json list = nlohmann::ordered_json::array();
-        for (const SnapshotInfo& sn : info.snapshots) {
-            // QAPI's SnapshotInfo, in schema order.
-            nlohmann::ordered_json s = nlohmann::ordered_json::object();
-            s["id"] = sn.id;
-            s["name"] = sn.name;
-            s["vm-state-size"] = int64_t(sn.vm_state_size);
-            s["date-sec"] = int64_t(sn.date_sec);
-            s["date-nsec"] = int64_t(sn.date_nsec);
-            s["vm-clock-sec"] = int64_t(sn.vm_clock_nsec / 1000000000);
-            s["vm-clock-nsec"] = int64_t(sn.vm_clock_nsec % 1000000000);
-            if (sn.icount != UINT64_MAX) {
-                s["icount"] = int64_t(sn.icount);
-            }
-            list.push_back(s);
-        }
-        obj["snapshots"] = list;
-    }
-    if (info.format_specific.is_object()) {
-        obj["format-specific"] = info.format_specific;
-    }
-    return obj;
 }
 
 enum class OutputFormat { Human, Json };
@@ -249,7 +152,7 @@ int img_info(int argc, char** argv)
         if (!blk) {
             return 1;
         }
-        images.push_back(query_image_info(*blk->bs()));
+        images.push_back(bdrv_query_image_info(*blk->bs()));
         next.reset();
         const ImageInfo& info = images.back();
         if (chain && info.full_backing_filename) {
@@ -274,11 +177,11 @@ int img_info(int argc, char** argv)
     } else if (chain) {
         nlohmann::ordered_json list = nlohmann::ordered_json::array();
         for (const ImageInfo& info : images) {
-            list.push_back(to_json(info));
+            list.push_back(image_info_to_json(info));
         }
         printf("%s\n", to_qemu_json(list, true).c_str());
     } else {
-        printf("%s\n", to_qemu_json(to_json(images.front()), true).c_str());
+        printf("%s\n", to_qemu_json(image_info_to_json(images.front()), true).c_str());
     }
     return 0;
 }

@@ -183,6 +183,16 @@ else
     echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
+# Hostile client bytes through QMP framing and the dispatcher, from the
+# seeds in tests/fuzz/qmp-seeds.
+qmp_fuzz_seconds=${QMP_FUZZ_SECONDS:-30}
+step "fuzzing the QMP monitor (libFuzzer, ${qmp_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-qmp >/dev/null; then
+    fuzz_run qmp fuzz-qmp "$qmp_fuzz_seconds" tests/fuzz/qmp-seeds
+else
+    echo "QMP fuzzer build failed"; failed=$((failed + 1))
+fi
+
 # Hostile client bytes through the NBD server's negotiation and requests.
 nbd_fuzz_seconds=${NBD_FUZZ_SECONDS:-40}
 step "fuzzing the NBD server (libFuzzer, ${nbd_fuzz_seconds}s)"

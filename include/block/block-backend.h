@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "block/accounting.h"
 #include "block/block_int.h"
 
 namespace qemu {
@@ -112,6 +113,11 @@ public:
     Task<int> co_zone_set_desc_ext(uint64_t offset, const uint8_t* data);
     Task<int> co_zone_get_desc_ext(uint64_t offset, uint8_t* data);
 
+    // The backend's I/O accounting (query-blockstats): reads, writes and
+    // write-zeroes (as writes), discards (unmap), flushes and zone appends
+    // that went through it.  Read it in ctx().
+    const BlockAcctStats& stats() const { return stats_; }
+
     // Synchronous forms of co_preadv, co_pwritev and co_flush for tools
     // and tests: they run the request and poll ctx() until it completes,
     // so they are called from ctx()'s thread outside any coroutine of it.
@@ -151,6 +157,7 @@ private:
     RequestCounter requests_;
     unsigned quiesce_counter_ = 0;
     CoQueue queued_requests_;  // new requests held back while drained
+    BlockAcctStats stats_;
 };
 
 // BDRV_O_SNAPSHOT's open (block/temp-snapshot.cc): filename/options are

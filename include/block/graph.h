@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "block/block_int.h"
 
@@ -58,6 +59,10 @@ public:
 
     // Any node of the graph by name (nullptr: none).
     std::shared_ptr<BlockDriverState> lookup(const std::string& node_name) const;
+    // Every live node of the graph, oldest first (the order of QEMU's
+    // graph_bdrv_states, which query-named-block-nodes and
+    // query-blockstats follow).
+    std::vector<std::shared_ptr<BlockDriverState>> nodes() const;
     // The names of the nodes the graph owns, in order.
     std::vector<std::string> owned_names() const;
 
@@ -69,6 +74,8 @@ private:
     AioContext& main_ctx_;
     // Every node by name; nodes die with their last parent.
     std::map<std::string, std::weak_ptr<BlockDriverState>> nodes_;
+    // Every node in the order it was named (nodes()).
+    std::vector<std::weak_ptr<BlockDriverState>> order_;
     // The nodes add() made, which the graph keeps alive.
     std::map<std::string, std::shared_ptr<BlockDriverState>> owned_;
 };

@@ -117,6 +117,7 @@ public:
     Task<void> co_shutdown_all();
 
     BlockExport* find(const std::string& id) const;
+    // Oldest first.
     std::vector<BlockExport*> list() const;
 
     // Called with an export's id once it is gone (BLOCK_EXPORT_DELETED).
@@ -126,6 +127,7 @@ private:
     BlockGraph& graph_;
     std::function<IOThread*(const std::string&)> iothreads_;
     std::map<std::string, std::unique_ptr<BlockExport>> exports_;
+    std::vector<BlockExport*> order_;  // exports_ in the order they were added
     std::function<void(const std::string&)> on_deleted_;
 };
 
