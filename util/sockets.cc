@@ -105,28 +105,27 @@ addrinfo* resolve(const SocketAddress& addr, bool passive, Error& err)
     return res;
 }
 
-int listen_inet(const SocketAddress& addr, Error& err)
+// Resolves addr and tries each address in turn: a new socket (with
+// `sock_flags`), then attempt(fd, ai).  Returns the first fd attempt()
+// accepted, or -errno of the last failure (`none` if there was nothing to
+// try) with err set from `fail_fmt`.
+template <typename Attempt>
+int try_addresses(const SocketAddress& addr, bool passive, int sock_flags, int none,
+                  const char* fail_fmt, Error& err, Attempt attempt)
 {
-    addrinfo* res = resolve(addr, true, err);
+    addrinfo* res = resolve(addr, passive, err);
     if (!res) {
         return -EINVAL;
     }
-    int last_errno = EADDRNOTAVAIL;
+    int last_errno = none;
     int fd = -1;
     for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | sock_flags, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
         }
-        int on = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-        if (ai->ai_family == AF_INET6) {
-            // Listen on IPv4 too where the host name covers both, as QEMU.
-            int off = 0;
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-        }
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+        if (attempt(fd, ai)) {
             break;
         }
         last_errno = errno;
@@ -135,9 +134,26 @@ int listen_inet(const SocketAddress& addr, Error& err)
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        return fail(err, last_errno, "Failed to bind socket to %s", addr.to_string());
+        return fail(err, last_errno, fail_fmt, addr.to_string());
     }
     return fd;
+}
+
+int listen_inet(const SocketAddress& addr, Error& err)
+{
+    return try_addresses(addr, true, SOCK_NONBLOCK | SOCK_CLOEXEC, EADDRNOTAVAIL,
+                         "Failed to bind socket to %s", err, [](int fd, const addrinfo* ai) {
+                             int on = 1;
+                             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+                             if (ai->ai_family == AF_INET6) {
+                                 // Listen on IPv4 too where the name covers
+                                 // both, as QEMU.
+                                 int off = 0;
+                                 setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+                             }
+                             return bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+                                    listen(fd, SOMAXCONN) == 0;
+                         });
 }
 
 int listen_unix(const SocketAddress& addr, Error& err)
@@ -187,34 +203,17 @@ int listen_fd(const SocketAddress& addr, Error& err)
 
 int connect_inet(const SocketAddress& addr, Error& err)
 {
-    addrinfo* res = resolve(addr, false, err);
-    if (!res) {
-        return -EINVAL;
+    int fd = try_addresses(addr, false, SOCK_CLOEXEC, ECONNREFUSED, "Failed to connect to '%s'", err,
+                           [](int fd, const addrinfo* ai) {
+                               int rc;
+                               do {
+                                   rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+                               } while (rc < 0 && errno == EINTR);
+                               return rc == 0;
+                           });
+    if (fd >= 0) {
+        socket_set_nodelay(fd);
     }
-    int last_errno = ECONNREFUSED;
-    int fd = -1;
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last_errno = errno;
-            continue;
-        }
-        int rc;
-        do {
-            rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        } while (rc < 0 && errno == EINTR);
-        if (rc == 0) {
-            break;
-        }
-        last_errno = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        return fail(err, last_errno, "Failed to connect to '%s'", addr.to_string());
-    }
-    socket_set_nodelay(fd);
     return fd;
 }
 
