@@ -132,11 +132,6 @@ sigset_t block_termination_signals()
 
 int run_server(const Options& opts, void (*release_pipe)())
 {
-    if (opts.writethrough) {
-        error_report("--cache modes with a write-through guest cache (writethrough, directsync) "
-                     "are not supported by this build");
-        return EXIT_FAILURE;
-    }
     sigset_t signals = block_termination_signals();
     AioContext ctx;
     bdrv_init();
@@ -162,7 +157,7 @@ int run_server(const Options& opts, void (*release_pipe)())
     NbdExportConfig cfg{.name = opts.export_name, .description = opts.description,
                         .blk = blk.get(), .writable = !opts.read_only,
                         .allocation_depth = opts.allocation_depth,
-                        .multi_conn = opts.shared != 1};
+                        .multi_conn = opts.shared != 1, .writethrough = opts.writethrough};
     if (!blk || !server->add_export(cfg, err)) {
         if (blk) {
             report_error(err);
