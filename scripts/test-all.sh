@@ -95,56 +95,45 @@ if [ -x qemu-iotests/check ]; then
     done
 fi
 
+# Runs a script that prints one PASS/FAIL line per case and ends with
+# "NAME: N passed, N failed"; shows what did not pass and adds the counts.
+#   run_cases NAME LINES COMMAND...
+run_cases() {
+    local name=$1 lines=$2 line
+    shift 2
+    "$@" > "$log/$name" 2>&1
+    grep -vE "^PASS " "$log/$name" | head -n "$lines"
+    line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$log/$name" | tail -n 1)
+    if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        echo "  ${BASH_REMATCH[1]} passed, ${BASH_REMATCH[2]} failed"
+        passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+    else
+        echo "  $name did not finish"
+        failed=$((failed + 1))
+    fi
+}
+
 # --- qcow2 interoperability with Debian's QEMU (tests/interop) -------------
 # One pass/fail per case; see docs/devel/testing-interop.rst.
 step "qcow2 interoperability (ours <-> Debian's QEMU)"
-tests/interop/run.sh build > "$log/interop" 2>&1
-grep -vE "^PASS " "$log/interop" | head -n 60
-line=$(grep -E "^interop: [0-9]+ passed, [0-9]+ failed" "$log/interop" | tail -n 1)
-if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    failed=$((failed + 1))
-fi
-
-# --- The nbd client against Debian's qemu-nbd (tests/interop/nbd-client.sh) --
-step "nbd client interoperability (ours -> Debian's and QEMU 10's qemu-nbd)"
-tests/interop/nbd-client.sh build > "$log/nbd-client" 2>&1
-grep -vE "^PASS " "$log/nbd-client" | head -n 60
-line=$(grep -E "^nbd-client: [0-9]+ passed, [0-9]+ failed" "$log/nbd-client" | tail -n 1)
-if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    failed=$((failed + 1))
-fi
-
-# --- Our NBD server with QEMU 7.2's and 10.0's clients (tests/interop) -----
-step "NBD server interoperability (Debian's QEMU clients)"
-tests/interop/nbd-server.sh build > "$log/nbd-interop" 2>&1
-grep -vE "^PASS " "$log/nbd-interop" | head -n 60
-line=$(grep -E "^nbd-interop: [0-9]+ passed, [0-9]+ failed" "$log/nbd-interop" | tail -n 1)
-if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    failed=$((failed + 1))
-fi
+run_cases interop 60 tests/interop/run.sh build
 
 # --- End-to-end tests in a Linux guest (tests/e2e) --------------------------
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
 # guest that died or timed out (its console log is shown).  Not obtaining
-# the packages is a failure too.  See docs/devel/testing-e2e.rst.
+# the packages is a failure too.  See docs/devel/testing-e2e.rst.  It runs
+# before the NBD interoperability steps, which use its QEMU 10.0.
 step "end-to-end tests in a Linux guest (tests/e2e)"
-tests/e2e/run.sh build > "$log/e2e" 2>&1
-grep -vE "^PASS " "$log/e2e" | head -n 400
-line=$(grep -E "^e2e: [0-9]+ passed, [0-9]+ failed" "$log/e2e" | tail -n 1)
-if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-    echo "  ${BASH_REMATCH[1]} passed, ${BASH_REMATCH[2]} failed"
-    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
-else
-    echo "  the e2e harness did not finish"
-    failed=$((failed + 1))
-fi
+run_cases e2e 400 tests/e2e/run.sh build
+
+# --- The nbd client against Debian's qemu-nbd (tests/interop/nbd-client.sh) --
+step "nbd client interoperability (ours -> Debian's and QEMU 10's qemu-nbd)"
+run_cases nbd-client 60 tests/interop/nbd-client.sh build
+
+# --- Our NBD server with QEMU 7.2's and 10.0's clients (tests/interop) -----
+step "NBD server interoperability (Debian's QEMU clients)"
+run_cases nbd-interop 60 tests/interop/nbd-server.sh build
 
 # --- libFuzzer runs (tests/fuzz) ---------------------------------------------
 # A clang build of each harness only, a generated seed corpus, then some
