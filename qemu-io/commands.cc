@@ -167,6 +167,20 @@ void dump_buffer(const uint8_t* buf, int64_t offset, int64_t len)
     }
 }
 
+int parse_offset_and_iovec(const QemuIoSession& s, const CommandInfo& ci, int argc, char** argv,
+                           int pattern, int64_t& offset, std::unique_ptr<RequestMemory>& mem)
+{
+    if (optind > argc - 2) {
+        return usage(ci);
+    }
+    if (int ret = parse_size_arg(argv[optind], offset); ret < 0) {
+        return ret;
+    }
+    optind++;
+    mem = create_iovec(s, &argv[optind], argc - optind, pattern);
+    return mem ? 0 : -EINVAL;
+}
+
 std::unique_ptr<RequestMemory> create_iovec(const QemuIoSession& s, char** lens, int n,
                                             int pattern)
 {

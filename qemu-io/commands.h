@@ -133,6 +133,13 @@ struct CommandInfo {
 // A usage error: the command's one-line synopsis.
 int usage(const CommandInfo& ci);
 
+// The "OFFSET LEN [LEN...]" arguments from argv[optind] on (readv, writev,
+// aio_read, aio_write, zap): the offset, and create_iovec() of the
+// lengths.  Returns 0, usage(ci) when fewer than two are left, or the
+// failure with QEMU's message printed.
+int parse_offset_and_iovec(const QemuIoSession& s, const CommandInfo& ci, int argc, char** argv,
+                           int pattern, int64_t& offset, std::unique_ptr<RequestMemory>& mem);
+
 // --- The commands of each file --------------------------------------------
 
 std::vector<const CommandInfo*> read_write_commands();  // rw-cmds.cc

@@ -200,17 +200,10 @@ int readv_f(QemuIoSession& s, int argc, char** argv)
             return usage(readv_cmd);
         }
     }
-    if (optind > argc - 2) {
-        return usage(readv_cmd);
-    }
     int64_t offset = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    std::unique_ptr<RequestMemory> mem;
+    if ((ret = parse_offset_and_iovec(s, readv_cmd, argc, argv, 0xab, offset, mem)) < 0) {
         return ret;
-    }
-    optind++;
-    auto mem = create_iovec(s, &argv[optind], argc - optind, 0xab);
-    if (!mem) {
-        return -EINVAL;
     }
     size_t size = mem->qiov.size();
     timespec start = now_monotonic();
@@ -439,17 +432,10 @@ int writev_f(QemuIoSession& s, int argc, char** argv)
             return usage(writev_cmd);
         }
     }
-    if (optind > argc - 2) {
-        return usage(writev_cmd);
-    }
     int64_t offset = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    std::unique_ptr<RequestMemory> mem;
+    if ((ret = parse_offset_and_iovec(s, writev_cmd, argc, argv, pattern, offset, mem)) < 0) {
         return ret;
-    }
-    optind++;
-    auto mem = create_iovec(s, &argv[optind], argc - optind, pattern);
-    if (!mem) {
-        return -EINVAL;
     }
     size_t size = mem->qiov.size();
     flags |= s.write_flags();
@@ -584,17 +570,10 @@ int aio_read_f(QemuIoSession& s, int argc, char** argv)
             return usage(aio_read_cmd);
         }
     }
-    if (optind > argc - 2) {
-        return usage(aio_read_cmd);
-    }
     int64_t offset = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    std::unique_ptr<RequestMemory> mem;
+    if ((ret = parse_offset_and_iovec(s, aio_read_cmd, argc, argv, 0xab, offset, mem)) < 0) {
         return ret;
-    }
-    optind++;
-    auto mem = create_iovec(s, &argv[optind], argc - optind, 0xab);
-    if (!mem) {
-        return -EINVAL;
     }
     co_spawn(aio_read_request(s, offset, std::move(mem), opts));
     return 0;

@@ -197,17 +197,10 @@ int zone_append_f(QemuIoSession& s, int argc, char** argv)
             return usage(zone_append_cmd);
         }
     }
-    if (optind > argc - 2) {
-        return usage(zone_append_cmd);
-    }
     int64_t offset = 0;
-    if ((ret = parse_size_arg(argv[optind], offset)) < 0) {
+    std::unique_ptr<RequestMemory> mem;
+    if ((ret = parse_offset_and_iovec(s, zone_append_cmd, argc, argv, 0xcd, offset, mem)) < 0) {
         return ret;
-    }
-    optind++;
-    auto mem = create_iovec(s, &argv[optind], argc - optind, 0xcd);
-    if (!mem) {
-        return -EINVAL;
     }
     uint64_t where = uint64_t(offset);
     ret = run_sync(s.ctx(), s.blk()->co_zone_append(where, mem->qiov, s.write_flags()));
