@@ -51,6 +51,27 @@ inline void store_le64(void* p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
+inline uint16_t load_le16(const void* p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+inline uint32_t load_le32(const void* p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+inline void store_le16(void* p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+inline void store_le32(void* p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian hosts only");
 
 }  // namespace qemu
