@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# bench-nbd.sh: fio's nbd engine (libnbd) against our qemu-nbd, Debian's
-# qemu-nbd 7.2 and, when tests/e2e has unpacked it, QEMU 10.0's qemu-nbd,
-# each serving the same preallocated qcow2 image over a Unix socket and
-# over TCP, and a table of the results.
+# bench-nbd.sh: fio's nbd engine (libnbd) against our qemu-storage-daemon,
+# Debian's qemu-nbd 7.2 and, when tests/e2e has unpacked it, QEMU 10.0's
+# qemu-storage-daemon, each serving the same preallocated qcow2 image over a
+# Unix socket and over TCP, and a table of the results.
 #
-# Usage: scripts/bench/bench-nbd.sh [OUR_QEMU_NBD]
+# Usage: scripts/bench/bench-nbd.sh [OUR_QSD]
 #
-#   OUR_QEMU_NBD       our qemu-nbd (default: build/qemu-nbd); nothing is built
+#   OUR_QSD            our qemu-storage-daemon (default:
+#                      build/qemu-storage-daemon); nothing is built
 #
 # Environment:
 #   QEMU_NBD_REF       QEMU 7.2's qemu-nbd (default: /usr/bin/qemu-nbd)
@@ -19,18 +20,20 @@
 #   BENCH_RUNTIME      seconds per fio run (default: 5), after 1 s of ramp
 #   BENCH_REPEAT       rounds; each cell is the best of them (default: 2)
 #
-# Every server gets the same command line (-t -e 8 -f qcow2, default cache
-# and AIO modes: writeback through the host page cache, so the rows measure
-# the servers and the protocol, not the disk).  Each round starts each
-# server once per transport in turn (round_order), runs every row against
-# it, and stops it.  Rows: 4 KiB random reads and writes at queue depth 1
-# and 32 (IOPS), 1 MiB sequential reads and writes at depth 8 (MiB/s).
-# "ours/best" divides ours by the faster QEMU: above 1 means ours is faster.
+# qemu-nbd 7.2 runs with -t -e 8 -x disk -f qcow2; both daemons with
+# --blockdev file + qcow2, --nbd-server on the same address and --export
+# type=nbd,name=disk,writable=on.  Every server uses its default cache and
+# AIO modes (writeback through the host page cache), so the rows measure the
+# servers and the protocol, not the disk.  Each round starts each server once
+# per transport in turn (round_order), runs every row against it, and stops
+# it.  Rows: 4 KiB random reads and writes at queue depth 1 and 32 (IOPS),
+# 1 MiB sequential reads and writes at depth 8 (MiB/s).  "ours/best" divides
+# ours by the faster QEMU: above 1 means ours is faster.
 set -euo pipefail
 shopt -s inherit_errexit
 . "$(dirname "$0")/lib.sh"
 
-ours=${1:-build/qemu-nbd}
+ours=${1:-build/qemu-storage-daemon}
 ref=${QEMU_NBD_REF:-/usr/bin/qemu-nbd}
 cache=${E2E_CACHE:-/var/tmp/vm-cache}
 dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
@@ -47,7 +50,8 @@ bench_dir_ready "$dir"
 
 servers=(qemu72 ours)
 have_q10=0
-if [ -x "$cache/qemu10/usr/bin/qemu-nbd" ] && "$q10sh" "$cache" qemu-nbd --version >/dev/null 2>&1; then
+if [ -x "$cache/qemu10/usr/bin/qemu-storage-daemon" ] &&
+   "$q10sh" "$cache" qemu-storage-daemon --version >/dev/null 2>&1; then
     have_q10=1
     servers=(qemu72 qemu10 ours)
 fi
@@ -67,14 +71,20 @@ server_pid=
 # stop_server; returns once it accepts connections.
 start_server()
 {
-    local addr=(-k "$sock")
-    [ "$2" = tcp ] && addr=(-b 127.0.0.1 -p "$port")
-    local args=(-t -e 8 -f qcow2 "${addr[@]}" "$img")
+    local addr=(-k "$sock") qsd_addr=(addr.type=unix,addr.path="$sock")
+    if [ "$2" = tcp ]; then
+        addr=(-b 127.0.0.1 -p "$port")
+        qsd_addr=(addr.type=inet,addr.host=127.0.0.1,addr.port="$port")
+    fi
+    local qsd_args=(--blockdev driver=file,filename="$img",node-name=file0
+                    --blockdev driver=qcow2,file=file0,node-name=disk0
+                    --nbd-server "${qsd_addr[0]}"
+                    --export type=nbd,id=e0,node-name=disk0,name=disk,writable=on)
     rm -f "$sock"
     case $1 in
-        ours) "$ours" "${args[@]}" & ;;
-        qemu72) "$ref" "${args[@]}" & ;;
-        qemu10) "$q10sh" "$cache" qemu-nbd "${args[@]}" & ;;
+        ours) "$ours" "${qsd_args[@]}" & ;;
+        qemu72) "$ref" -t -e 8 -x disk -f qcow2 "${addr[@]}" "$img" & ;;
+        qemu10) "$q10sh" "$cache" qemu-storage-daemon "${qsd_args[@]}" & ;;
     esac
     server_pid=$!
     local i
@@ -105,7 +115,7 @@ trap stop_server EXIT
 
 uri()
 {
-    if [ "$1" = unix ]; then echo "nbd+unix:///?socket=$sock"; else echo "nbd://127.0.0.1:$port/"; fi
+    if [ "$1" = unix ]; then echo "nbd+unix:///disk?socket=$sock"; else echo "nbd://127.0.0.1:$port/disk"; fi
 }
 
 # run_fio URI RW BS DEPTH: IOPS for 4k rows, MiB/s for the others.
@@ -156,10 +166,10 @@ echo "Host:    $(uname -srm), $(nproc) CPUs ($(awk -F': ' '/model name/ { print 
 echo "Image:   $img (qcow2, preallocation=full, $(stat -f -c %T "$dir"))"
 echo "Ours:    $("$ours" --version | head -1)"
 echo "QEMU:    $("$ref" --version | head -1)"
-[ $have_q10 = 1 ] && echo "QEMU 10: $("$q10sh" "$cache" qemu-nbd --version | head -1)"
+[ $have_q10 = 1 ] && echo "QEMU 10: $("$q10sh" "$cache" qemu-storage-daemon --version | head -1)"
 echo "fio:     $(fio --version), ${runtime} s per run, best of $repeat"
 echo
-printf '%-9s %-10s %-3s %-5s %10s %10s %10s %10s\n' transport rw bs depth "QEMU 7.2" "QEMU 10.0" ours ours/best
+printf '%-9s %-10s %-3s %-5s %10s %10s %10s %10s\n' transport rw bs depth "nbd 7.2" "QSD 10.0" "our QSD" ours/best
 for transport in unix tcp; do
     for row in "${rows[@]}"; do
         read -r rw bs depth <<<"$row"
