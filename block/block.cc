@@ -25,6 +25,7 @@ extern const BlockDriver& bdrv_null_aio_driver();
 extern const BlockDriver& bdrv_qcow2_driver();
 extern const BlockDriver& bdrv_crash_sim_driver();
 extern const BlockDriver& bdrv_nbd_driver();
+extern const BlockDriver& bdrv_copy_on_read_driver();
 
 // --- Registry ---------------------------------------------------------------
 
@@ -68,6 +69,7 @@ void bdrv_init()
     bdrv_register(&bdrv_qcow2_driver());
     bdrv_register(&bdrv_crash_sim_driver());
     bdrv_register(&bdrv_nbd_driver());
+    bdrv_register(&bdrv_copy_on_read_driver());
 }
 
 const char* block_permission_name(uint64_t perm)
@@ -1090,6 +1092,10 @@ Task<std::shared_ptr<BlockDriverState>> bdrv_co_open(std::optional<std::string> 
         co_return nullptr;
     }
 
+    if ((flags & BDRV_O_COPY_ON_READ) && !(flags & BDRV_O_RDWR)) {
+        err.set("Can't use copy-on-read on read-only device");
+        co_return nullptr;
+    }
     std::shared_ptr<BlockDriverState> bs = drv->new_node(ctx);
     if (!drv->is_protocol() && !probed_file && filename && !options.has("file.filename") &&
         !options.has("file")) {

@@ -107,11 +107,18 @@ bool request_is_sane(uint64_t offset, uint64_t bytes)
     return offset <= kMax && bytes <= kMax && offset + bytes <= kMax;
 }
 
+Task<int> copy_on_readv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                        size_t qiov_offset, unsigned flags);
+
 // Reads an aligned range, splitting at max_transfer and zero-filling what
 // lies beyond the end of the node.
 Task<int> aligned_preadv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
                          size_t qiov_offset, unsigned flags)
 {
+    if (flags & BDRV_REQ_COPY_ON_READ) {
+        co_return co_await copy_on_readv(bs, offset, bytes, qiov, qiov_offset,
+                                         flags & ~BDRV_REQ_COPY_ON_READ);
+    }
     const BlockLimits& bl = bs->limits();
     uint64_t total = align_up(bs->total_bytes(), bl.request_alignment);
     uint64_t max_chunk = bl.max_transfer ? align_down(bl.max_transfer, bl.request_alignment) : 0;
@@ -131,6 +138,103 @@ Task<int> aligned_preadv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, 
             co_return ret;
         }
         done += n;
+    }
+    co_return 0;
+}
+
+// The unit copy-on-read copies: the format's allocation unit (a qcow2
+// subcluster or cluster), never less than the request alignment.
+uint64_t copy_on_read_granularity(BlockDriverState* bs)
+{
+    uint64_t g = bs->limits().request_alignment;
+    BlockDriverInfo bdi;
+    if (bs->drv_get_info(bdi) >= 0) {
+        uint64_t unit = bdi.subcluster_size ? bdi.subcluster_size : bdi.cluster_size;
+        if (unit > g && unit % g == 0) {
+            g = unit;
+        }
+    }
+    return g;
+}
+
+Task<int> complete_write(BlockDriverState* bs, unsigned flags, unsigned driver_flags);
+Task<int> aligned_pwritev(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                          size_t qiov_offset, unsigned flags);
+
+// Copies [offset, offset + bytes) of what reads through this node into
+// it: all-zero data as write-zeroes (a zero cluster), the rest as data.
+Task<int> copy_into_layer(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& data)
+{
+    if (data.is_zero(0, bytes)) {
+        int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, 0);
+        if (ret != -ENOTSUP) {
+            co_return ret < 0 ? ret : co_await complete_write(bs, 0, 0);
+        }
+    }
+    co_return co_await aligned_pwritev(bs, offset, bytes, data, 0, 0);
+}
+
+// Copy-on-read (QEMU's bdrv_co_do_copy_on_readv): the parts of the
+// request's allocation units that this layer does not hold are read from
+// below, written into this layer unchanged, and the request is served from
+// that copy; the parts it holds are read directly.  The caller's tracker
+// serialises the whole range.  A failed copy fails the read, as in QEMU.
+// REQUIRES: offset and bytes aligned to the request alignment.
+Task<int> copy_on_readv(BlockDriverState* bs, uint64_t offset, uint64_t bytes, IOVector& qiov,
+                        size_t qiov_offset, unsigned flags)
+{
+    constexpr uint64_t kMaxBounce = 1 << 20;
+    const BlockLimits& bl = bs->limits();
+    uint64_t g = copy_on_read_granularity(bs);
+    // Only whole blocks inside the node are copied: a copy must never grow it.
+    uint64_t node_end = align_down(bs->total_bytes(), bl.request_alignment);
+    uint64_t end = std::min(align_up(offset + bytes, g), node_end);
+    uint64_t pos = align_down(offset, g);
+    if (pos >= end) {
+        co_return co_await aligned_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    }
+    AlignedBuffer bounce;
+    while (pos < end) {
+        BlockStatus st;
+        int ret = co_await bdrv_co_block_status(bs, false, pos, end - pos, st);
+        if (ret < 0) {
+            co_return ret;
+        }
+        uint64_t n = std::min(align_up(st.pnum, bl.request_alignment), end - pos);
+        uint64_t rs = std::max(pos, offset);
+        if (st.flags & BDRV_BLOCK_ALLOCATED) {
+            uint64_t re = std::min(pos + n, offset + bytes);
+            if (rs < re) {
+                ret = co_await aligned_preadv(bs, rs, re - rs, qiov, qiov_offset + (rs - offset), flags);
+            }
+        } else {
+            n = std::min(n, kMaxBounce);
+            if (pos + n < end) {
+                n = std::min(std::max(align_down(n, g), g), end - pos);
+            }
+            if (bounce.size() < n) {
+                bounce = AlignedBuffer(size_t(n), std::max<uint32_t>(bl.min_mem_alignment, 4096));
+            }
+            IOVector data(bounce.data(), n);
+            ret = co_await aligned_preadv(bs, pos, n, data, 0, flags);
+            if (ret >= 0) {
+                ret = co_await copy_into_layer(bs, pos, n, data);
+            }
+            uint64_t re = std::min(pos + n, offset + bytes);
+            if (ret >= 0 && rs < re) {
+                qiov.from_buf(qiov_offset + (rs - offset), bounce.data() + (rs - pos), re - rs);
+            }
+        }
+        if (ret < 0) {
+            co_return ret;
+        }
+        pos += n;
+    }
+    // What lies beyond the last whole block of the node reads normally.
+    if (offset + bytes > end) {
+        uint64_t rs = std::max(end, offset);
+        co_return co_await aligned_preadv(bs, rs, offset + bytes - rs, qiov,
+                                          qiov_offset + (rs - offset), flags);
     }
     co_return 0;
 }
@@ -163,7 +267,7 @@ Task<int> write_detected_zeroes(BlockDriverState* bs, uint64_t offset, uint64_t 
         co_return -ENOTSUP;
     }
     unsigned zero_flags = (flags & BDRV_REQ_FUA) |
-                          ((bs->open_flags() & BDRV_O_DETECT_ZEROES_UNMAP) ? BDRV_REQ_MAY_UNMAP : 0);
+                          ((bs->open_flags() & BDRV_O_DETECT_ZEROES_UNMAP) ? unsigned(BDRV_REQ_MAY_UNMAP) : 0u);
     unsigned drv_flags = zero_flags & bs->supported_zero_flags();
     int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, drv_flags);
     if (ret < 0) {
@@ -262,9 +366,16 @@ Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVe
     const BlockLimits& bl = bs->limits();
     uint32_t align = bl.request_alignment;
     bool aligned = offset % align == 0 && bytes % align == 0;
-    RequestTracker tracker(bs, aligned ? offset : align_down(offset, align),
-                           aligned ? bytes : align_up(offset + bytes, align) - align_down(offset, align),
-                           false);
+    if (bs->open_flags() & BDRV_O_COPY_ON_READ) {
+        flags |= BDRV_REQ_COPY_ON_READ;
+    }
+    // A copy-on-read excludes every overlapping request over the whole
+    // clusters it may copy, so that no write lands between its read and
+    // its copy (QEMU marks it serialising too).
+    uint64_t track_align = (flags & BDRV_REQ_COPY_ON_READ) ? copy_on_read_granularity(bs) : align;
+    RequestTracker tracker(bs, align_down(offset, track_align),
+                           align_up(offset + bytes, track_align) - align_down(offset, track_align),
+                           (flags & BDRV_REQ_COPY_ON_READ) != 0);
     co_await tracker.wait_for_conflicts();
     if (aligned) {
         co_return co_await aligned_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
@@ -372,6 +483,32 @@ Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, u
     co_return 0;
 }
 
+// A piece of a write-zeroes request smaller than the node's zeroing unit
+// (a qcow2 subcluster): the driver may still make the unit a zero cluster
+// when the rest of it reads as zeroes already, as QEMU asks it to; else
+// (-ENOTSUP) zeroes are written as data, unless the caller wants no
+// fallback.  The whole unit is serialised: the driver looks at all of it.
+Task<int> write_zeroes_partial(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
+{
+    BlockDriverState* bs = child->bs.get();
+    const BlockLimits& bl = bs->limits();
+    if (offset % bl.request_alignment == 0 && bytes % bl.request_alignment == 0 &&
+        bl.pwrite_zeroes_alignment > bl.request_alignment) {
+        uint64_t unit = bl.pwrite_zeroes_alignment;
+        RequestTracker tracker(bs, align_down(offset, unit), unit, true);
+        co_await tracker.wait_for_conflicts();
+        unsigned drv_flags = flags & bs->supported_zero_flags();
+        int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, drv_flags);
+        if (ret != -ENOTSUP) {
+            co_return ret < 0 ? ret : co_await complete_write(bs, flags, drv_flags);
+        }
+    }
+    if (flags & BDRV_REQ_NO_FALLBACK) {
+        co_return -ENOTSUP;
+    }
+    co_return co_await write_zero_buffer(child, offset, bytes, flags);
+}
+
 }  // namespace
 
 Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
@@ -398,11 +535,20 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
     uint64_t start = align_up(offset, align);
     uint64_t end = align_down(offset + bytes, align);
     if (start >= end) {
-        co_return co_await write_zero_buffer(child, offset, bytes, flags);
+        // Within one unit, or across the border of two.
+        uint64_t border = align_down(offset + bytes, align);
+        if (border > offset) {
+            int ret = co_await write_zeroes_partial(child, offset, border - offset, flags);
+            if (ret < 0) {
+                co_return ret;
+            }
+            co_return co_await write_zeroes_partial(child, border, offset + bytes - border, flags);
+        }
+        co_return co_await write_zeroes_partial(child, offset, bytes, flags);
     }
-    // Unaligned head and tail go through the normal (RMW) write path.
+    // Unaligned head and tail: partial units.
     if (start > offset) {
-        int ret = co_await write_zero_buffer(child, offset, start - offset, flags);
+        int ret = co_await write_zeroes_partial(child, offset, start - offset, flags);
         if (ret < 0) {
             co_return ret;
         }
@@ -443,7 +589,7 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t byte
         }
     }
     if (end < offset + bytes) {
-        co_return co_await write_zero_buffer(child, end, offset + bytes - end, flags);
+        co_return co_await write_zeroes_partial(child, end, offset + bytes - end, flags);
     }
     co_return 0;
 }

@@ -154,8 +154,8 @@ int open_f(QemuIoSession& s, int argc, char** argv)
             mode.writethrough = false;
             break;
         case 'C':
-            error_report("copy-on-read (-C) is not supported");
-            return -EINVAL;
+            mode.flags |= BDRV_O_COPY_ON_READ;
+            break;
         case 'r':
             read_only = true;
             break;

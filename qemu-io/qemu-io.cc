@@ -218,8 +218,8 @@ int qemu_io_main(int argc, char** argv)
             mode.writethrough = false;
             break;
         case 'C':
-            error_report("copy-on-read (-C) is not supported");
-            return 1;
+            mode.flags |= BDRV_O_COPY_ON_READ;
+            break;
         case 'd':
             if (!bdrv_parse_discard_flags(optarg, mode.flags)) {
                 error_report("Invalid discard option: %s", optarg);

@@ -781,8 +781,25 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
     // Whole clusters, or with extended L2 entries whole subclusters.
     uint64_t unit_mask = subcluster_size_ - 1;
     bool whole = !(offset & unit_mask) && (!(bytes & unit_mask) || offset + bytes == total_bytes());
-    if (!whole || header_.version < 3 || data_inaccessible()) {
+    if (header_.version < 3 || data_inaccessible()) {
         co_return -ENOTSUP;  // the generic layer writes zeroes instead
+    }
+    uint64_t unit_start = offset & ~unit_mask;
+    uint64_t unit_end = std::min(unit_start + subcluster_size_, total_bytes());
+    if (!whole) {
+        // A piece of one unit becomes a zero unit only if the rest of it
+        // reads as zeroes already (QEMU's qcow2_co_pwrite_zeroes); the
+        // unit's type is checked again under the lock below.
+        if (offset + bytes > unit_end) {
+            co_return -ENOTSUP;
+        }
+        bool zero = co_await reads_as_zeroes(unit_start, offset - unit_start);
+        if (zero) {
+            zero = co_await reads_as_zeroes(offset + bytes, unit_end - (offset + bytes));
+        }
+        if (!zero) {
+            co_return -ENOTSUP;
+        }
     }
     if (!bitmaps_.empty()) {
         if (int ret = co_await bitmaps_note_change(offset, bytes); ret < 0) {
@@ -790,6 +807,19 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
         }
     }
     co_await lock_.lock();
+    if (!whole) {
+        // Only a unit without data of its own: a write may have allocated
+        // it since the check above.
+        Mapping m;
+        int ret = co_await get_mapping(unit_start, unit_end - unit_start, m);
+        if (ret < 0 || m.type == ClusterType::Normal || m.type == ClusterType::Compressed ||
+            m.bytes < unit_end - unit_start) {
+            lock_.unlock();
+            co_return ret < 0 ? ret : -ENOTSUP;
+        }
+        offset = unit_start;
+        bytes = unit_end - unit_start;
+    }
     int ret = 0;
     if (data_file_is_raw()) {
         // The raw data file must read as the guest does: zero it first.
@@ -800,6 +830,22 @@ Task<int> Qcow2State::drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigne
     }
     lock_.unlock();
     co_return ret;
+}
+
+// Does [offset, offset + bytes) read as zeroes through the backing chain?
+Task<bool> Qcow2State::reads_as_zeroes(uint64_t offset, uint64_t bytes)
+{
+    while (bytes > 0) {
+        BlockStatus st;
+        int ret = co_await bdrv_co_block_status_above(this, nullptr, true, offset, bytes, st);
+        if (ret < 0 || !(st.flags & BDRV_BLOCK_ZERO) || st.pnum == 0) {
+            co_return false;
+        }
+        uint64_t n = std::min(st.pnum, bytes);
+        offset += n;
+        bytes -= n;
+    }
+    co_return true;
 }
 
 Task<int> Qcow2State::drv_pdiscard(uint64_t offset, uint64_t bytes)
@@ -1225,6 +1271,7 @@ Task<int> Qcow2State::make_completely_empty()
 int Qcow2State::drv_get_info(BlockDriverInfo& info)
 {
     info.cluster_size = uint32_t(cluster_size_);
+    info.subcluster_size = uint32_t(subcluster_size_);
     info.is_dirty = header_.incompatible_features & INCOMPAT_DIRTY;
     return 0;
 }

@@ -531,6 +531,7 @@ public:
         return BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK;
     }
     Task<int> drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags) override;
+    Task<bool> reads_as_zeroes(uint64_t offset, uint64_t bytes);
     Task<int> drv_pdiscard(uint64_t offset, uint64_t bytes) override;
     Task<int> drv_flush_to_os() override;
     Task<int> drv_truncate(uint64_t offset, bool exact, PreallocMode prealloc, unsigned flags,

@@ -11,6 +11,9 @@ class BlockDriverState;
 // Flags for one request (QEMU's BdrvRequestFlags).
 enum BdrvRequestFlags : unsigned {
     BDRV_REQ_NONE = 0,
+    // read: copy what the read finds below this layer into it first
+    // (QEMU's copy-on-read; see bdrv_co_preadv).
+    BDRV_REQ_COPY_ON_READ = 0x1,
     // pwrite_zeroes: the range may be deallocated instead of written.
     BDRV_REQ_MAY_UNMAP = 0x4,
     // Data must be on stable storage when the request completes.
@@ -25,6 +28,9 @@ enum BdrvRequestFlags : unsigned {
 // Flags for opening a node (QEMU's BDRV_O_*).
 enum BdrvOpenFlags : int {
     BDRV_O_RDWR = 0x0002,
+    // copy-on-read (qemu-io -C): every read of the node is a
+    // BDRV_REQ_COPY_ON_READ one.  Needs a writable node; not inherited.
+    BDRV_O_COPY_ON_READ = 0x0400,
     BDRV_O_NOCACHE = 0x0020,    // cache.direct=on: bypass the host page cache
     BDRV_O_NO_BACKING = 0x0100,  // do not open the backing file (qemu-img info, rebase -u)
     BDRV_O_NO_FLUSH = 0x0200,   // cache.no-flush=on: flushes are no-ops
@@ -135,6 +141,9 @@ struct SnapshotInfo {
 // What a tool may ask of any node (qemu-img info, qemu-io info).
 struct BlockDriverInfo {
     uint32_t cluster_size = 0;
+    // The allocation unit (a subcluster with extended L2 entries); 0:
+    // the same as cluster_size.
+    uint32_t subcluster_size = 0;
     // Where saved VM state would start in the guest-visible address space
     // (qcow2 keeps it after the disk); 0 for formats without VM state.
     uint64_t vm_state_offset = 0;
