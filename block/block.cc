@@ -26,6 +26,7 @@ extern const BlockDriver& bdrv_qcow2_driver();
 extern const BlockDriver& bdrv_crash_sim_driver();
 extern const BlockDriver& bdrv_nbd_driver();
 extern const BlockDriver& bdrv_copy_on_read_driver();
+extern const BlockDriver& bdrv_compress_driver();
 
 // --- Registry ---------------------------------------------------------------
 
@@ -70,6 +71,7 @@ void bdrv_init()
     bdrv_register(&bdrv_crash_sim_driver());
     bdrv_register(&bdrv_nbd_driver());
     bdrv_register(&bdrv_copy_on_read_driver());
+    bdrv_register(&bdrv_compress_driver());
 }
 
 const char* block_permission_name(uint64_t perm)

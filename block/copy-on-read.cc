@@ -4,15 +4,15 @@
 // that an overlay fills up with what the guest reads.  Everything else
 // passes through.  QEMU's `bottom` option (copy only from above a given
 // node) is not supported and is refused as an unknown option.
-#include "block/block_int.h"
+#include "block/filter.h"
 
 namespace qemu {
 
 namespace {
 
-class CopyOnReadState : public BlockDriverState {
+class CopyOnReadState : public FilterState {
 public:
-    using BlockDriverState::BlockDriverState;
+    using FilterState::FilterState;
 
     Task<int> drv_open(QDict& options, Error& err) override
     {
@@ -20,59 +20,13 @@ public:
             err.set("Block node is read-only");
             co_return -EINVAL;
         }
-        if (!file()) {
-            BdrvChild* c = co_await open_child("file", options, false, err);
-            if (!c) {
-                co_return -EINVAL;
-            }
-        }
-        set_total_bytes(file()->bs->total_bytes());
-        co_return 0;
+        co_return co_await FilterState::drv_open(options, err);
     }
     Task<int> drv_preadv(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
                          unsigned flags) override
     {
         co_return co_await bdrv_co_preadv(file(), offset, bytes, qiov, qiov_offset,
                                           flags | BDRV_REQ_COPY_ON_READ);
-    }
-    Task<int> drv_pwritev(uint64_t offset, uint64_t bytes, IOVector& qiov, size_t qiov_offset,
-                          unsigned flags) override
-    {
-        co_return co_await bdrv_co_pwritev(file(), offset, bytes, qiov, qiov_offset, flags);
-    }
-    unsigned supported_write_flags() const override
-    {
-        return BDRV_REQ_FUA | BDRV_REQ_WRITE_COMPRESSED;
-    }
-    unsigned supported_zero_flags() const override
-    {
-        return BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK;
-    }
-    Task<int> drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags) override
-    {
-        co_return co_await bdrv_co_pwrite_zeroes(file(), offset, bytes, flags);
-    }
-    Task<int> drv_pdiscard(uint64_t offset, uint64_t bytes) override
-    {
-        co_return co_await bdrv_co_pdiscard(file(), offset, bytes);
-    }
-    Task<int> drv_truncate(uint64_t offset, bool exact, PreallocMode prealloc, unsigned flags,
-                           Error& err) override
-    {
-        int ret = co_await bdrv_co_truncate(file(), offset, exact, prealloc, flags, err);
-        if (ret >= 0) {
-            set_total_bytes(file()->bs->total_bytes());
-        }
-        co_return ret;
-    }
-    // A filter: the child answers for every byte.
-    Task<int> drv_block_status(bool, uint64_t offset, uint64_t bytes, BlockStatus& out) override
-    {
-        out.pnum = bytes;
-        out.flags = BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
-        out.map = offset;
-        out.file = file()->bs.get();
-        co_return 0;
     }
     // The copies write data the child already shows: WRITE_UNCHANGED on
     // top of what the parents need, as QEMU's cor_child_perm().
@@ -85,29 +39,13 @@ public:
         }
         shared = parent_shared | BLK_PERM_WRITE_UNCHANGED;
     }
-    int drv_get_info(BlockDriverInfo& info) override { return file()->bs->drv_get_info(info); }
-    bool drv_has_zero_init() override { return file()->bs->drv_has_zero_init(); }
-};
-
-class CopyOnReadDriver : public BlockDriver {
-public:
-    std::string_view name() const override { return "copy-on-read"; }
-    const OptionSchema& open_schema() const override
-    {
-        static const OptionSchema schema;
-        return schema;
-    }
-    std::shared_ptr<BlockDriverState> new_node(AioContext& ctx) const override
-    {
-        return std::make_shared<CopyOnReadState>(*this, ctx);
-    }
 };
 
 }  // namespace
 
 const BlockDriver& bdrv_copy_on_read_driver()
 {
-    static const CopyOnReadDriver driver;
+    static const FilterDriver<CopyOnReadState> driver("copy-on-read");
     return driver;
 }
 
