@@ -1,6 +1,11 @@
 // ImageInfo of a node (see include/block/qapi.h).
 #include "block/qapi.h"
 
+#include <algorithm>
+#include <cstdio>
+
+#include "qemu/qjson.h"
+
 namespace qemu {
 
 Task<ImageInfo> bdrv_co_query_image_info(BlockDriverState& bs)
@@ -85,6 +90,36 @@ nlohmann::ordered_json image_info_to_json(const ImageInfo& info)
         obj["format-specific"] = info.format_specific;
     }
     return obj;
+}
+
+namespace {
+
+void dump_member(const std::string& label, const nlohmann::ordered_json& value, int indent)
+{
+    bool composite = value.is_object() || value.is_array();
+    printf("%*s%s:%c", indent * 4, "", label.c_str(), composite ? '\n' : ' ');
+    if (composite) {
+        bdrv_image_info_specific_dump(value, indent + 1);
+    } else {
+        printf("%s\n", scalar_to_string(value).c_str());
+    }
+}
+
+}  // namespace
+
+void bdrv_image_info_specific_dump(const nlohmann::ordered_json& data, int indent)
+{
+    if (data.is_array()) {
+        for (size_t i = 0; i < data.size(); i++) {
+            dump_member("[" + std::to_string(i) + "]", data[i], indent);
+        }
+        return;
+    }
+    for (const QdictMember& m : qdict_members(data)) {
+        std::string label = *m.key;
+        std::replace(label.begin(), label.end(), '-', ' ');
+        dump_member(label, *m.value, indent);
+    }
 }
 
 }  // namespace qemu

@@ -17,37 +17,6 @@ namespace qemu::img {
 
 namespace {
 
-// QEMU's dump of format-specific data: one "key: value" line per member,
-// dashes in keys shown as spaces, nested objects and lists indented by
-// four more spaces, list items numbered "[0]:".
-void dump_specific(const nlohmann::ordered_json& value, int indent);
-
-void dump_member(const std::string& label, const nlohmann::ordered_json& value, int indent)
-{
-    bool composite = value.is_object() || value.is_array();
-    printf("%*s%s:%c", indent * 4, "", label.c_str(), composite ? '\n' : ' ');
-    if (composite) {
-        dump_specific(value, indent + 1);
-    } else {
-        printf("%s\n", scalar_to_string(value).c_str());
-    }
-}
-
-void dump_specific(const nlohmann::ordered_json& value, int indent)
-{
-    if (value.is_array()) {
-        for (size_t i = 0; i < value.size(); i++) {
-            dump_member("[" + std::to_string(i) + "]", value[i], indent);
-        }
-        return;
-    }
-    for (const QdictMember& m : qdict_members(value)) {
-        std::string label = *m.key;
-        std::replace(label.begin(), label.end(), '-', ' ');
-        dump_member(label, *m.value, indent);
-    }
-}
-
 void dump_human(const ImageInfo& info)
 {
     printf("image: %s\n"
@@ -78,7 +47,7 @@ void dump_human(const ImageInfo& info)
     dump_snapshots(info.snapshots);
     if (info.format_specific.is_object()) {
         printf("Format specific information:\n");
-        dump_specific(info.format_specific.at("data"), 1);
+        bdrv_image_info_specific_dump(info.format_specific.at("data"), 1);
     }
 }
 

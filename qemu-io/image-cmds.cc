@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "block/qapi.h"
 #include "qemu-io/commands.h"
 #include "qemu/cutils.h"
 #include "qemu/units.h"
@@ -97,6 +98,12 @@ int info_f(QemuIoSession& s, int, char**)
     }
     printf("cluster size: %s\n", human_size(bdi.cluster_size).c_str());
     printf("vm state offset: %s\n", human_size(double(bdi.vm_state_offset)).c_str());
+    nlohmann::ordered_json specific;
+    bs->drv_get_specific_info(specific);
+    if (specific.is_object()) {
+        printf("Format specific information:\n");
+        bdrv_image_info_specific_dump(specific.at("data"), 1);
+    }
     return 0;
 }
 

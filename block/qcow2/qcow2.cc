@@ -1272,6 +1272,9 @@ int Qcow2State::drv_get_info(BlockDriverInfo& info)
 {
     info.cluster_size = uint32_t(cluster_size_);
     info.subcluster_size = uint32_t(subcluster_size_);
+    // Where QEMU would keep saved VM state: after the L1 entries the disk needs.
+    info.vm_state_offset = l1_size_for(total_bytes(), cluster_bits_, extended_l2_)
+                           << (cluster_bits_ + l2_bits_);
     info.is_dirty = header_.incompatible_features & INCOMPAT_DIRTY;
     return 0;
 }

@@ -41,4 +41,11 @@ ImageInfo bdrv_query_image_info(BlockDriverState& bs);
 // printed order (see qemu/qjson.h).
 nlohmann::ordered_json image_info_to_json(const ImageInfo& info);
 
+// QEMU's bdrv_image_info_specific_dump(): format-specific data (ImageInfo's
+// format_specific "data") on stdout, one "key: value" line per member,
+// dashes in keys shown as spaces, nested objects and lists indented by
+// four more spaces per level (starting at `indent` levels), list items
+// numbered "[0]:".  For qemu-img info and qemu-io's info command.
+void bdrv_image_info_specific_dump(const nlohmann::ordered_json& data, int indent);
+
 }  // namespace qemu
