@@ -55,7 +55,7 @@ const Command kCommands[] = {
      "measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--image-opts] [-f fmt] "
      "filename]"},
     {"rebase", img_rebase,
-     "rebase [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] "
+     "rebase [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] "
      "-b backing_file [-F backing_fmt] filename"},
     {"resize", img_resize,
      "resize [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename "

@@ -35,6 +35,7 @@ struct RebaseCommand {
     std::optional<std::string> backing;  // -b
     std::optional<std::string> backing_fmt;  // -F
     bool unsafe = false;
+    bool compress = false;  // -c: what is copied is written compressed
     std::string cache = "writeback";
     std::string src_cache = "writeback";
 };
@@ -78,6 +79,15 @@ public:
         blk_ = open_image(cmd_.spec, flags, ctx_);
         if (!blk_) {
             return 1;
+        }
+        if (cmd_.compress) {
+            BlockDriverInfo bdi;
+            if (!(blk_->bs()->supported_write_flags() & BDRV_REQ_WRITE_COMPRESSED) ||
+                blk_->bs()->drv_get_info(bdi) < 0 || !bdi.cluster_size) {
+                error_report("Compression not supported for this file format");
+                return 1;
+            }
+            cluster_size_ = bdi.cluster_size;
         }
         if (cmd_.backing_fmt && !bdrv_find_driver(*cmd_.backing_fmt)) {
             error_report("Invalid format name: '%s'", cmd_.backing_fmt->c_str());
@@ -213,11 +223,25 @@ private:
                 if (!sectors_differ(buf_old.data() + done, buf_new.data() + done, n - done, run)) {
                     continue;
                 }
+                unsigned flags = write_flags_;
+                if (cmd_.compress && !old_is_zero) {
+                    // Compressed clusters are written whole: the run grows
+                    // to the clusters it touches inside this buffer, where
+                    // the image allocates nothing and the old view is at
+                    // hand.  A cluster the buffer cuts is written plainly.
+                    uint64_t cs = cluster_size_;
+                    uint64_t start = std::max((offset + done) / cs * cs, offset);
+                    uint64_t end = std::min((offset + done + run + cs - 1) / cs * cs, offset + n);
+                    if (start % cluster_size_ == 0 && (end % cluster_size_ == 0 || end == size)) {
+                        flags |= BDRV_REQ_WRITE_COMPRESSED;
+                    }
+                    done = start - offset;
+                    run = end - start;
+                }
                 int wret = old_is_zero
                                ? run_sync(ctx_, blk_->co_pwrite_zeroes(offset + done, run,
                                                                        write_flags_))
-                               : blk_->pwrite(offset + done, run, buf_old.data() + done,
-                                              write_flags_);
+                               : blk_->pwrite(offset + done, run, buf_old.data() + done, flags);
                 if (wret < 0) {
                     error_report("Error while writing to COW image: %s", result_strerror(wret));
                     return false;
@@ -262,6 +286,7 @@ private:
     AioContext ctx_;
     int src_flags_ = 0;
     unsigned write_flags_ = 0;
+    uint64_t cluster_size_ = 0;  // with -c
     std::unique_ptr<BlockBackend> blk_;
     std::unique_ptr<BlockBackend> new_blk_;
     BdrvChild* new_backing_ = nullptr;   // nullptr: "-b ''"
@@ -283,7 +308,7 @@ int img_rebase(int argc, char** argv)
     RebaseCommand cmd;
     bool progress = false, quiet = false;
     int c;
-    while ((c = get_option(argc, argv, ":hf:F:b:upt:T:qU", long_options)) != -1) {
+    while ((c = get_option(argc, argv, ":hf:F:b:upt:T:qUc", long_options)) != -1) {
         switch (c) {
         case 'f':
             cmd.spec.format = optarg;
@@ -296,6 +321,9 @@ int img_rebase(int argc, char** argv)
             break;
         case 'u':
             cmd.unsafe = true;
+            break;
+        case 'c':
+            cmd.compress = true;
             break;
         case 'p':
             progress = true;
