@@ -324,14 +324,17 @@ std::optional<uint64_t> parse_size_option(const std::string& name, const std::st
 
 std::optional<uint64_t> parse_number_option(const std::string& name, const std::string& value, Error& err)
 {
-    std::string s = value;
-    if (!s.empty() && s[0] != '-') {
-        char* end = nullptr;
-        errno = 0;
-        unsigned long long v = strtoull(s.c_str(), &end, 0);
-        if (errno == 0 && end != s.c_str() && *end == '\0') {
-            return v;
-        }
+    // QEMU's qemu_strtou64(): strtoull's syntax, so a negative number
+    // wraps around ("-1" is 2^64 - 1) and a larger limit then applies.
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = strtoull(value.c_str(), &end, 0);
+    if (errno == ERANGE) {
+        err.set("Value '%s' is too large for parameter '%s'", value.c_str(), name.c_str());
+        return std::nullopt;
+    }
+    if (errno == 0 && end != value.c_str() && *end == '\0') {
+        return v;
     }
     err.set("Parameter '%s' expects a number", name.c_str());
     return std::nullopt;

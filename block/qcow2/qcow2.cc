@@ -212,6 +212,7 @@ bool Qcow2State::take_open_options(QDict& options, OpenOptions& o, Error& err)
     o.l2_cache = options.take("l2-cache-size");
     o.refcount_cache = options.take("refcount-cache-size");
     o.cache = options.take("cache-size");
+    o.l2_entry = options.take("l2-cache-entry-size");
     auto clean_interval = take_number(options, "cache-clean-interval", kDefaultCacheCleanInterval, opt_err);
     o.lazy = options.take("lazy-refcounts");
     o.pass_request = options.take("pass-discard-request");
@@ -296,7 +297,7 @@ bool Qcow2State::apply_open_options(const OpenOptions& o, Error& err)
     if (!create_caches(o, err)) {
         return false;
     }
-    if (o.clean_interval > uint64_t(INT32_MAX)) {
+    if (o.clean_interval > uint64_t(UINT32_MAX)) {
         err.set("Cache clean interval too big");
         return false;
     }
@@ -310,7 +311,8 @@ bool Qcow2State::create_caches(const OpenOptions& o, Error& err)
     // Cache sizes: by default the L2 cache covers the whole disk, up to
     // 32 MiB; the refcount cache is a quarter of it, at least 4 clusters.
     uint64_t l2_tables_needed = std::max<uint64_t>(l1_size_for(header_.size, cluster_bits_, extended_l2_), 1);
-    uint64_t l2_bytes = std::min(l2_tables_needed * cluster_size_, std::max(kDefaultL2CacheMax, 2 * cluster_size_));
+    uint64_t max_l2_bytes = l2_tables_needed * cluster_size_;  // covers the whole disk
+    uint64_t l2_bytes = std::min(max_l2_bytes, std::max(kDefaultL2CacheMax, 2 * cluster_size_));
     uint64_t rc_bytes = std::max(l2_bytes / 4, 4 * cluster_size_);
     auto parse_cache = [&](const std::optional<std::string>& v, const char* name, uint64_t& out) {
         if (!v) {
@@ -324,27 +326,56 @@ bool Qcow2State::create_caches(const OpenOptions& o, Error& err)
         return true;
     };
     uint64_t total = 0;
+    uint64_t entry_size = cluster_size_;
     if (!parse_cache(o.l2_cache, "l2-cache-size", l2_bytes) ||
         !parse_cache(o.refcount_cache, "refcount-cache-size", rc_bytes) ||
-        !parse_cache(o.cache, "cache-size", total)) {
+        !parse_cache(o.cache, "cache-size", total) ||
+        !parse_cache(o.l2_entry, "l2-cache-entry-size", entry_size)) {
         return false;
     }
+    // QEMU's read_cache_sizes(): the L2 cache never exceeds what covers
+    // the disk, and cache-size is split between the two.
+    uint64_t l2_setting = l2_bytes;
+    l2_bytes = std::min(l2_bytes, max_l2_bytes);
     if (o.cache) {
+        uint64_t min_rc = 4 * cluster_size_;
         if (o.l2_cache && o.refcount_cache) {
-            if (l2_bytes + rc_bytes > total) {
-                err.set("l2-cache-size (%llu) + refcount-cache-size (%llu) may not exceed "
-                        "cache-size (%llu)", (unsigned long long)l2_bytes,
-                        (unsigned long long)rc_bytes, (unsigned long long)total);
-                return false;
-            }
-        } else if (o.l2_cache) {
-            rc_bytes = total > l2_bytes ? total - l2_bytes : 0;
-        } else if (o.refcount_cache) {
-            l2_bytes = total > rc_bytes ? total - rc_bytes : 0;
-        } else {
-            rc_bytes = std::max(total / 5, 4 * cluster_size_);
-            l2_bytes = total > rc_bytes ? total - rc_bytes : 0;
+            err.set("cache-size, l2-cache-size and refcount-cache-size may not be set at the same "
+                    "time");
+            return false;
+        } else if (o.l2_cache && l2_setting > total) {
+            err.set("l2-cache-size may not exceed cache-size");
+            return false;
+        } else if (o.refcount_cache && rc_bytes > total) {
+            err.set("refcount-cache-size may not exceed cache-size");
+            return false;
         }
+        if (o.l2_cache) {
+            rc_bytes = total - l2_bytes;
+        } else if (o.refcount_cache) {
+            l2_bytes = total - rc_bytes;
+        } else if (total >= max_l2_bytes + min_rc) {
+            l2_bytes = max_l2_bytes;
+            rc_bytes = total - l2_bytes;
+        } else {
+            rc_bytes = std::min(total, min_rc);
+            l2_bytes = total - rc_bytes;
+        }
+    }
+    // The entry size is checked as QEMU does; our cache entries are whole
+    // L2 tables whatever it is (the byte budget is the same).
+    if (entry_size < 512 || entry_size > cluster_size_ || (entry_size & (entry_size - 1))) {
+        err.set("L2 cache entry size must be a power of two between 512 and the cluster size "
+                "(%llu)", (unsigned long long)cluster_size_);
+        return false;
+    }
+    if (l2_bytes / cluster_size_ > uint64_t(INT32_MAX)) {
+        err.set("L2 cache size too big");
+        return false;
+    }
+    if (rc_bytes / cluster_size_ > uint64_t(INT32_MAX)) {
+        err.set("Refcount cache size too big");
+        return false;
     }
     l2_cache_ = std::make_unique<Qcow2Cache>(file(), cluster_size_, std::max<uint64_t>(l2_bytes / cluster_size_, 2), META_L2);
     refblock_cache_ = std::make_unique<Qcow2Cache>(file(), cluster_size_, std::max<uint64_t>(rc_bytes / cluster_size_, 4),
@@ -1614,6 +1645,7 @@ public:
     {
         static const OptionSchema schema = {
             {"l2-cache-size", OptionType::Size, "Maximum L2 table cache size", ""},
+            {"l2-cache-entry-size", OptionType::Size, "Size of each entry in the L2 cache", ""},
             {"refcount-cache-size", OptionType::Size, "Maximum refcount block cache size", ""},
             {"cache-size", OptionType::Size, "Maximum combined metadata cache size", ""},
             {"cache-clean-interval", OptionType::Number, "Clean unused cache entries after this time (in seconds)", ""},

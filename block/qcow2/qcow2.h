@@ -793,7 +793,7 @@ public:
     // the QDict before the file child is opened and applied once the
     // header (its cluster size, its lazy refcounts bit) is known.
     struct OpenOptions {
-        std::optional<std::string> l2_cache, refcount_cache, cache, lazy, pass_request;
+        std::optional<std::string> l2_cache, refcount_cache, cache, lazy, pass_request, l2_entry;
         uint64_t clean_interval = 0;
         bool pass_snapshot = true;
         bool pass_other = false;
