@@ -353,9 +353,6 @@ const AlignedBuffer& zero_buffer()
     return zeroes;
 }
 
-namespace {
-
-// Writes zeroes from the zero buffer when the driver cannot do better.
 Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
 {
     const AlignedBuffer& zeroes = zero_buffer();
@@ -371,8 +368,6 @@ Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, u
     }
     co_return 0;
 }
-
-}  // namespace
 
 Task<int> bdrv_co_pwrite_zeroes(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
 {
