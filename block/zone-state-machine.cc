@@ -77,6 +77,9 @@ bool ZoneStateMachine::finish_restore()
 
 void ZoneStateMachine::lru_remove(uint32_t z)
 {
+    if (lru_pos_.empty()) {
+        return;  // no open limit: no hashing on every write
+    }
     auto it = lru_pos_.find(z);
     if (it != lru_pos_.end()) {
         lru_.erase(it->second);
@@ -95,6 +98,9 @@ void ZoneStateMachine::lru_push_front(uint32_t z)
 
 void ZoneStateMachine::lru_touch(uint32_t z)
 {
+    if (lru_pos_.empty()) {
+        return;
+    }
     auto it = lru_pos_.find(z);
     if (it != lru_pos_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second);  // iterators stay valid

@@ -6,6 +6,7 @@
 
 #include "block/qcow2/qcow2.h"
 #include "block/zone-state-machine.h"
+#include "qcow2-test-util.h"
 
 using namespace qemu;
 
@@ -105,4 +106,21 @@ TEST_CASE("zone memory: write pointers are kept in blocks, so sequential zones t
     // Conventional zones track nothing and take any bytes.
     CHECK(m.admit_write(100, 1000, false, pos, t) == ZoneError::None);
     m.complete_write(t, true);
+}
+
+TEST_CASE("zone memory: zones larger than 32-bit block counts can describe are refused",
+          "[zoned][memory]")
+{
+    qcow2_test::TempImage img;
+    AioContext ctx;
+    Error err;
+    int ret = qcow2_test::create(ctx, img.path, "size=8T,zone.mode=host-managed,zone.size=4T", err);
+    CHECK(ret < 0);
+    CHECK(err.message == "zone.size (4398046511104) exceeds the limit of 2199023255040 (2 TiB - 512)");
+    CHECK(access(img.path.c_str(), F_OK) != 0);
+    // The largest zone size that is a multiple of the cluster size (64 KiB)
+    // and within the limit is accepted.
+    ret = qcow2_test::create(ctx, img.path,
+                             "size=4T,zone.mode=host-managed,zone.size=2199023190016", err);
+    CHECK(ret == 0);
 }
