@@ -167,8 +167,11 @@ Task<int> copy_into_layer(BlockDriverState* bs, uint64_t offset, uint64_t bytes,
 {
     if (data.is_zero(0, bytes)) {
         int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, 0);
+        if (ret >= 0) {
+            ret = co_await complete_write(bs, 0, 0);
+        }
         if (ret != -ENOTSUP) {
-            co_return ret < 0 ? ret : co_await complete_write(bs, 0, 0);
+            co_return ret;
         }
     }
     co_return co_await aligned_pwritev(bs, offset, bytes, data, 0, 0);
@@ -464,9 +467,6 @@ const AlignedBuffer& zero_buffer()
     return zeroes;
 }
 
-namespace {
-
-// Writes zeroes from the zero buffer when the driver cannot do better.
 Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags)
 {
     const AlignedBuffer& zeroes = zero_buffer();
@@ -482,6 +482,8 @@ Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, u
     }
     co_return 0;
 }
+
+namespace {
 
 // A piece of a write-zeroes request smaller than the node's zeroing unit
 // (a qcow2 subcluster): the driver may still make the unit a zero cluster
@@ -499,8 +501,11 @@ Task<int> write_zeroes_partial(BdrvChild* child, uint64_t offset, uint64_t bytes
         co_await tracker.wait_for_conflicts();
         unsigned drv_flags = flags & bs->supported_zero_flags();
         int ret = co_await bs->drv_pwrite_zeroes(offset, bytes, drv_flags);
+        if (ret >= 0) {
+            ret = co_await complete_write(bs, flags, drv_flags);
+        }
         if (ret != -ENOTSUP) {
-            co_return ret < 0 ? ret : co_await complete_write(bs, flags, drv_flags);
+            co_return ret;
         }
     }
     if (flags & BDRV_REQ_NO_FALLBACK) {

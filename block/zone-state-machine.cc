@@ -1,18 +1,16 @@
 #include "block/zone-state-machine.h"
 
 #include <algorithm>
+#include <cassert>
 
 namespace qemu {
 
-ZoneStateMachine::ZoneStateMachine(const ZoneGeometry& g) : g_(g), zones_(g.nr_zones)
+ZoneStateMachine::ZoneStateMachine(const ZoneGeometry& g)
+    : g_(g), zones_(g.nr_zones, Zone{0, 0, uint8_t(BlockZoneState::Empty), 0})
 {
-    for (uint32_t z = 0; z < g_.nr_zones; z++) {
-        Zone& zone = zones_[z];
-        zone.wp = zone.durable_wp = zone_start(z);
-        zone.lru_prev = zone.lru_next = kNone;
-        zone.state = uint8_t(is_conventional(z) ? BlockZoneState::NotWritePointer : BlockZoneState::Empty);
-        zone.dirty = false;
-        zone.desc_ext_valid = false;
+    assert(g_.zone_size <= kMaxZoneSize && g_.zone_size % 512 == 0);
+    for (uint32_t z = 0; z < g_.nr_conventional && z < g_.nr_zones; z++) {
+        zones_[z].state = uint8_t(BlockZoneState::NotWritePointer);
     }
 }
 
@@ -38,23 +36,28 @@ bool ZoneStateMachine::restore(uint32_t z, uint64_t wp, PersistentCondition cond
         return false;
     }
     Zone& zone = zones_[z];
+    if (wp % 512) {
+        return false;
+    }
     // A finished zone may carry its end or its capacity as write pointer.
-    zone.wp = zone.durable_wp = std::min(wp, start + zone_capacity(z));
+    wp = std::min(wp, start + zone_capacity(z));
+    set_wp(z, wp);
+    set_durable_wp(z, wp);
     BlockZoneState s;
     if (cond == PersistentCondition::ReadOnly) {
         s = BlockZoneState::ReadOnly;
     } else if (cond == PersistentCondition::Offline) {
         s = BlockZoneState::Offline;
         desc_ext_valid = false;
-    } else if (zone.wp == start && !desc_ext_valid) {
+    } else if (wp == start && !desc_ext_valid) {
         s = BlockZoneState::Empty;
-    } else if (zone.wp == start + zone_capacity(z)) {
+    } else if (wp == start + zone_capacity(z)) {
         s = BlockZoneState::Full;
     } else {
         s = BlockZoneState::Closed;  // open zones come back closed
     }
     zone.state = uint8_t(s);
-    zone.desc_ext_valid = desc_ext_valid;
+    set_desc_ext_flag(z, desc_ext_valid);
     return true;
 }
 
@@ -74,31 +77,34 @@ bool ZoneStateMachine::finish_restore()
 
 void ZoneStateMachine::lru_remove(uint32_t z)
 {
-    Zone& zone = zones_[z];
-    if (zone.lru_prev != kNone) {
-        zones_[zone.lru_prev].lru_next = zone.lru_next;
-    } else {
-        lru_head_ = zone.lru_next;
+    if (lru_pos_.empty()) {
+        return;  // no open limit: no hashing on every write
     }
-    if (zone.lru_next != kNone) {
-        zones_[zone.lru_next].lru_prev = zone.lru_prev;
-    } else {
-        lru_tail_ = zone.lru_prev;
+    auto it = lru_pos_.find(z);
+    if (it != lru_pos_.end()) {
+        lru_.erase(it->second);
+        lru_pos_.erase(it);
     }
-    zone.lru_prev = zone.lru_next = kNone;
 }
 
 void ZoneStateMachine::lru_push_front(uint32_t z)
 {
-    Zone& zone = zones_[z];
-    zone.lru_prev = kNone;
-    zone.lru_next = lru_head_;
-    if (lru_head_ != kNone) {
-        zones_[lru_head_].lru_prev = z;
-    } else {
-        lru_tail_ = z;
+    if (!g_.max_open) {
+        return;  // nothing is ever closed to make room
     }
-    lru_head_ = z;
+    lru_.push_front(z);
+    lru_pos_[z] = lru_.begin();
+}
+
+void ZoneStateMachine::lru_touch(uint32_t z)
+{
+    if (lru_pos_.empty()) {
+        return;
+    }
+    auto it = lru_pos_.find(z);
+    if (it != lru_pos_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);  // iterators stay valid
+    }
 }
 
 void ZoneStateMachine::set_state(uint32_t z, BlockZoneState s)
@@ -127,8 +133,8 @@ void ZoneStateMachine::set_state(uint32_t z, BlockZoneState s)
 
 void ZoneStateMachine::mark_dirty(uint32_t z)
 {
-    if (!zones_[z].dirty) {
-        zones_[z].dirty = true;
+    if (!(zones_[z].flags & kDirty)) {
+        zones_[z].flags |= kDirty;
         dirty_.push_back(z);
     }
 }
@@ -143,11 +149,12 @@ ZoneError ZoneStateMachine::acquire_open(uint32_t z, uint32_t* evicted)
         return ZoneError::TooManyActive;
     }
     if (g_.max_open && nr_open_ >= g_.max_open) {
-        if (lru_tail_ != kNone) {
+        if (!lru_.empty()) {
+            uint32_t victim = lru_.back();
             if (evicted) {
-                *evicted = lru_tail_;
+                *evicted = victim;
             }
-            set_state(lru_tail_, BlockZoneState::Closed);
+            set_state(victim, BlockZoneState::Closed);
         } else if (limits_enforced()) {
             return ZoneError::TooManyOpen;  // all open zones are explicitly open
         }
@@ -173,6 +180,9 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
         pos = offset;
         return ZoneError::None;
     }
+    if (offset % 512 || len % 512) {
+        return ZoneError::InvalidRequest;  // write pointers are kept in blocks
+    }
     Zone& zone = zones_[z];
     uint64_t start = zone_start(z);
     uint64_t cap_end = start + zone_capacity(z);
@@ -194,9 +204,9 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
     }
     bool host_aware = g_.model == BlockZoneModel::HostAware;
     if (append) {
-        pos = zone.wp;
+        pos = wp(z);
     } else {
-        if (!host_aware && offset != zone.wp) {
+        if (!host_aware && offset != wp(z)) {
             return ZoneError::InvalidWrite;
         }
         pos = offset;
@@ -213,11 +223,10 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
         }
         set_state(z, BlockZoneState::ImplicitlyOpen);
     } else if (s == BlockZoneState::ImplicitlyOpen) {
-        lru_remove(z);  // most recently used now
-        lru_push_front(z);
+        lru_touch(z);
     }
-    zone.wp = std::max(zone.wp, pos + len);
-    if (zone.wp == cap_end && BlockZoneState(zone.state) != BlockZoneState::Full) {
+    set_wp(z, std::max(wp(z), pos + len));
+    if (wp(z) == cap_end && BlockZoneState(zone.state) != BlockZoneState::Full) {
         set_state(z, BlockZoneState::Full);
     }
     ticket = WriteTicket{z, pos, pos + len, s, next_ticket_++, evicted, false};
@@ -227,9 +236,8 @@ ZoneError ZoneStateMachine::admit_write(uint64_t offset, uint64_t len, bool appe
 
 BlockZoneState ZoneStateMachine::state_after_undo(uint32_t z, BlockZoneState before) const
 {
-    const Zone& zone = zones_[z];
-    BlockZoneState now = BlockZoneState(zone.state);
-    bool unwritten = zone.wp == zone_start(z) && !zone.desc_ext_valid;
+    BlockZoneState now = state(z);
+    bool unwritten = wp(z) == zone_start(z) && !desc_ext_valid(z);
     // Only what writes did is undone: an explicit open or close, or a
     // fault, since the write's admission stays.
     if (now == BlockZoneState::ImplicitlyOpen || now == BlockZoneState::Full) {
@@ -259,7 +267,7 @@ void ZoneStateMachine::complete_write(WriteTicket& ticket, bool ok)
         return;
     }
     self->done = true;
-    Zone& zone = zones_[ticket.zone];
+    uint32_t z = ticket.zone;
     if (!ok || ticket.doomed) {
         self->failed = true;
         self->owner = nullptr;  // it returns at once
@@ -278,13 +286,13 @@ void ZoneStateMachine::complete_write(WriteTicket& ticket, bool ok)
             }
         }
         if (g_.model == BlockZoneModel::HostAware) {
-            uint64_t top = std::max(zone.durable_wp, ticket.start);
+            uint64_t top = std::max(durable_wp(z), ticket.start);
             for (auto p = q.begin(); p != self; ++p) {
                 top = std::max(top, p->failed ? p->start : p->end);
             }
-            zone.wp = std::min(zone.wp, top);
+            set_wp(z, std::min(wp(z), top));
         } else {
-            zone.wp = ticket.start;
+            set_wp(z, ticket.start);
         }
         // With earlier writes in flight, `before` is what they made it.
         set_state(ticket.zone, state_after_undo(ticket.zone, ticket.before));
@@ -293,18 +301,20 @@ void ZoneStateMachine::complete_write(WriteTicket& ticket, bool ok)
             set_state(ticket.evicted, BlockZoneState::ImplicitlyOpen);
         }
     }
-    uint64_t before = zone.durable_wp;
+    uint64_t before = durable_wp(z);
+    uint64_t durable = before;
     while (!q.empty() && q.front().done) {
         if (!q.front().failed) {
-            zone.durable_wp = std::max(zone.durable_wp, q.front().end);
+            durable = std::max(durable, q.front().end);
         }
         q.pop_front();
     }
     if (q.empty()) {
         in_flight_.erase(it);
     }
-    if (zone.durable_wp != before) {
-        mark_dirty(ticket.zone);
+    if (durable != before) {
+        set_durable_wp(z, durable);
+        mark_dirty(z);
     }
 }
 
@@ -320,17 +330,15 @@ bool ZoneStateMachine::doomed_in_flight(uint32_t z) const
 
 ZoneStateMachine::ZoneSnapshot ZoneStateMachine::snapshot(uint32_t z) const
 {
-    const Zone& zone = zones_[z];
-    return ZoneSnapshot{zone.wp, zone.durable_wp, BlockZoneState(zone.state), zone.desc_ext_valid};
+    return ZoneSnapshot{wp(z), durable_wp(z), state(z), desc_ext_valid(z)};
 }
 
 void ZoneStateMachine::restore_zone(uint32_t z, const ZoneSnapshot& snap)
 {
-    Zone& zone = zones_[z];
     set_state(z, snap.state);
-    zone.wp = snap.wp;
-    zone.durable_wp = snap.durable_wp;
-    zone.desc_ext_valid = snap.desc_ext_valid;
+    set_wp(z, snap.wp);
+    set_durable_wp(z, snap.durable_wp);
+    set_desc_ext_flag(z, snap.desc_ext_valid);
     mark_dirty(z);
 }
 
@@ -339,9 +347,8 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
     if (z >= g_.nr_zones || is_conventional(z)) {
         return ZoneError::InvalidRequest;
     }
-    Zone& zone = zones_[z];
     uint64_t start = zone_start(z);
-    BlockZoneState s = BlockZoneState(zone.state);
+    BlockZoneState s = state(z);
     bool unusable = s == BlockZoneState::ReadOnly || s == BlockZoneState::Offline;
     switch (op) {
     case BlockZoneOp::Open:
@@ -368,8 +375,8 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
         }
         // An open zone nothing was written to goes back to empty, unless
         // its descriptor extension keeps it closed.
-        set_state(z, zone.wp == start && !zone.desc_ext_valid ? BlockZoneState::Empty
-                                                              : BlockZoneState::Closed);
+        set_state(z, wp(z) == start && !desc_ext_valid(z) ? BlockZoneState::Empty
+                                                          : BlockZoneState::Closed);
         return ZoneError::None;
     case BlockZoneOp::Finish:
         if (s == BlockZoneState::Full) {
@@ -383,7 +390,8 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
             return ZoneError::TooManyActive;
         }
         set_state(z, BlockZoneState::Full);
-        zone.wp = zone.durable_wp = start + zone_capacity(z);
+        set_wp(z, start + zone_capacity(z));
+        set_durable_wp(z, start + zone_capacity(z));
         mark_dirty(z);
         return ZoneError::None;
     case BlockZoneOp::Reset:
@@ -391,12 +399,13 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
             return ZoneError::InvalidTransition;
         }
         set_state(z, BlockZoneState::Empty);
-        if (zone.desc_ext_valid) {
-            zone.desc_ext_valid = false;
+        if (desc_ext_valid(z)) {
+            set_desc_ext_flag(z, false);
             mark_dirty(z);
         }
-        if (zone.wp != start || zone.durable_wp != start) {
-            zone.wp = zone.durable_wp = start;
+        if (wp(z) != start || durable_wp(z) != start) {
+            set_wp(z, start);
+            set_durable_wp(z, start);
             mark_dirty(z);
         }
         return ZoneError::None;
@@ -408,7 +417,7 @@ ZoneError ZoneStateMachine::manage(BlockZoneOp op, uint32_t z)
         return ZoneError::None;
     case BlockZoneOp::SetOffline:
         set_state(z, BlockZoneState::Offline);
-        zone.desc_ext_valid = false;
+        set_desc_ext_flag(z, false);
         return ZoneError::None;
     }
     return ZoneError::InvalidRequest;
@@ -426,7 +435,7 @@ ZoneError ZoneStateMachine::set_desc_ext_valid(uint32_t z)
         return ZoneError::TooManyActive;
     }
     set_state(z, BlockZoneState::Closed);
-    zones_[z].desc_ext_valid = true;
+    set_desc_ext_flag(z, true);
     mark_dirty(z);
     return ZoneError::None;
 }
@@ -434,10 +443,9 @@ ZoneError ZoneStateMachine::set_desc_ext_valid(uint32_t z)
 BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
 {
     BlockZoneDescriptor d;
-    const Zone& zone = zones_[z];
     d.start = zone_start(z);
     d.length = zone_length(z);
-    d.state = BlockZoneState(zone.state);
+    d.state = state(z);
     if (is_conventional(z)) {
         d.type = BlockZoneType::Conventional;
         d.capacity = d.length;
@@ -447,7 +455,7 @@ BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
     d.type = g_.model == BlockZoneModel::HostAware ? BlockZoneType::SequentialWritePreferred
                                                   : BlockZoneType::SequentialWriteRequired;
     d.capacity = zone_capacity(z);
-    d.desc_ext_valid = zone.desc_ext_valid;
+    d.desc_ext_valid = desc_ext_valid(z);
     switch (d.state) {
     case BlockZoneState::Full:
     case BlockZoneState::ReadOnly:
@@ -456,9 +464,7 @@ BlockZoneDescriptor ZoneStateMachine::describe(uint32_t z) const
     case BlockZoneState::Offline:
         d.wp = d.start;
         break;
-    default:
-        d.wp = zone.wp;
-        break;
+    default: d.wp = wp(z); break;
     }
     return d;
 }
@@ -468,7 +474,7 @@ uint64_t ZoneStateMachine::readable_end(uint32_t z) const
     if (is_conventional(z)) {
         return zone_start(z) + zone_length(z);
     }
-    return zones_[z].wp;
+    return wp(z);
 }
 
 PersistentCondition ZoneStateMachine::persistent_condition(uint32_t z) const
@@ -480,12 +486,22 @@ PersistentCondition ZoneStateMachine::persistent_condition(uint32_t z) const
     }
 }
 
+size_t ZoneStateMachine::zone_memory() const
+{
+    // A list node holds two links and the value; a hash node a link, the
+    // key, the iterator and its cached hash, plus a bucket pointer.
+    size_t lru_node = 2 * sizeof(void*) + sizeof(uint32_t);
+    size_t pos_node = sizeof(void*) + sizeof(uint32_t) + sizeof(void*) + sizeof(size_t);
+    return zones_.capacity() * sizeof(Zone) + lru_.size() * lru_node + lru_pos_.size() * pos_node +
+           lru_pos_.bucket_count() * sizeof(void*);
+}
+
 std::vector<uint32_t> ZoneStateMachine::take_dirty()
 {
     std::vector<uint32_t> out;
     out.swap(dirty_);
     for (uint32_t z : out) {
-        zones_[z].dirty = false;
+        zones_[z].flags &= uint8_t(~kDirty);
     }
     return out;
 }

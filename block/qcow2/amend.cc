@@ -58,22 +58,24 @@ private:
 
 enum AmendOperation { kUpgrading = 1, kChangingRefcountOrder, kDowngrading };
 
+}  // namespace
+
 // Writes everything cached, refcounts included when they are lazy, and
 // clears the dirty bit: the image is clean on disk.
-Task<int> make_clean(Qcow2State& s)
+Task<int> Qcow2State::make_clean()
 {
-    int ret = co_await s.sync_all_metadata();
+    int ret = co_await sync_all_metadata();
     if (ret >= 0) {
-        ret = co_await s.mark_clean();
+        ret = co_await mark_clean();
     }
     co_return ret;
 }
 
-Task<int> update_header(Qcow2State& s, Error& err)
+Task<int> Qcow2State::update_header(Error& err)
 {
-    int ret = co_await s.rewrite_header(err);
+    int ret = co_await rewrite_header(err);
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(file()->bs.get());
     }
     if (ret < 0) {
         err.set_errno(-ret, "Failed to update the image header");
@@ -83,24 +85,24 @@ Task<int> update_header(Qcow2State& s, Error& err)
 
 // --- Upgrade and downgrade ----------------------------------------------------
 
-Task<int> upgrade(Qcow2State& s, const BlockDriverState::AmendProgress& progress, Error& err)
+Task<int> Qcow2State::amend_upgrade(const BlockDriverState::AmendProgress& progress, Error& err)
 {
     progress(0, 2);
     // Version 3 wants every snapshot's 64-bit VM state size and disk size.
-    bool old_snapshots = std::any_of(s.snapshots_.begin(), s.snapshots_.end(),
+    bool old_snapshots = std::any_of(snapshots_.begin(), snapshots_.end(),
                                      [](const Snapshot& sn) { return sn.extra_data.size() < 16; });
     if (old_snapshots) {
-        int ret = co_await s.rewrite_snapshot_table();
+        int ret = co_await rewrite_snapshot_table();
         if (ret < 0) {
             err.set_errno(-ret, "Failed to update the snapshot table");
             co_return ret;
         }
     }
     progress(1, 2);
-    s.header_.version = 3;
-    int ret = co_await update_header(s, err);
+    header_.version = 3;
+    int ret = co_await update_header(err);
     if (ret < 0) {
-        s.header_.version = 2;
+        header_.version = 2;
         co_return ret;
     }
     progress(2, 2);
@@ -108,7 +110,7 @@ Task<int> upgrade(Qcow2State& s, const BlockDriverState::AmendProgress& progress
 }
 
 // Does any L2 table of `l1` map a compressed cluster?
-Task<int> has_compressed_clusters(Qcow2State& s, const std::vector<uint64_t>& l1, bool& found)
+Task<int> Qcow2State::has_compressed_clusters(const std::vector<uint64_t>& l1, bool& found)
 {
     for (uint64_t l1e : l1) {
         uint64_t l2_offset = l1e & kOffsetMask;
@@ -116,12 +118,12 @@ Task<int> has_compressed_clusters(Qcow2State& s, const std::vector<uint64_t>& l1
             continue;
         }
         Qcow2Cache::Ref l2;
-        int ret = co_await s.l2_cache_->get(l2_offset, true, l2);
+        int ret = co_await l2_cache_->get(l2_offset, true, l2);
         if (ret < 0) {
             co_return ret;
         }
-        for (uint64_t j = 0; j < s.l2_entries_; j++) {
-            if (s.l2_cluster_type(s.get_l2_entry(l2, j).entry) == ClusterType::Compressed) {
+        for (uint64_t j = 0; j < l2_entries_; j++) {
+            if (l2_cluster_type(get_l2_entry(l2, j).entry) == ClusterType::Compressed) {
                 found = true;
                 co_return 0;
             }
@@ -130,7 +132,7 @@ Task<int> has_compressed_clusters(Qcow2State& s, const std::vector<uint64_t>& l1
     co_return 0;
 }
 
-Task<int> read_snapshot_l1(Qcow2State& s, const Snapshot& sn, std::vector<uint64_t>& l1)
+Task<int> Qcow2State::read_snapshot_l1(const Snapshot& sn, std::vector<uint64_t>& l1)
 {
     l1.assign(sn.l1_size, 0);
     if (sn.l1_size == 0) {
@@ -138,7 +140,7 @@ Task<int> read_snapshot_l1(Qcow2State& s, const Snapshot& sn, std::vector<uint64
     }
     std::vector<uint8_t> raw(uint64_t(sn.l1_size) * 8);
     IOVector q(raw.data(), raw.size());
-    int ret = co_await bdrv_co_preadv(s.file(), sn.l1_table_offset, raw.size(), q);
+    int ret = co_await bdrv_co_preadv(file(), sn.l1_table_offset, raw.size(), q);
     for (uint32_t i = 0; ret >= 0 && i < sn.l1_size; i++) {
         l1[i] = load_be64(raw.data() + uint64_t(i) * 8);
     }
@@ -152,67 +154,71 @@ Task<int> read_snapshot_l1(Qcow2State& s, const Snapshot& sn, std::vector<uint64
 // L2 table (a snapshot may read it as data): then it gets a new zeroed
 // cluster, where QEMU would zero the shared one.  Progress goes by L1 entry
 // over the active table and every snapshot's.
-Task<int> expand_zero_clusters_in_l1(Qcow2State& s, const std::vector<uint64_t>& l1,
-                                     int64_t& visited, int64_t total,
-                                     const BlockDriverState::AmendProgress& progress)
+Task<int> Qcow2State::expand_zero_clusters_in_l1(const std::vector<uint64_t>& l1, int64_t& visited,
+                                                 int64_t total,
+                                                 const BlockDriverState::AmendProgress& progress)
 {
-    const uint64_t cs = s.cluster_size_;
-    const bool backed = !s.unallocated_reads_zero();
+    const uint64_t cs = cluster_size_;
+    const bool backed = !unallocated_reads_zero();
     for (size_t i = 0; i < l1.size(); i++) {
         uint64_t l2_offset = l1[i] & kOffsetMask;
         if (l2_offset) {
-            if (s.offset_into_cluster(l2_offset)) {
-                co_return s.signal_corruption(true, "L2 table offset %#llx unaligned (L1 index: %#zx)",
-                                              (unsigned long long)l2_offset, i);
+            if (offset_into_cluster(l2_offset)) {
+                co_return signal_corruption(true,
+                                            "L2 table offset %#llx unaligned (L1 index: %#zx)",
+                                            (unsigned long long)l2_offset, i);
             }
             uint64_t l2_refcount = 0;
-            int ret = co_await s.get_refcount(l2_offset >> s.cluster_bits_, l2_refcount);
+            int ret = co_await get_refcount(l2_offset >> cluster_bits_, l2_refcount);
             if (ret < 0) {
                 co_return ret;
             }
             Qcow2Cache::Ref l2;
-            ret = co_await s.l2_cache_->get(l2_offset, true, l2);
+            ret = co_await l2_cache_->get(l2_offset, true, l2);
             if (ret < 0) {
                 co_return ret;
             }
-            for (uint64_t j = 0; j < s.l2_entries_; j++) {
-                L2Entry e = s.get_l2_entry(l2, j);
-                ClusterType type = s.l2_cluster_type(e.entry);
+            for (uint64_t j = 0; j < l2_entries_; j++) {
+                L2Entry e = get_l2_entry(l2, j);
+                ClusterType type = l2_cluster_type(e.entry);
                 if (type != ClusterType::ZeroPlain && type != ClusterType::ZeroAlloc) {
                     continue;
                 }
                 if (type == ClusterType::ZeroPlain && !backed) {
-                    s.set_l2_entry(l2, j, L2Entry{});
+                    set_l2_entry(l2, j, L2Entry{});
                     continue;
                 }
                 uint64_t data = e.entry & kOffsetMask;
                 uint64_t data_refcount = 0;
                 if (data) {
-                    if (s.offset_into_cluster(data)) {
-                        co_return s.signal_corruption(
-                            true, "Cluster allocation offset %#llx unaligned (L2 offset: %#llx, L2 index: %#llx)",
-                            (unsigned long long)data, (unsigned long long)l2_offset,
-                            (unsigned long long)j);
+                    if (offset_into_cluster(data)) {
+                        co_return signal_corruption(true,
+                                                    "Cluster allocation offset %#llx unaligned (L2 "
+                                                    "offset: %#llx, L2 index: %#llx)",
+                                                    (unsigned long long)data,
+                                                    (unsigned long long)l2_offset,
+                                                    (unsigned long long)j);
                     }
-                    ret = co_await s.get_refcount(data >> s.cluster_bits_, data_refcount);
+                    ret = co_await get_refcount(data >> cluster_bits_, data_refcount);
                     if (ret < 0) {
                         co_return ret;
                     }
                 }
                 if (!data || data_refcount > l2_refcount) {
                     // A new cluster, referenced as often as this table is.
-                    int64_t fresh = co_await s.alloc_clusters(cs);
+                    int64_t fresh = co_await alloc_clusters(cs);
                     if (fresh < 0) {
                         co_return int(fresh);
                     }
                     if (l2_refcount > 1) {
-                        ret = co_await s.update_refcount(uint64_t(fresh), cs, int64_t(l2_refcount) - 1);
+                        ret =
+                            co_await update_refcount(uint64_t(fresh), cs, int64_t(l2_refcount) - 1);
                         if (ret < 0) {
                             co_return ret;
                         }
                     }
                     if (data) {
-                        ret = co_await s.update_refcount(data, cs, -int64_t(l2_refcount));
+                        ret = co_await update_refcount(data, cs, -int64_t(l2_refcount));
                         if (ret < 0) {
                             co_return ret;
                         }
@@ -220,14 +226,14 @@ Task<int> expand_zero_clusters_in_l1(Qcow2State& s, const std::vector<uint64_t>&
                     data = uint64_t(fresh);
                     data_refcount = l2_refcount;
                 }
-                ret = s.check_overlap(data, cs, MetadataKind(0));
+                ret = check_overlap(data, cs, MetadataKind(0));
                 if (ret >= 0) {
-                    ret = co_await bdrv_co_pwrite_zeroes(s.file(), data, cs, 0);
+                    ret = co_await bdrv_co_pwrite_zeroes(file(), data, cs, 0);
                 }
                 if (ret < 0) {
                     co_return ret;
                 }
-                s.set_l2_entry(l2, j, L2Entry{data | (data_refcount == 1 ? kCopied : 0), 0});
+                set_l2_entry(l2, j, L2Entry{data | (data_refcount == 1 ? kCopied : 0), 0});
             }
         }
         visited++;
@@ -236,42 +242,42 @@ Task<int> expand_zero_clusters_in_l1(Qcow2State& s, const std::vector<uint64_t>&
     co_return 0;
 }
 
-Task<int> downgrade(Qcow2State& s, const BlockDriverState::AmendProgress& progress, Error& err)
+Task<int> Qcow2State::amend_downgrade(const BlockDriverState::AmendProgress& progress, Error& err)
 {
-    if (s.header_.zoned) {
+    if (header_.zoned) {
         err.set("Cannot downgrade a zoned image: the zoned format needs compat=1.1");
         co_return -ENOTSUP;
     }
-    if (s.header_.refcount_order != 4) {
+    if (header_.refcount_order != 4) {
         err.set("compat=0.10 requires refcount_bits=16");
         co_return -ENOTSUP;
     }
-    if (s.has_data_file()) {
+    if (has_data_file()) {
         err.set("Cannot downgrade an image with a data file");
         co_return -ENOTSUP;
     }
-    for (const Snapshot& sn : s.snapshots_) {
-        if (sn.vm_state_size > UINT32_MAX || sn.disk_size != s.total_bytes()) {
+    for (const Snapshot& sn : snapshots_) {
+        if (sn.vm_state_size > UINT32_MAX || sn.disk_size != total_bytes()) {
             err.set("Internal snapshots prevent downgrade of image");
             co_return -ENOTSUP;
         }
     }
     // Version 2 has no autoclear bits: bitmaps would be lost (QEMU 7.2
     // drops the bit and leaves the bitmaps' clusters leaked).
-    if (!s.bitmaps_.empty()) {
+    if (!bitmaps_.empty()) {
         err.set("Cannot downgrade an image with persistent dirty bitmaps");
         err.add_hint("Remove them first, e.g. with 'qemu-img bitmap --remove'.");
         co_return -ENOTSUP;
     }
     int ret = 0;
-    if ((s.header_.incompatible_features & INCOMPAT_DIRTY) || s.dirty_marked_) {
-        ret = co_await make_clean(s);
+    if ((header_.incompatible_features & INCOMPAT_DIRTY) || dirty_marked_) {
+        ret = co_await make_clean();
         if (ret < 0) {
             err.set_errno(-ret, "Failed to make the image clean");
             co_return ret;
         }
     }
-    uint64_t other = s.header_.incompatible_features & ~INCOMPAT_COMPRESSION;
+    uint64_t other = header_.incompatible_features & ~INCOMPAT_COMPRESSION;
     if (other) {
         err.set("Cannot downgrade an image with incompatible features 0x%llx set",
                 (unsigned long long)other);
@@ -280,14 +286,14 @@ Task<int> downgrade(Qcow2State& s, const BlockDriverState::AmendProgress& progre
     // zstd cannot be expressed in version 2: only an image without
     // compressed clusters (snapshots included, which QEMU does not look
     // at) can switch to zlib.
-    if (s.header_.compression_type != CompressionType::Zlib) {
+    if (header_.compression_type != CompressionType::Zlib) {
         bool found = false;
-        ret = co_await has_compressed_clusters(s, s.l1_, found);
-        for (size_t i = 0; ret >= 0 && !found && i < s.snapshots_.size(); i++) {
+        ret = co_await has_compressed_clusters(l1_, found);
+        for (size_t i = 0; ret >= 0 && !found && i < snapshots_.size(); i++) {
             std::vector<uint64_t> l1;
-            ret = co_await read_snapshot_l1(s, s.snapshots_[i], l1);
+            ret = co_await read_snapshot_l1(snapshots_[i], l1);
             if (ret >= 0) {
-                ret = co_await has_compressed_clusters(s, l1, found);
+                ret = co_await has_compressed_clusters(l1, found);
             }
         }
         if (ret < 0) {
@@ -302,40 +308,40 @@ Task<int> downgrade(Qcow2State& s, const BlockDriverState::AmendProgress& progre
     }
 
     // Lazy refcounts do not exist in version 2 either.
-    s.lazy_refcounts_ = false;
-    int64_t total = int64_t(s.l1_.size());
-    for (const Snapshot& sn : s.snapshots_) {
+    lazy_refcounts_ = false;
+    int64_t total = int64_t(l1_.size());
+    for (const Snapshot& sn : snapshots_) {
         total += sn.l1_size;
     }
     int64_t visited = 0;
-    ret = co_await expand_zero_clusters_in_l1(s, s.l1_, visited, total, progress);
-    for (size_t i = 0; ret >= 0 && i < s.snapshots_.size(); i++) {
+    ret = co_await expand_zero_clusters_in_l1(l1_, visited, total, progress);
+    for (size_t i = 0; ret >= 0 && i < snapshots_.size(); i++) {
         std::vector<uint64_t> l1;
-        ret = co_await read_snapshot_l1(s, s.snapshots_[i], l1);
+        ret = co_await read_snapshot_l1(snapshots_[i], l1);
         if (ret >= 0) {
-            ret = co_await expand_zero_clusters_in_l1(s, l1, visited, total, progress);
+            ret = co_await expand_zero_clusters_in_l1(l1, visited, total, progress);
         }
     }
     if (ret >= 0) {
-        ret = co_await s.flush_metadata();
+        ret = co_await flush_metadata();
     }
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(file()->bs.get());
     }
     if (ret < 0) {
         err.set_errno(-ret, "Failed to turn zero into data clusters");
         co_return ret;
     }
 
-    Header saved = s.header_;
-    s.header_.version = 2;
-    s.header_.compatible_features = 0;
-    s.header_.autoclear_features = 0;
-    s.header_.incompatible_features = 0;
-    s.header_.compression_type = CompressionType::Zlib;
-    ret = co_await update_header(s, err);
+    Header saved = header_;
+    header_.version = 2;
+    header_.compatible_features = 0;
+    header_.autoclear_features = 0;
+    header_.incompatible_features = 0;
+    header_.compression_type = CompressionType::Zlib;
+    ret = co_await update_header(err);
     if (ret < 0) {
-        s.header_ = saved;
+        header_ = saved;
     }
     co_return ret;
 }
@@ -676,7 +682,7 @@ private:
 };
 
 // What qemu-img amend asks for, with unset options at the image's values.
-struct AmendRequest {
+struct Qcow2State::AmendRequest {
     int version;
     std::optional<uint64_t> size;
     std::optional<std::string> backing_file;
@@ -689,7 +695,8 @@ struct AmendRequest {
 
 // Takes the options out of `opts` and checks them in the order QEMU checks
 // its amend option list; nullopt after setting err.
-std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts, Error& err)
+std::optional<Qcow2State::AmendRequest> Qcow2State::parse_amend_options(QDict& opts,
+                                                                        Error& err) const
 {
     for (const auto& [key, value] : opts) {
         if (key.rfind("encrypt.", 0) == 0) {
@@ -698,7 +705,7 @@ std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts
         }
     }
     AmendRequest req;
-    req.version = int(s.header_.version);
+    req.version = int(header_.version);
     if (auto size = opts.take("size")) {
         req.size = std::stoull(*size);
     }
@@ -715,23 +722,23 @@ std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts
     req.backing_file = opts.take("backing_file");
     req.backing_fmt = opts.take("backing_fmt");
     req.data_file = opts.take("data_file");
-    if (req.data_file && !s.has_data_file()) {
+    if (req.data_file && !has_data_file()) {
         err.set("data-file can only be set for images that use an external data file");
         return std::nullopt;
     }
-    req.data_file_raw = s.data_file_is_raw();
+    req.data_file_raw = data_file_is_raw();
     if (auto raw = opts.take("data_file_raw")) {
         req.data_file_raw = *raw == "on";
-        if (req.data_file_raw && !s.data_file_is_raw()) {
+        if (req.data_file_raw && !data_file_is_raw()) {
             err.set("data-file-raw cannot be set on existing images");
             return std::nullopt;
         }
     }
-    req.lazy_refcounts = s.lazy_refcounts_;
+    req.lazy_refcounts = lazy_refcounts_;
     if (auto v = opts.take("lazy_refcounts")) {
         req.lazy_refcounts = *v == "on";
     }
-    req.refcount_bits = s.refcount_bits_;
+    req.refcount_bits = refcount_bits_;
     if (auto v = opts.take("refcount_bits")) {
         uint64_t n = std::stoull(*v);
         if (n == 0 || n > 64 || (n & (n - 1))) {
@@ -743,47 +750,48 @@ std::optional<AmendRequest> parse_amend_options(const Qcow2State& s, QDict& opts
     return req;
 }
 
-// REQUIRES: s.lock_ held.
-Task<int> change_refcount_width(Qcow2State& s, const AmendRequest& req,
-                                const BlockDriverState::AmendProgress& progress, Error& err)
+// REQUIRES: lock_ held.
+Task<int> Qcow2State::change_refcount_width(const AmendRequest& req,
+                                            const BlockDriverState::AmendProgress& progress,
+                                            Error& err)
 {
-    assert(s.lock_.locked());
+    assert(lock_.locked());
     if (req.version < 3 && req.refcount_bits != 16) {
         err.set("Refcount widths other than 16 bits require compatibility level 1.1 or above "
                 "(use compat=1.1 or greater)");
         co_return -EINVAL;
     }
     // Refcounts must all be on disk before they are copied.
-    if (s.dirty_marked_) {
-        int ret = co_await make_clean(s);
+    if (dirty_marked_) {
+        int ret = co_await make_clean();
         if (ret < 0) {
             err.set_errno(-ret, "Failed to make the image clean");
             co_return ret;
         }
     }
-    RefcountOrderChange change(s, uint32_t(__builtin_ctz(req.refcount_bits)), progress);
+    RefcountOrderChange change(*this, uint32_t(__builtin_ctz(req.refcount_bits)), progress);
     co_return co_await change.run(err);
 }
 
 // The data file settings, then the header, rewritten in any case; then
 // the refusal to change the backing file (QEMU checks it after writing).
-// REQUIRES: s.lock_ held.
-Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
+// REQUIRES: lock_ held.
+Task<int> Qcow2State::amend_header(const AmendRequest& req, Error& err)
 {
-    assert(s.lock_.locked());
+    assert(lock_.locked());
     if (req.data_file_raw) {
-        s.header_.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
+        header_.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW;
     } else {
-        s.header_.autoclear_features &= ~AUTOCLEAR_DATA_FILE_RAW;
+        header_.autoclear_features &= ~AUTOCLEAR_DATA_FILE_RAW;
     }
     if (req.data_file) {
         if (req.data_file->empty()) {
-            s.header_.data_file.reset();
+            header_.data_file.reset();
         } else {
-            s.header_.data_file = *req.data_file;
+            header_.data_file = *req.data_file;
         }
     }
-    int ret = co_await update_header(s, err);
+    int ret = co_await update_header(err);
     if (ret < 0) {
         co_return ret;
     }
@@ -791,8 +799,8 @@ Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
         auto differs = [](const std::optional<std::string>& given, const std::string& have) {
             return given.has_value() == have.empty() || (given && *given != have);
         };
-        if (differs(req.backing_file, s.header_.backing_file) ||
-            differs(req.backing_fmt, s.header_.backing_format)) {
+        if (differs(req.backing_file, header_.backing_file) ||
+            differs(req.backing_fmt, header_.backing_format)) {
             err.set("Cannot amend the backing file");
             err.add_hint("You can use 'qemu-img rebase' instead.");
             co_return -EINVAL;
@@ -802,42 +810,40 @@ Task<int> amend_header(Qcow2State& s, const AmendRequest& req, Error& err)
 }
 
 // Turning lazy refcounts off first makes every refcount correct on disk.
-// REQUIRES: s.lock_ held.
-Task<int> set_lazy_refcounts(Qcow2State& s, bool lazy, int version, Error& err)
+// REQUIRES: lock_ held.
+Task<int> Qcow2State::set_lazy_refcounts(bool lazy, int version, Error& err)
 {
-    assert(s.lock_.locked());
+    assert(lock_.locked());
     if (lazy && version < 3) {
         err.set("Lazy refcounts only supported with compatibility level 1.1 and above "
                 "(use compat=1.1 or greater)");
         co_return -EINVAL;
     }
     if (!lazy) {
-        int ret = co_await make_clean(s);
+        int ret = co_await make_clean();
         if (ret < 0) {
             err.set_errno(-ret, "Failed to make the image clean");
             co_return ret;
         }
     }
-    uint64_t old_features = s.header_.compatible_features;
+    uint64_t old_features = header_.compatible_features;
     if (lazy) {
-        s.header_.compatible_features |= COMPAT_LAZY_REFCOUNTS;
+        header_.compatible_features |= COMPAT_LAZY_REFCOUNTS;
     } else {
-        s.header_.compatible_features &= ~COMPAT_LAZY_REFCOUNTS;
+        header_.compatible_features &= ~COMPAT_LAZY_REFCOUNTS;
     }
-    int ret = co_await update_header(s, err);
+    int ret = co_await update_header(err);
     if (ret < 0) {
-        s.header_.compatible_features = old_features;
+        header_.compatible_features = old_features;
         co_return ret;
     }
-    s.lazy_refcounts_ = lazy;
+    lazy_refcounts_ = lazy;
     co_return 0;
 }
 
-}  // namespace
-
 Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool, Error& err)
 {
-    std::optional<AmendRequest> req = parse_amend_options(*this, opts, err);
+    std::optional<AmendRequest> req = parse_amend_options(opts, err);
     if (!req) {
         co_return -EINVAL;
     }
@@ -855,24 +861,24 @@ Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool
     // Upgrade first: what follows may need version 3.
     if (req->version > old_version) {
         combined.start(kUpgrading);
-        ret = co_await upgrade(*this, combined.callback(), err);
+        ret = co_await amend_upgrade(combined.callback(), err);
         if (ret < 0) {
             co_return ret;
         }
     }
     if (req->refcount_bits != refcount_bits_) {
         combined.start(kChangingRefcountOrder);
-        ret = co_await change_refcount_width(*this, *req, combined.callback(), err);
+        ret = co_await change_refcount_width(*req, combined.callback(), err);
         if (ret < 0) {
             co_return ret;
         }
     }
-    ret = co_await amend_header(*this, *req, err);
+    ret = co_await amend_header(*req, err);
     if (ret < 0) {
         co_return ret;
     }
     if (req->lazy_refcounts != lazy_refcounts_) {
-        ret = co_await set_lazy_refcounts(*this, req->lazy_refcounts, req->version, err);
+        ret = co_await set_lazy_refcounts(req->lazy_refcounts, req->version, err);
         if (ret < 0) {
             co_return ret;
         }
@@ -895,7 +901,7 @@ Task<int> Qcow2State::drv_amend(QDict& opts, const AmendProgress& progress, bool
     // Downgrade last, once nothing needs version 3 any more.
     if (req->version < old_version) {
         combined.start(kDowngrading);
-        ret = co_await downgrade(*this, combined.callback(), err);
+        ret = co_await amend_downgrade(combined.callback(), err);
         if (ret < 0) {
             co_return ret;
         }

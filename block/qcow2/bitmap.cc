@@ -457,30 +457,29 @@ bool Qcow2State::bitmaps_can_resize(Error& err) const
 // Bitmaps the image records that have changed (PersistentBitmap::marked)
 // are written anew, never in place: what a crash leaves is the old
 // directory and tables, or the new ones.
-struct FreedArea {
+struct Qcow2State::FreedArea {
     uint64_t offset;
     uint64_t bytes;
-    Qcow2State::FreeReason reason;
+    FreeReason reason;
 };
 
 // Writes `bm`'s bits (the stored ones, then ours on top) to new clusters
 // and a new table, updates bm.entry to point at them, and adds the old
 // table and clusters to `old`, to be freed once the new directory is in the
-// header.  REQUIRES: s.lock_ held.
-Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::vector<FreedArea>& old,
-                         Error& err)
+// header.  REQUIRES: lock_ held.
+Task<int> Qcow2State::rewrite_bitmap(PersistentBitmap& bm, std::vector<FreedArea>& old, Error& err)
 {
-    assert(s.lock_.locked());
-    const uint64_t file_size = s.file()->bs->total_bytes();
-    const uint64_t disk_size = s.total_bytes();
-    const uint64_t cs = s.cluster_size_;
+    assert(lock_.locked());
+    const uint64_t file_size = file()->bs->total_bytes();
+    const uint64_t disk_size = total_bytes();
+    const uint64_t cs = cluster_size_;
     const uint64_t bits_per_cluster = cs * 8;
     AlignedBuffer buf(cs, 4096);
     BitmapEntry& e = bm.entry;
     // The bits as stored (validated at open), then ours on top.
     std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
     IOVector tq(raw.data(), raw.size());
-    int ret = co_await bdrv_co_preadv(s.file(), e.table_offset, raw.size(), tq);
+    int ret = co_await bdrv_co_preadv(file(), e.table_offset, raw.size(), tq);
     if (ret < 0) {
         err.set_errno(-ret, "Could not read bitmap_table table from image for bitmap '%s'",
                       e.name.c_str());
@@ -489,14 +488,14 @@ Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::v
     std::vector<uint64_t> old_table(e.table_size);
     for (uint32_t i = 0; i < e.table_size; i++) {
         old_table[i] = load_be64(raw.data() + uint64_t(i) * 8);
-        if (!bitmap_table_entry_valid(old_table[i], s.cluster_bits_, file_size)) {
+        if (!bitmap_table_entry_valid(old_table[i], cluster_bits_, file_size)) {
             err.set("Could not read bitmap_table table from image for bitmap '%s': Invalid argument",
                     e.name.c_str());
             co_return -EINVAL;
         }
     }
     const uint64_t bits = bitmap_bits(disk_size, e.granularity_bits);
-    const uint64_t entries = bitmap_table_entries(disk_size, e.granularity_bits, s.cluster_bits_);
+    const uint64_t entries = bitmap_table_entries(disk_size, e.granularity_bits, cluster_bits_);
     if (entries > kMaxTableEntries || entries * cs > kMaxBitmapBytes) {
         err.set("Bitmap '%s' is too big", e.name.c_str());
         co_return -EINVAL;
@@ -510,7 +509,7 @@ Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::v
             uint64_t data = old_table[i] & kBitmapTableOffsetMask;
             if (data) {
                 IOVector q(buf.data(), cs);
-                ret = co_await bdrv_co_preadv(s.file(), data, cs, q);
+                ret = co_await bdrv_co_preadv(file(), data, cs, q);
                 if (ret < 0) {
                     err.set_errno(-ret, "Could not read bitmap '%s' from image", e.name.c_str());
                     co_return ret;
@@ -527,23 +526,23 @@ Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::v
         if (std::all_of(buf.data(), buf.data() + cs, [](uint8_t b) { return b == 0; })) {
             continue;
         }
-        int64_t off = co_await s.alloc_clusters(cs);
+        int64_t off = co_await alloc_clusters(cs);
         if (off < 0) {
             err.set_errno(int(-off), "Failed to allocate clusters for bitmap '%s'",
                           e.name.c_str());
             co_return int(off);
         }
         table[i] = uint64_t(off);
-        s.register_metadata(uint64_t(off), cs, META_BITMAP);
+        register_metadata(uint64_t(off), cs, META_BITMAP);
         IOVector q(buf.data(), cs);
-        ret = co_await bdrv_co_pwritev(s.file(), uint64_t(off), cs, q);
+        ret = co_await bdrv_co_pwritev(file(), uint64_t(off), cs, q);
         if (ret < 0) {
             err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
             co_return ret;
         }
     }
     uint64_t table_bytes = round_up(entries * 8, cs);
-    int64_t table_off = co_await s.alloc_clusters(table_bytes);
+    int64_t table_off = co_await alloc_clusters(table_bytes);
     if (table_off < 0) {
         err.set_errno(int(-table_off), "Failed to allocate clusters for bitmap '%s'",
                       e.name.c_str());
@@ -554,9 +553,9 @@ Task<int> rewrite_bitmap(Qcow2State& s, Qcow2State::PersistentBitmap& bm, std::v
     for (uint64_t i = 0; i < entries; i++) {
         store_be64(tbuf.data() + i * 8, table[i]);
     }
-    s.register_metadata(uint64_t(table_off), entries * 8, META_BITMAP);
+    register_metadata(uint64_t(table_off), entries * 8, META_BITMAP);
     IOVector q(tbuf.data(), table_bytes);
-    ret = co_await bdrv_co_pwritev(s.file(), uint64_t(table_off), table_bytes, q);
+    ret = co_await bdrv_co_pwritev(file(), uint64_t(table_off), table_bytes, q);
     if (ret < 0) {
         err.set_errno(-ret, "Failed to write bitmap '%s' to file", e.name.c_str());
         co_return ret;
@@ -587,7 +586,7 @@ Task<int> Qcow2State::bitmaps_store(Error& err)
 
     for (PersistentBitmap& bm : updated) {
         if (bm.marked) {
-            int ret = co_await rewrite_bitmap(*this, bm, old, err);
+            int ret = co_await rewrite_bitmap(bm, old, err);
             if (ret < 0) {
                 co_return ret;
             }
@@ -670,6 +669,14 @@ nlohmann::ordered_json Qcow2State::bitmaps_info() const
         list.push_back(info);
     }
     return list;
+}
+
+std::optional<uint64_t> Qcow2State::measure_bitmaps_size(uint64_t cluster_size) const
+{
+    if (header_.version < 3) {
+        return std::nullopt;
+    }
+    return bitmaps_copy_size(cluster_size);
 }
 
 uint64_t Qcow2State::bitmaps_copy_size(uint64_t cluster_size) const

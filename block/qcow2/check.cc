@@ -74,7 +74,9 @@ private:
     std::vector<uint8_t> bytes_;
 };
 
-// One run of the check.  The caller holds lock_ and has written all cached
+}  // namespace
+
+// One run of the check (a friend of Qcow2State).  The caller holds lock_ and has written all cached
 // metadata, so that the disk and the caches agree.
 class Checker {
 public:
@@ -85,10 +87,9 @@ public:
     }
 
     Task<int> run();
-    // Whether the refcount structure was replaced.
-    bool rebuilt() const { return rebuilt_; }
-    // L2 tables rewritten directly on disk (their cached copies are stale).
-    const std::vector<uint64_t>& rewritten_l2() const { return rewritten_l2_; }
+    // Writes what the repairs left in the refcount cache, and drops cached
+    // copies of tables that were rewritten directly.
+    Task<int> finish_repairs();
 
 private:
     // Walking the metadata.
@@ -903,46 +904,42 @@ Task<int> Checker::run()
     co_return 0;
 }
 
-// Writes what the repairs left in the refcount cache, and drops cached
-// copies of tables that were rewritten directly.
-Task<int> finish_repairs(Qcow2State& s, const Checker& checker)
+Task<int> Checker::finish_repairs()
 {
-    int ret = co_await s.refblock_cache_->write_back();
+    int ret = co_await s_.refblock_cache_->write_back();
     if (ret >= 0) {
-        ret = co_await s.write_reftable_entries();
+        ret = co_await s_.write_reftable_entries();
     }
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(s_.file()->bs.get());
     }
-    for (uint64_t offset : checker.rewritten_l2()) {
-        s.l2_cache_->discard(offset);
+    for (uint64_t offset : rewritten_l2_) {
+        s_.l2_cache_->discard(offset);
     }
-    if (checker.rebuilt()) {
+    if (rebuilt_) {
         // The allocator's hints may point into the old structure, and the
         // new one may lie past what was the end of the file.
-        s.free_cluster_index_ = 0;
-        s.free_byte_offset_ = 0;
-        s.fresh_from_ = std::max(s.fresh_from_, s.size_to_clusters(s.file()->bs->total_bytes()));
+        s_.free_cluster_index_ = 0;
+        s_.free_byte_offset_ = 0;
+        s_.fresh_from_ = std::max(s_.fresh_from_, s_.size_to_clusters(file_length()));
     }
     co_return ret;
 }
 
 // Clears the corrupt bit once a repair has left nothing wrong.
-Task<int> mark_consistent(Qcow2State& s)
+Task<int> Qcow2State::mark_consistent()
 {
-    s.corrupt_ = false;
-    if (!(s.header_.incompatible_features & INCOMPAT_CORRUPT)) {
+    corrupt_ = false;
+    if (!(header_.incompatible_features & INCOMPAT_CORRUPT)) {
         co_return 0;
     }
-    s.header_.incompatible_features &= ~INCOMPAT_CORRUPT;
-    int ret = co_await s.write_header_fields();
+    header_.incompatible_features &= ~INCOMPAT_CORRUPT;
+    int ret = co_await write_header_fields();
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(file()->bs.get());
     }
     co_return ret;
 }
-
-}  // namespace
 
 Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
 {
@@ -972,7 +969,7 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     Checker checker(*this, result, fix);
     ret = co_await checker.run();
     if (fix) {
-        int r = co_await finish_repairs(*this, checker);
+        int r = co_await checker.finish_repairs();
         if (ret >= 0 && r < 0) {
             result.check_errors++;
             ret = r;
@@ -990,7 +987,7 @@ Task<int> Qcow2State::drv_check(BdrvCheckResult& result, unsigned fix)
     if (ret >= 0 && fix && !result.check_errors && !result.corruptions) {
         ret = co_await mark_clean();
         if (ret >= 0) {
-            ret = co_await mark_consistent(*this);
+            ret = co_await mark_consistent();
         }
     }
     lock_.unlock();

@@ -343,8 +343,6 @@ Task<int> Qcow2State::extend_file_for(uint64_t host_end)
     co_return ret;
 }
 
-namespace {
-
 // Where the copy-on-write around a write to [w_start, w_end) (offsets from
 // the start of the first cluster of `old`, the entries being replaced) must
 // begin and end: the range the new mapping describes as written.  Without
@@ -353,28 +351,28 @@ namespace {
 // subclusters at either end (none if they already hold data); a new host
 // cluster must also take in every allocated subcluster of the old one, and
 // a compressed cluster is copied whole.
-struct CowBounds {
+struct Qcow2State::CowBounds {
     uint64_t from;
     uint64_t to;
 };
 
-CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool reuse,
-                     uint64_t w_start, uint64_t w_end)
+Qcow2State::CowBounds Qcow2State::cow_bounds(const std::vector<L2Entry>& old, bool reuse,
+                                             uint64_t w_start, uint64_t w_end) const
 {
-    uint64_t cs = s.cluster_size_;
+    uint64_t cs = cluster_size_;
     uint64_t last_base = (old.size() - 1) * cs;
-    if (!s.extended_l2_) {
+    if (!extended_l2_) {
         return {0, last_base + cs};
     }
-    uint32_t scb = s.subcluster_bits_;
+    uint32_t scb = subcluster_bits_;
     uint32_t first_sc = uint32_t(w_start >> scb);
     uint32_t last_sc = uint32_t((w_end - last_base - 1) >> scb);
     CowBounds b{uint64_t(first_sc) << scb, last_base + ((uint64_t(last_sc) + 1) << scb)};
     if (reuse) {
-        if (s.subcluster_type(old.front(), first_sc) == SubclusterType::Normal) {
+        if (subcluster_type(old.front(), first_sc) == SubclusterType::Normal) {
             b.from = w_start;
         }
-        if (s.subcluster_type(old.back(), last_sc) == SubclusterType::Normal) {
+        if (subcluster_type(old.back(), last_sc) == SubclusterType::Normal) {
             b.to = w_end;
         }
         return b;
@@ -383,7 +381,7 @@ CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool 
     const L2Entry& tail = old.back();
     uint32_t head_alloc = uint32_t(head.bitmap & kBitmapAllAlloc);
     uint32_t tail_alloc = uint32_t(tail.bitmap & kBitmapAllAlloc);
-    switch (s.l2_cluster_type(head.entry)) {
+    switch (l2_cluster_type(head.entry)) {
     case ClusterType::Compressed:
         b.from = 0;
         break;
@@ -395,7 +393,7 @@ CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool 
     default:
         break;
     }
-    switch (s.l2_cluster_type(tail.entry)) {
+    switch (l2_cluster_type(tail.entry)) {
     case ClusterType::Compressed:
         b.to = last_base + cs;
         break;
@@ -416,19 +414,19 @@ CowBounds cow_bounds(const Qcow2State& s, const std::vector<L2Entry>& old, bool 
 // own.  Such a cluster is reused (`reuse`) when it comes first: with
 // extended L2 entries for its unallocated or zero subclusters, without them
 // when it is a preallocated zero cluster.
-int allocation_run(Qcow2State& s, Qcow2Cache::Ref& l2, uint64_t idx, uint64_t guest_start,
-                   uint64_t max_clusters, std::vector<L2Entry>& old, bool& reuse)
+int Qcow2State::allocation_run(Qcow2Cache::Ref& l2, uint64_t idx, uint64_t guest_start,
+                               uint64_t max_clusters, std::vector<L2Entry>& old, bool& reuse)
 {
     reuse = false;
     for (uint64_t k = 0; k < max_clusters; k++) {
-        L2Entry e = s.get_l2_entry(l2, idx + k);
-        int ret = s.validate_l2_entry(e, guest_start + (k << s.cluster_bits_), l2.offset(), idx + k);
+        L2Entry e = get_l2_entry(l2, idx + k);
+        int ret = validate_l2_entry(e, guest_start + (k << cluster_bits_), l2.offset(), idx + k);
         if (ret < 0) {
             return ret;
         }
-        ClusterType t = s.l2_cluster_type(e.entry);
+        ClusterType t = l2_cluster_type(e.entry);
         if ((t == ClusterType::Normal || t == ClusterType::ZeroAlloc) && (e.entry & kCopied)) {
-            if (k == 0 && (s.extended_l2_ || t == ClusterType::ZeroAlloc)) {
+            if (k == 0 && (extended_l2_ || t == ClusterType::ZeroAlloc)) {
                 reuse = true;
                 old.push_back(e);
             }
@@ -440,7 +438,7 @@ int allocation_run(Qcow2State& s, Qcow2Cache::Ref& l2, uint64_t idx, uint64_t gu
 }
 
 // Where an allocating write puts its data and what it copies around it.
-struct AllocatingWrite {
+struct Qcow2State::AllocatingWrite {
     uint64_t guest_start;  // the first cluster's guest offset
     uint64_t host;         // the first cluster's host offset
     uint64_t w_start, w_end;  // the new data, relative to guest_start
@@ -453,13 +451,13 @@ struct AllocatingWrite {
 // zeroes, or the backing file).  The allocation in flight keeps other
 // writers away, so the guest's view cannot change meanwhile.  One write
 // carries the copies together with the new data.  Runs without lock_.
-Task<int> write_with_cow(Qcow2State& s, const AllocatingWrite& w, IOVector& qiov, size_t qiov_offset)
+Task<int> Qcow2State::write_with_cow(const AllocatingWrite& w, IOVector& qiov, size_t qiov_offset)
 {
     AlignedBuffer cow_head, cow_tail;
     auto read_current = [&](uint64_t from, uint64_t to, AlignedBuffer& buf) -> Task<int> {
         buf = AlignedBuffer(to - from, 4096);
         IOVector q(buf.data(), to - from);
-        co_return co_await s.read_guest(w.guest_start + from, to - from, q, 0);
+        co_return co_await read_guest(w.guest_start + from, to - from, q, 0);
     };
     int ret = 0;
     if (w.head_needed) {
@@ -480,37 +478,35 @@ Task<int> write_with_cow(Qcow2State& s, const AllocatingWrite& w, IOVector& qiov
     if (w.tail_needed) {
         write.add(cow_tail.data(), w.cow.to - w.w_end);
     }
-    co_return co_await bdrv_co_pwritev(s.data_child(), w.host + write_from, write.size(), write);
+    co_return co_await bdrv_co_pwritev(data_child(), w.host + write_from, write.size(), write);
 }
 
 // Points the `n` L2 entries from `idx` at the written host clusters and
 // queues what they pointed to for freeing.
-void link_clusters(Qcow2State& s, Qcow2Cache::Ref& l2, uint64_t idx, uint64_t n, const AllocatingWrite& w,
-                   bool reuse)
+void Qcow2State::link_clusters(Qcow2Cache::Ref& l2, uint64_t idx, uint64_t n,
+                               const AllocatingWrite& w, bool reuse)
 {
     for (uint64_t k = 0; k < n; k++) {
-        L2Entry now = s.get_l2_entry(l2, idx + k);
-        L2Entry linked{(w.host + (k << s.cluster_bits_)) | kCopied, 0};
-        if (s.extended_l2_) {
+        L2Entry now = get_l2_entry(l2, idx + k);
+        L2Entry linked{(w.host + (k << cluster_bits_)) | kCopied, 0};
+        if (extended_l2_) {
             // Subclusters outside the written range keep their state.
-            uint64_t base = k << s.cluster_bits_;
+            uint64_t base = k << cluster_bits_;
             uint64_t from = std::max(w.cow.from, base) - base;
-            uint64_t to = std::min(w.cow.to, base + s.cluster_size_) - base;
-            uint64_t written = subcluster_alloc_bits(uint32_t(from >> s.subcluster_bits_),
-                                                     uint32_t(((to - 1) >> s.subcluster_bits_) + 1));
-            uint64_t kept = s.l2_cluster_type(now.entry) == ClusterType::Compressed ? 0 : now.bitmap;
+            uint64_t to = std::min(w.cow.to, base + cluster_size_) - base;
+            uint64_t written = subcluster_alloc_bits(uint32_t(from >> subcluster_bits_),
+                                                     uint32_t(((to - 1) >> subcluster_bits_) + 1));
+            uint64_t kept = l2_cluster_type(now.entry) == ClusterType::Compressed ? 0 : now.bitmap;
             linked.bitmap = (kept | written) & ~(written << 32);
         }
-        s.set_l2_entry(l2, idx + k, linked);
+        set_l2_entry(l2, idx + k, linked);
         // With an external data file the old mapping was at the same
         // offset: nothing to free.
-        if (!reuse && !s.has_data_file()) {
-            s.free_l2_entry_later(now.entry, Qcow2State::FreeReason::Other);
+        if (!reuse && !has_data_file()) {
+            free_l2_entry_later(now.entry, Qcow2State::FreeReason::Other);
         }
     }
 }
-
-}  // namespace
 
 bool Qcow2State::range_reads_zero(const L2Entry& e, uint64_t from, uint64_t to) const
 {
@@ -549,7 +545,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     max_clusters = std::min(max_clusters, l2_entries_ - idx);
     std::vector<L2Entry> old;
     bool reuse = false;
-    ret = allocation_run(*this, l2, idx, w.guest_start, max_clusters, old, reuse);
+    ret = allocation_run(l2, idx, w.guest_start, max_clusters, old, reuse);
     if (ret < 0) {
         lock_.unlock();
         co_return ret;
@@ -559,7 +555,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     w.w_start = offset - w.guest_start;
     uint64_t data_bytes = std::min(bytes, alloc_bytes - w.w_start);
     w.w_end = w.w_start + data_bytes;
-    w.cow = cow_bounds(*this, old, reuse, w.w_start, w.w_end);
+    w.cow = cow_bounds(old, reuse, w.w_start, w.w_end);
 
     uint64_t fresh_boundary = fresh_from_;
     if (reuse) {
@@ -614,7 +610,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     }
     DataIoGuard guard(*this, w.host, alloc_bytes);
     lock_.unlock();
-    ret = co_await write_with_cow(*this, w, qiov, qiov_offset);
+    ret = co_await write_with_cow(w, qiov, qiov_offset);
     co_await lock_.lock();
     if (ret < 0) {
         if (!reuse && !has_data_file()) {
@@ -628,7 +624,7 @@ Task<int> Qcow2State::write_allocating(uint64_t offset, uint64_t bytes, IOVector
     if (ret < 0) {
         co_return finish(ret);
     }
-    link_clusters(*this, l2, idx, n, w, reuse);
+    link_clusters(l2, idx, n, w, reuse);
     l2.reset();
     co_return finish(int(data_bytes));
 }

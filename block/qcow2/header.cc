@@ -528,6 +528,9 @@ bool ZonedExtension::validate(uint64_t virtual_size, uint32_t cluster_bits, uint
     if (zone_size == 0 || zone_size % cs) {
         return bad("zone size is zero or not a multiple of the cluster size");
     }
+    if (zone_size > kMaxZoneSize) {
+        return bad("zone size exceeds the limit of 0x1fffffffe00 bytes");
+    }
     if (zone_capacity == 0 || zone_capacity > zone_size || zone_capacity % 512) {
         return bad("zone capacity is zero, larger than the zone size, or not sector aligned");
     }

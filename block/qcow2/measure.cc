@@ -164,8 +164,8 @@ Task<int> qcow2_co_measure(QDict& opts, BlockDriverState* in_bs, BlockMeasureInf
     out.required = out.fully_allocated - virtual_size + required;
     // Bitmaps only when both the source and the new image can hold them.
     auto* source = dynamic_cast<Qcow2State*>(in_bs);
-    if (version >= 3 && source && source->header_.version >= 3) {
-        out.bitmaps = source->bitmaps_copy_size(cs);
+    if (version >= 3 && source) {
+        out.bitmaps = source->measure_bitmaps_size(cs);
     }
     co_return 0;
 }

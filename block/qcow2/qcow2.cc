@@ -1409,6 +1409,11 @@ bool parse_zone_params(QDict& opts, CreateParams& p, Error& err)
                 (unsigned long long)*size, (unsigned long long)cs);
         return false;
     }
+    if (*size > kMaxZoneSize) {
+        err.set("zone.size (%llu) exceeds the limit of %llu (2 TiB - 512)",
+                (unsigned long long)*size, (unsigned long long)kMaxZoneSize);
+        return false;
+    }
     auto cap = take_size(opts, "zone.capacity", *size, err);
     if (!cap) {
         return false;
@@ -1814,10 +1819,7 @@ Task<int> format_image(const std::string& filename, const BlockDriver& proto,
     root.bs = bs;
     ret = co_await bdrv_co_truncate(&root, p.size, false, p.prealloc, 0, err);
     if (ret >= 0 && p.zoned) {
-        auto* qs = static_cast<Qcow2State*>(bs.get());
-        co_await qs->lock_.lock();
-        ret = co_await qs->zoned_format(*p.zoned, err);
-        qs->lock_.unlock();
+        ret = co_await static_cast<Qcow2State*>(bs.get())->format_zoned(*p.zoned, err);
     }
     if (ret >= 0 && p.backing_file) {
         const std::string format = p.backing_format.value_or("");

@@ -128,6 +128,39 @@ struct ZonedExtension {
     void serialize(std::vector<uint8_t>& out) const;
 };
 
+// A zoned image's write pointer array in memory (as stored on disk), in 4
+// bytes per zone: a conventional zone's entry is always its start with
+// kConventionalFlag, a sequential zone's a multiple of 512 from its start
+// to its end (load_zone_state repairs or refuses others), kept as 512-byte
+// blocks from the zone start (zone sizes are at most kMaxZoneSize).
+class ZoneWpEntries {
+public:
+    // All entries as a new image has them.  May throw std::bad_alloc.
+    void reset(const ZonedExtension& ext);
+    uint64_t get(uint32_t zone) const
+    {
+        uint64_t start = uint64_t(zone) * zone_size_;
+        if (zone < conventional_zones_) {
+            return start | ZonedExtension::kConventionalFlag;
+        }
+        return start + (uint64_t(blocks_[zone]) << 9);
+    }
+    // REQUIRES: `entry` valid for the zone (see above).
+    void set(uint32_t zone, uint64_t entry)
+    {
+        if (zone >= conventional_zones_) {
+            blocks_[zone] = uint32_t((entry - uint64_t(zone) * zone_size_) >> 9);
+        }
+    }
+    uint32_t size() const { return uint32_t(blocks_.size()); }
+    size_t memory() const { return blocks_.capacity() * sizeof(uint32_t); }
+
+private:
+    uint64_t zone_size_ = 0;
+    uint32_t conventional_zones_ = 0;
+    std::vector<uint32_t> blocks_;
+};
+
 enum class CompressionType : uint8_t { Zlib = 0, Zstd = 1 };
 
 enum class FeatureType : uint8_t { Incompatible = 0, Compatible = 1, Autoclear = 2 };
@@ -493,6 +526,13 @@ struct Mapping {
 };
 
 class Qcow2State;
+// Friends of Qcow2State: the parts of the driver that are a concept of
+// their own, each defined in the file named.
+class Checker;              // check.cc: one run of qemu-img check
+class RefcountOrderChange;  // amend.cc: a new refcount width
+class RefcountJournal;      // snapshot.cc: refcount increments to undo
+class L1Walk;               // snapshot.cc: the clusters an L1 table references
+class SnapshotOperation;    // snapshot.cc: the frame of a snapshot operation
 
 // Marks a host range as in use by guest I/O for the guard's lifetime, so
 // that a deferred free of it waits (apply_pending_frees keeps it pending):
@@ -570,10 +610,6 @@ public:
     // others a full discard of the whole disk.  No request may be in
     // flight.
     Task<int> drv_make_empty(Error& err) override;
-    // Rewrites the image as header, refcount table, one refcount block and
-    // an empty L1 table, and truncates the file after them.  Caller holds
-    // lock_.
-    Task<int> make_completely_empty();
     Task<int> drv_zone_report(uint64_t offset, uint32_t& nr_zones, BlockZoneDescriptor* zones) override;
     Task<int> drv_zone_mgmt(BlockZoneOp op, uint64_t offset, uint64_t len) override;
     Task<int> drv_zone_append(uint64_t& offset, IOVector& qiov, unsigned flags) override;
@@ -587,6 +623,53 @@ public:
                                   Error& err) override;
     Task<int> drv_zone_set_desc_ext(uint64_t offset, const uint8_t* data) override;
     Task<int> drv_zone_get_desc_ext(uint64_t offset, uint8_t* data) override;
+
+    // --- For the driver's callers ----------------------------------------
+    // Formats a new image, opened read-write and otherwise empty, as zoned
+    // (qemu-img create).  Takes lock_.
+    Task<int> format_zoned(const ZonedExtension& ext, Error& err);
+    // What copying this image's bitmaps into a v3 image of `cluster_size`
+    // takes (qemu-img measure's "bitmaps size"); none for a v2 image,
+    // which has no bitmaps to copy.
+    std::optional<uint64_t> measure_bitmaps_size(uint64_t cluster_size) const;
+    // Metadata overlap checks: is writing [offset, offset+len) as `kind`
+    // (0 for guest data) allowed?  Returns 0 or, after signalling
+    // corruption, -EIO.
+    int check_overlap(uint64_t offset, uint64_t len, MetadataKind kind);
+
+    // Types the driver's files share (the state that uses them is private).
+    // Why clusters are freed; decides whether the space is given back to
+    // the host (QEMU's pass-discard-* classes).
+    enum class FreeReason {
+        GuestDiscard,  // discard / write-zeroes with unmap: pass-discard-request
+        Always,        // shrinking, zone reset: the space must come back
+        Other,         // copy-on-write, moved tables: pass-discard-other
+        Snapshot,      // deleted or reverted snapshot data: pass-discard-snapshot
+    };
+    // A bitmap of the directory.  Bitmaps we change (guest writes reach an
+    // enabled one, a resize reaches all) are first marked in use on disk;
+    // at close their data, new tables and a new directory are written and
+    // the marks go.  Bitmaps in use when the image was opened are stale
+    // (another writer crashed) and are left alone.
+    struct PersistentBitmap {
+        BitmapEntry entry;
+        bool stale = false;           // in use when opened
+        bool marked = false;          // marked in use by us: rewritten at close
+        std::vector<uint64_t> dirty;  // granules written since marked (enabled ones)
+    };
+
+private:
+    friend class DataIoGuard;
+    friend class Checker;
+    friend class RefcountOrderChange;
+    friend class RefcountJournal;
+    friend class L1Walk;
+    friend class SnapshotOperation;
+
+    // Rewrites the image as header, refcount table, one refcount block and
+    // an empty L1 table, and truncates the file after them.  Caller holds
+    // lock_.
+    Task<int> make_completely_empty();
 
     // --- State shared by the driver's files -------------------------------
     Header header_;
@@ -621,14 +704,6 @@ public:
     std::list<std::shared_ptr<InFlightAlloc>> in_flight_;
     // The file was extended ahead of allocations; trimmed back at close.
     bool file_extended_ = false;
-    // Why clusters are freed; decides whether the space is given back to
-    // the host (QEMU's pass-discard-* classes).
-    enum class FreeReason {
-        GuestDiscard,  // discard / write-zeroes with unmap: pass-discard-request
-        Always,        // shrinking, zone reset: the space must come back
-        Other,         // copy-on-write, moved tables: pass-discard-other
-        Snapshot,      // deleted or reverted snapshot data: pass-discard-snapshot
-    };
     // Whether space freed for this reason is given back to the host.
     bool discard_passes_down(FreeReason reason) const
     {
@@ -682,17 +757,6 @@ public:
     std::optional<bool> metadata_preallocation_;
 
     // --- bitmap.cc (persistent dirty bitmaps) ---------------------
-    // A bitmap of the directory.  Bitmaps we change (guest writes reach an
-    // enabled one, a resize reaches all) are first marked in use on disk;
-    // at close their data, new tables and a new directory are written and
-    // the marks go.  Bitmaps in use when the image was opened are stale
-    // (another writer crashed) and are left alone.
-    struct PersistentBitmap {
-        BitmapEntry entry;
-        bool stale = false;          // in use when opened
-        bool marked = false;         // marked in use by us: rewritten at close
-        std::vector<uint64_t> dirty;  // granules written since marked (enabled ones)
-    };
     std::vector<PersistentBitmap> bitmaps_;
     BitmapsExtension bitmaps_ext_;   // nb_bitmaps 0: no (valid) extension
     // Reads and checks the extension, the directory and the tables (as
@@ -723,9 +787,9 @@ public:
 
     // --- zoned.cc (zoned images only) --------------------------------
     std::unique_ptr<ZoneStateMachine> zones_;
-    // The write pointer array as it is on disk (entries, host order), so
-    // that persisting some zones never needs to read the others back.
-    std::vector<uint64_t> wp_on_disk_;
+    // The write pointer array as it is on disk, so that persisting some
+    // zones never needs to read the others back.
+    ZoneWpEntries wp_on_disk_;
     CoQueue zone_writes_done_;  // woken as zone writes complete
     // Loads write pointers and conditions and builds the state machine.
     Task<int> zoned_open(Error& err);
@@ -745,9 +809,12 @@ public:
     // conditions, and a state machine restored from them.  A zone the
     // format forbids fails, or with `faults` is recorded there and loaded
     // repaired.
-    Task<int> load_zone_state(uint64_t wp_offset, uint64_t cond_offset, std::vector<uint64_t>& entries,
-                              std::vector<uint8_t>& conds, std::unique_ptr<ZoneStateMachine>& machine,
-                              Error& err, std::vector<ZoneFault>* faults = nullptr);
+    // The arrays are read a chunk at a time, so that memory stays at what
+    // is kept per zone; `conds` (null: not wanted) gets every condition.
+    Task<int> load_zone_state(uint64_t wp_offset, uint64_t cond_offset, ZoneWpEntries& entries,
+                              std::vector<uint8_t>* conds,
+                              std::unique_ptr<ZoneStateMachine>& machine, Error& err,
+                              std::vector<ZoneFault>* faults = nullptr);
     Task<int> check_zone_faults(BdrvCheckResult& result, unsigned fix);
     // Gives the image its condition array (every zone 0) if it has none.
     Task<int> zone_condition_array();
@@ -955,11 +1022,7 @@ public:
     // Reads a table of `entries` big-endian 64-bit entries (L1, refcount
     // table) into `out`.
     Task<int> read_table(uint64_t offset, uint64_t entries, std::vector<uint64_t>& out);
-    // Metadata overlap checks: is writing [offset, offset+len) as `kind`
-    // (0 for guest data) allowed?  Returns 0 or, after signalling
-    // corruption, -EIO.
-    int check_overlap(uint64_t offset, uint64_t len, MetadataKind kind);
-    // The same for a write that may replace the kinds in `allowed` (a mask
+    // check_overlap() for a write that may replace the kinds in `allowed` (a mask
     // of 1 << MetadataKind) as well.
     int check_overlap_mask(uint64_t offset, uint64_t len, uint32_t allowed);
     // Enters [offset, offset+len) as an area of `kind`; an area sharing a
@@ -974,6 +1037,57 @@ public:
     // Fails, naming the two kinds, when rebuild_metadata_map() found
     // overlapping areas.
     bool validate_metadata_layout(Error& err) const;
+
+    // --- amend.cc: the steps of drv_amend (lock_ held) -------------------
+    struct AmendRequest;
+    Task<int> make_clean();
+    Task<int> update_header(Error& err);
+    Task<int> amend_upgrade(const AmendProgress& progress, Error& err);
+    Task<int> has_compressed_clusters(const std::vector<uint64_t>& l1, bool& found);
+    Task<int> read_snapshot_l1(const Snapshot& sn, std::vector<uint64_t>& l1);
+    Task<int> expand_zero_clusters_in_l1(const std::vector<uint64_t>& l1, int64_t& visited,
+                                         int64_t total, const AmendProgress& progress);
+    Task<int> amend_downgrade(const AmendProgress& progress, Error& err);
+    std::optional<AmendRequest> parse_amend_options(QDict& opts, Error& err) const;
+    Task<int> change_refcount_width(const AmendRequest& req, const AmendProgress& progress,
+                                    Error& err);
+    Task<int> amend_header(const AmendRequest& req, Error& err);
+    Task<int> set_lazy_refcounts(bool lazy, int version, Error& err);
+
+    // --- check.cc --------------------------------------------------------
+    // Clears the corrupt bit once a repair has left nothing wrong.
+    Task<int> mark_consistent();
+
+    // --- cluster.cc: the steps of write_allocating ----------------------
+    struct CowBounds;
+    struct AllocatingWrite;
+    CowBounds cow_bounds(const std::vector<L2Entry>& old, bool reuse, uint64_t w_start,
+                         uint64_t w_end) const;
+    int allocation_run(Qcow2Cache::Ref& l2, uint64_t idx, uint64_t guest_start,
+                       uint64_t max_clusters, std::vector<L2Entry>& old, bool& reuse);
+    Task<int> write_with_cow(const AllocatingWrite& w, IOVector& qiov, size_t qiov_offset);
+    void link_clusters(Qcow2Cache::Ref& l2, uint64_t idx, uint64_t n, const AllocatingWrite& w,
+                       bool reuse);
+
+    // --- snapshot.cc: the steps of the snapshot operations (lock_ held) --
+    struct ZoneStateCopy;
+    Task<int> reference_l1(const std::vector<uint64_t>& l1, RefcountJournal& journal);
+    Task<int> walk_for_release(const std::vector<uint64_t>& l1, bool release);
+    Task<int> update_copied_flags();
+    Task<int> write_snapshot_table(std::vector<Snapshot> table, bool& header_unknown);
+    Task<int> read_l1_table(uint64_t offset, uint32_t size, std::vector<uint64_t>& out);
+    Task<int64_t> write_new_l1_table(const std::vector<uint64_t>& l1, MetadataKind kind,
+                                     RefcountJournal& journal);
+    Task<int64_t> copy_to_new_clusters(uint64_t from, uint64_t len, RefcountJournal& journal);
+    Task<int> capture_zone_state(SnapshotZoneState& out, RefcountJournal& journal);
+    Task<int> read_zone_state_copy(const SnapshotZoneState& copy, ZoneStateCopy& out, Error& err);
+    std::vector<std::pair<uint32_t, uint64_t>> wp_updates(const ZoneWpEntries& target,
+                                                          bool lower_only) const;
+    Task<int> restore_zone_state(const ZoneStateCopy& copy, Error& err);
+
+    // --- bitmap.cc: the steps of bitmaps_store (lock_ held) -------------
+    struct FreedArea;
+    Task<int> rewrite_bitmap(PersistentBitmap& bm, std::vector<FreedArea>& old, Error& err);
 };
 
 }  // namespace qemu::qcow2

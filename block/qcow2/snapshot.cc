@@ -24,7 +24,7 @@
 //     the snapshot's references are dropped after.
 // A crash in between leaves refcounts that are too high (leaks), never too
 // low, and COPIED flags that may disagree with them; v3 images are marked
-// dirty meanwhile so that the next open repairs both (see Operation).  Zone
+// dirty meanwhile so that the next open repairs both (see SnapshotOperation).  Zone
 // state: see restore_zone_state.
 #include <algorithm>
 #include <cstdio>
@@ -311,8 +311,6 @@ Task<int> Qcow2State::read_snapshot_table(Error& err)
     co_return 0;
 }
 
-namespace {
-
 // Refcount increments made by an operation in progress, undone if it fails:
 // the references they stand for never reached the disk, so dropping them
 // at once is safe.
@@ -464,12 +462,12 @@ private:
 // new refcounts are there (QEMU orders its L2 cache after its refcount
 // cache for the same reason).  A cached copy of a rewritten table is
 // dropped.
-Task<int> reference_l1(Qcow2State& s, const std::vector<uint64_t>& l1, RefcountJournal& journal)
+Task<int> Qcow2State::reference_l1(const std::vector<uint64_t>& l1, RefcountJournal& journal)
 {
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     int ret;
     {
-        L1Walk walk(s, l1);
+        L1Walk walk(*this, l1);
         while ((ret = co_await walk.next(ranges)) > 0) {
             for (auto [offset, len] : ranges) {
                 ret = co_await journal.add(offset, len);
@@ -480,9 +478,9 @@ Task<int> reference_l1(Qcow2State& s, const std::vector<uint64_t>& l1, RefcountJ
         }
     }
     if (ret >= 0) {
-        ret = co_await s.sync_all_metadata();
+        ret = co_await sync_all_metadata();
     }
-    L1Walk walk(s, l1);
+    L1Walk walk(*this, l1);
     while (ret >= 0 && (ret = co_await walk.next(ranges)) > 0) {
         bool changed = false;
         for (uint64_t j = 0; j < walk.entries(); j++) {
@@ -495,12 +493,12 @@ Task<int> reference_l1(Qcow2State& s, const std::vector<uint64_t>& l1, RefcountJ
         if (!changed) {
             continue;
         }
-        ret = s.check_overlap(walk.l2_offset(), s.cluster_size_, META_L2);
+        ret = check_overlap(walk.l2_offset(), cluster_size_, META_L2);
         if (ret >= 0) {
-            IOVector q(walk.table(), s.cluster_size_);
-            ret = co_await bdrv_co_pwritev(s.file(), walk.l2_offset(), s.cluster_size_, q);
+            IOVector q(walk.table(), cluster_size_);
+            ret = co_await bdrv_co_pwritev(file(), walk.l2_offset(), cluster_size_, q);
         }
-        s.l2_cache_->discard(walk.l2_offset());
+        l2_cache_->discard(walk.l2_offset());
     }
     co_return ret;
 }
@@ -509,13 +507,13 @@ Task<int> reference_l1(Qcow2State& s, const std::vector<uint64_t>& l1, RefcountJ
 // `release`, queues the drop of one reference to each: applied by the next
 // flush_metadata, after the metadata that stops referencing it is on disk.
 // Tables of `l1` that the active L1 table does not name leave the cache.
-Task<int> walk_for_release(Qcow2State& s, const std::vector<uint64_t>& l1, bool release)
+Task<int> Qcow2State::walk_for_release(const std::vector<uint64_t>& l1, bool release)
 {
     std::set<uint64_t> active;
-    for (uint64_t e : s.l1_) {
+    for (uint64_t e : l1_) {
         active.insert(e & kOffsetMask);
     }
-    L1Walk walk(s, l1);
+    L1Walk walk(*this, l1);
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
     int ret;
     while ((ret = co_await walk.next(ranges)) > 0) {
@@ -523,10 +521,10 @@ Task<int> walk_for_release(Qcow2State& s, const std::vector<uint64_t>& l1, bool 
             continue;
         }
         for (auto [offset, len] : ranges) {
-            s.free_clusters_later(offset, len, Qcow2State::FreeReason::Snapshot);
+            free_clusters_later(offset, len, Qcow2State::FreeReason::Snapshot);
         }
         if (!active.count(walk.l2_offset())) {
-            s.l2_cache_->discard(walk.l2_offset());
+            l2_cache_->discard(walk.l2_offset());
         }
     }
     co_return ret;
@@ -535,35 +533,35 @@ Task<int> walk_for_release(Qcow2State& s, const std::vector<uint64_t>& l1, bool 
 // Sets the COPIED flag of every table and cluster the active L1 table
 // references exactly where its refcount is 1 (QEMU's
 // qcow2_update_snapshot_refcount with addend 0), in the caches.
-Task<int> update_copied_flags(Qcow2State& s)
+Task<int> Qcow2State::update_copied_flags()
 {
-    for (size_t i = 0; i < s.l1_.size(); i++) {
-        uint64_t l2_offset = s.l1_[i] & kOffsetMask;
+    for (size_t i = 0; i < l1_.size(); i++) {
+        uint64_t l2_offset = l1_[i] & kOffsetMask;
         if (!l2_offset) {
             continue;
         }
         uint64_t refcount;
-        int ret = co_await s.get_refcount(l2_offset >> s.cluster_bits_, refcount);
+        int ret = co_await get_refcount(l2_offset >> cluster_bits_, refcount);
         if (ret < 0) {
             co_return ret;
         }
-        uint64_t l1_entry = refcount == 1 ? s.l1_[i] | kCopied : s.l1_[i] & ~kCopied;
-        if (l1_entry != s.l1_[i]) {
-            s.l1_[i] = l1_entry;
-            s.dirty_l1_.push_back(uint32_t(i));
+        uint64_t l1_entry = refcount == 1 ? l1_[i] | kCopied : l1_[i] & ~kCopied;
+        if (l1_entry != l1_[i]) {
+            l1_[i] = l1_entry;
+            dirty_l1_.push_back(uint32_t(i));
         }
         Qcow2Cache::Ref table;
-        ret = co_await s.l2_cache_->get(l2_offset, true, table);
+        ret = co_await l2_cache_->get(l2_offset, true, table);
         if (ret < 0) {
             co_return ret;
         }
-        for (uint64_t j = 0; j < s.cluster_size_ / s.l2_entry_bytes(); j++) {
-            L2Entry entry = s.get_l2_entry(table, j);
+        for (uint64_t j = 0; j < cluster_size_ / l2_entry_bytes(); j++) {
+            L2Entry entry = get_l2_entry(table, j);
             uint64_t e = entry.entry;
             uint64_t want = e & ~kCopied;
-            ClusterType type = s.l2_cluster_type(e);
+            ClusterType type = l2_cluster_type(e);
             if (type == ClusterType::Normal || type == ClusterType::ZeroAlloc) {
-                ret = co_await s.get_refcount((e & kOffsetMask) >> s.cluster_bits_, refcount);
+                ret = co_await get_refcount((e & kOffsetMask) >> cluster_bits_, refcount);
                 if (ret < 0) {
                     co_return ret;
                 }
@@ -573,7 +571,7 @@ Task<int> update_copied_flags(Qcow2State& s)
             }
             if (want != e) {
                 entry.entry = want;
-                s.set_l2_entry(table, j, entry);
+                set_l2_entry(table, j, entry);
             }
         }
     }
@@ -584,7 +582,7 @@ Task<int> update_copied_flags(Qcow2State& s)
 // before the header names it; the old table is freed after.  When the
 // header write itself fails, `header_unknown` is set: the disk may name
 // either table, so the caller must keep the references of both.
-Task<int> write_snapshot_table(Qcow2State& s, std::vector<Snapshot> table, bool& header_unknown)
+Task<int> Qcow2State::write_snapshot_table(std::vector<Snapshot> table, bool& header_unknown)
 {
     header_unknown = false;
     std::vector<uint8_t> bytes = serialize_snapshot_table(table);
@@ -593,48 +591,48 @@ Task<int> write_snapshot_table(Qcow2State& s, std::vector<Snapshot> table, bool&
     }
     uint64_t offset = 0;
     if (!bytes.empty()) {
-        int64_t allocated = co_await s.alloc_clusters(bytes.size());
+        int64_t allocated = co_await alloc_clusters(bytes.size());
         if (allocated < 0) {
             co_return int(allocated);
         }
         offset = uint64_t(allocated);
-        int ret = s.check_overlap(offset, bytes.size(), META_SNAPSHOT_TABLE);
+        int ret = check_overlap(offset, bytes.size(), META_SNAPSHOT_TABLE);
         if (ret >= 0) {
             IOVector q(bytes.data(), bytes.size());
-            ret = co_await bdrv_co_pwritev(s.file(), offset, bytes.size(), q);
+            ret = co_await bdrv_co_pwritev(file(), offset, bytes.size(), q);
         }
         if (ret >= 0) {
-            ret = co_await s.sync_all_metadata();
+            ret = co_await sync_all_metadata();
         }
         if (ret < 0) {
-            co_await s.update_refcount(offset, bytes.size(), -1);  // nothing names it
+            co_await update_refcount(offset, bytes.size(), -1);  // nothing names it
             co_return ret;
         }
     }
-    uint64_t old_offset = s.header_.snapshots_offset;
-    s.header_.nb_snapshots = uint32_t(table.size());
-    s.header_.snapshots_offset = offset;
-    int ret = co_await s.write_header_fields();
+    uint64_t old_offset = header_.snapshots_offset;
+    header_.nb_snapshots = uint32_t(table.size());
+    header_.snapshots_offset = offset;
+    int ret = co_await write_header_fields();
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(file()->bs.get());
     }
     if (ret < 0) {
         header_unknown = true;
-        s.header_.nb_snapshots = uint32_t(s.snapshots_.size());
-        s.header_.snapshots_offset = old_offset;
+        header_.nb_snapshots = uint32_t(snapshots_.size());
+        header_.snapshots_offset = old_offset;
         co_return ret;
     }
-    s.free_clusters_later(old_offset, s.snapshots_size_, Qcow2State::FreeReason::Snapshot);
+    free_clusters_later(old_offset, snapshots_size_, Qcow2State::FreeReason::Snapshot);
     for (Snapshot& sn : table) {
         sn.extra_data = encode_extra_data(sn);  // what is on disk now
     }
-    s.snapshots_ = std::move(table);
-    s.snapshots_size_ = bytes.size();
-    s.rebuild_metadata_map();
+    snapshots_ = std::move(table);
+    snapshots_size_ = bytes.size();
+    rebuild_metadata_map();
     co_return 0;
 }
 
-Task<int> read_l1_table(Qcow2State& s, uint64_t offset, uint32_t size, std::vector<uint64_t>& out)
+Task<int> Qcow2State::read_l1_table(uint64_t offset, uint32_t size, std::vector<uint64_t>& out)
 {
     out.assign(size, 0);
     if (!size) {
@@ -642,7 +640,7 @@ Task<int> read_l1_table(Qcow2State& s, uint64_t offset, uint32_t size, std::vect
     }
     AlignedBuffer buf(uint64_t(size) * 8, 4096);
     IOVector q(buf.data(), uint64_t(size) * 8);
-    int ret = co_await bdrv_co_preadv(s.file(), offset, uint64_t(size) * 8, q);
+    int ret = co_await bdrv_co_preadv(file(), offset, uint64_t(size) * 8, q);
     for (uint32_t i = 0; ret >= 0 && i < size; i++) {
         out[i] = load_be64(buf.data() + uint64_t(i) * 8);
     }
@@ -650,8 +648,8 @@ Task<int> read_l1_table(Qcow2State& s, uint64_t offset, uint32_t size, std::vect
 }
 
 // Writes an L1 table (host order in, big-endian out) to new clusters.
-Task<int64_t> write_new_l1_table(Qcow2State& s, const std::vector<uint64_t>& l1, MetadataKind kind,
-                                 RefcountJournal& journal)
+Task<int64_t> Qcow2State::write_new_l1_table(const std::vector<uint64_t>& l1, MetadataKind kind,
+                                             RefcountJournal& journal)
 {
     if (l1.empty()) {
         co_return 0;
@@ -665,21 +663,21 @@ Task<int64_t> write_new_l1_table(Qcow2State& s, const std::vector<uint64_t>& l1,
     for (size_t i = 0; i < l1.size(); i++) {
         store_be64(buf.data() + i * 8, l1[i]);
     }
-    int ret = s.check_overlap(uint64_t(offset), bytes, kind);
+    int ret = check_overlap(uint64_t(offset), bytes, kind);
     if (ret >= 0) {
         IOVector q(buf.data(), bytes);
-        ret = co_await bdrv_co_pwritev(s.file(), uint64_t(offset), bytes, q);
+        ret = co_await bdrv_co_pwritev(file(), uint64_t(offset), bytes, q);
     }
     co_return ret < 0 ? int64_t(ret) : offset;
 }
 
 // Copies `len` bytes of the file at `from` into new clusters.
-Task<int64_t> copy_to_new_clusters(Qcow2State& s, uint64_t from, uint64_t len,
-                                   RefcountJournal& journal)
+Task<int64_t> Qcow2State::copy_to_new_clusters(uint64_t from, uint64_t len,
+                                               RefcountJournal& journal)
 {
     AlignedBuffer buf(len, 4096);
     IOVector q(buf.data(), len);
-    int ret = co_await bdrv_co_preadv(s.file(), from, len, q);
+    int ret = co_await bdrv_co_preadv(file(), from, len, q);
     if (ret < 0) {
         co_return ret;
     }
@@ -687,18 +685,18 @@ Task<int64_t> copy_to_new_clusters(Qcow2State& s, uint64_t from, uint64_t len,
     if (to < 0) {
         co_return to;
     }
-    ret = s.check_overlap(uint64_t(to), len, META_SNAPSHOT_ZONED);
+    ret = check_overlap(uint64_t(to), len, META_SNAPSHOT_ZONED);
     if (ret >= 0) {
-        ret = co_await bdrv_co_pwritev(s.file(), uint64_t(to), len, q);
+        ret = co_await bdrv_co_pwritev(file(), uint64_t(to), len, q);
     }
     co_return ret < 0 ? int64_t(ret) : to;
 }
 
 // The zone state as persisted (write pointers, conditions, descriptor
 // extensions), copied for a snapshot.
-Task<int> capture_zone_state(Qcow2State& s, SnapshotZoneState& out, RefcountJournal& journal)
+Task<int> Qcow2State::capture_zone_state(SnapshotZoneState& out, RefcountJournal& journal)
 {
-    const ZonedExtension& ext = *s.header_.zoned;
+    const ZonedExtension& ext = *header_.zoned;
     struct Area {
         uint64_t from, len;
         uint64_t* to;
@@ -709,7 +707,7 @@ Task<int> capture_zone_state(Qcow2State& s, SnapshotZoneState& out, RefcountJour
         if (!a.from) {
             continue;
         }
-        int64_t to = co_await copy_to_new_clusters(s, a.from, a.len, journal);
+        int64_t to = co_await copy_to_new_clusters(a.from, a.len, journal);
         if (to < 0) {
             co_return int(to);
         }
@@ -719,27 +717,27 @@ Task<int> capture_zone_state(Qcow2State& s, SnapshotZoneState& out, RefcountJour
 }
 
 // A snapshot's zone state, read and validated before anything changes.
-struct ZoneStateCopy {
-    std::vector<uint64_t> wps;   // write pointer entries as stored
+struct Qcow2State::ZoneStateCopy {
+    ZoneWpEntries wps;           // write pointer entries as stored
     std::vector<uint8_t> conds;  // all 0 when the snapshot had no array
     bool has_conds = false;
     std::vector<uint8_t> zde;    // empty without descriptor extensions
 };
 
-Task<int> read_zone_state_copy(Qcow2State& s, const SnapshotZoneState& copy, ZoneStateCopy& out,
-                               Error& err)
+Task<int> Qcow2State::read_zone_state_copy(const SnapshotZoneState& copy, ZoneStateCopy& out,
+                                           Error& err)
 {
     std::unique_ptr<ZoneStateMachine> machine;  // validates like an open does
-    int ret = co_await s.load_zone_state(copy.wp_offset, copy.cond_offset, out.wps, out.conds,
-                                         machine, err);
+    int ret = co_await load_zone_state(copy.wp_offset, copy.cond_offset, out.wps, &out.conds,
+                                       machine, err);
     if (ret < 0) {
         co_return ret;
     }
     out.has_conds = copy.cond_offset != 0;
     if (copy.zde_offset) {
-        out.zde.resize(s.header_.zoned->zde_size);
+        out.zde.resize(header_.zoned->zde_size);
         IOVector q(out.zde.data(), out.zde.size());
-        ret = co_await bdrv_co_preadv(s.file(), copy.zde_offset, out.zde.size(), q);
+        ret = co_await bdrv_co_preadv(file(), copy.zde_offset, out.zde.size(), q);
         if (ret < 0) {
             err.set_errno(-ret, "Could not read the zone descriptor extensions");
         }
@@ -750,14 +748,14 @@ Task<int> read_zone_state_copy(Qcow2State& s, const SnapshotZoneState& copy, Zon
 // The write pointers of sequential zones that `target` needs persisted:
 // each zone's target, or with `lower_only` the smaller of it and the live
 // one.
-std::vector<std::pair<uint32_t, uint64_t>> wp_updates(const Qcow2State& s,
-                                                      const std::vector<uint64_t>& target,
-                                                      bool lower_only)
+std::vector<std::pair<uint32_t, uint64_t>> Qcow2State::wp_updates(const ZoneWpEntries& target,
+                                                                  bool lower_only) const
 {
     std::vector<std::pair<uint32_t, uint64_t>> out;
-    for (uint32_t z = s.header_.zoned->conventional_zones; z < target.size(); z++) {
-        uint64_t want = lower_only ? std::min(target[z], s.wp_on_disk_[z]) : target[z];
-        if (want != s.wp_on_disk_[z]) {
+    for (uint32_t z = header_.zoned->conventional_zones; z < target.size(); z++) {
+        uint64_t live = wp_on_disk_.get(z);
+        uint64_t want = lower_only ? std::min(target.get(z), live) : target.get(z);
+        if (want != live) {
             out.emplace_back(z, want);
         }
     }
@@ -773,44 +771,44 @@ std::vector<std::pair<uint32_t, uint64_t>> wp_updates(const Qcow2State& s,
 // data, the descriptor extensions, the conditions and the snapshot's write
 // pointers.  A crash between the steps leaves zones that read less than
 // the snapshot held; applying the snapshot again completes it.
-Task<int> restore_zone_state(Qcow2State& s, const ZoneStateCopy& copy, Error& err)
+Task<int> Qcow2State::restore_zone_state(const ZoneStateCopy& copy, Error& err)
 {
-    ZonedExtension& ext = *s.header_.zoned;
+    ZonedExtension& ext = *header_.zoned;
     int ret = 0;
     if (!copy.zde.empty()) {
-        ret = s.check_overlap(ext.zde_offset, ext.zde_size, META_ZONE_DESC);
+        ret = check_overlap(ext.zde_offset, ext.zde_size, META_ZONE_DESC);
         if (ret >= 0) {
             IOVector q(const_cast<uint8_t*>(copy.zde.data()), copy.zde.size());
-            ret = co_await bdrv_co_pwritev(s.file(), ext.zde_offset, copy.zde.size(), q);
+            ret = co_await bdrv_co_pwritev(file(), ext.zde_offset, copy.zde.size(), q);
         }
         if (ret >= 0) {
-            ret = co_await bdrv_co_flush(s.file()->bs.get());
+            ret = co_await bdrv_co_flush(file()->bs.get());
         }
     }
     if (ret >= 0 && copy.has_conds) {
-        ret = co_await s.zone_condition_array();
+        ret = co_await zone_condition_array();
     }
     if (ret >= 0 && ext.cond_offset) {
-        ret = s.check_overlap(ext.cond_offset, ext.cond_size, META_ZONE_COND);
+        ret = check_overlap(ext.cond_offset, ext.cond_size, META_ZONE_COND);
         if (ret >= 0) {
             IOVector q(const_cast<uint8_t*>(copy.conds.data()), copy.conds.size());
-            ret = co_await bdrv_co_pwritev(s.file(), ext.cond_offset, copy.conds.size(), q);
+            ret = co_await bdrv_co_pwritev(file(), ext.cond_offset, copy.conds.size(), q);
         }
         if (ret >= 0) {
-            ret = co_await bdrv_co_flush(s.file()->bs.get());
+            ret = co_await bdrv_co_flush(file()->bs.get());
         }
     }
     if (ret >= 0) {
-        ret = co_await s.zoned_persist(wp_updates(s, copy.wps, false));
+        ret = co_await zoned_persist(wp_updates(copy.wps, false));
     }
     if (ret >= 0) {
-        ret = co_await bdrv_co_flush(s.file()->bs.get());
+        ret = co_await bdrv_co_flush(file()->bs.get());
     }
     if (ret < 0) {
         err.set_errno(-ret, "Could not restore the zone state");
         co_return ret;
     }
-    co_return co_await s.zoned_open(err);
+    co_return co_await zoned_open(err);
 }
 
 // The frame of every snapshot operation (caller holds lock_).  It needs an
@@ -820,9 +818,9 @@ Task<int> restore_zone_state(Qcow2State& s, const ZoneStateCopy& copy, Error& er
 // are marked dirty meanwhile, so that the next read-write open, ours or
 // QEMU's, repairs that; v2 images have no dirty bit (qemu-img check -r all
 // repairs them).
-class Operation {
+class SnapshotOperation {
 public:
-    explicit Operation(Qcow2State& s) : s_(s) {}
+    explicit SnapshotOperation(Qcow2State& s) : s_(s) {}
 
     Task<int> begin()
     {
@@ -867,6 +865,8 @@ private:
     bool marked_dirty_ = false;
 };
 
+namespace {
+
 // QEMU's rule for new IDs: one more than the largest numeric ID.
 std::string next_snapshot_id(const std::vector<Snapshot>& table)
 {
@@ -904,7 +904,7 @@ Task<int> Qcow2State::drv_snapshot_create(SnapshotInfo& info)
         co_return ret;
     }
     co_await lock_.lock();
-    Operation op(*this);
+    SnapshotOperation op(*this);
     ret = co_await op.begin();
     if (ret < 0) {
         ret = co_await op.finish(ret);
@@ -926,18 +926,18 @@ Task<int> Qcow2State::drv_snapshot_create(SnapshotInfo& info)
     }
 
     RefcountJournal journal(*this);
-    int64_t l1_offset = co_await write_new_l1_table(*this, l1_, META_SNAPSHOT_L1, journal);
+    int64_t l1_offset = co_await write_new_l1_table(l1_, META_SNAPSHOT_L1, journal);
     ret = l1_offset < 0 ? int(l1_offset) : 0;
     sn.l1_table_offset = l1_offset < 0 ? 0 : uint64_t(l1_offset);
     if (ret >= 0 && zones_) {
         sn.zone_state.emplace();
-        ret = co_await capture_zone_state(*this, *sn.zone_state, journal);
+        ret = co_await capture_zone_state(*sn.zone_state, journal);
     }
     if (ret >= 0) {
-        ret = co_await reference_l1(*this, l1_, journal);
+        ret = co_await reference_l1(l1_, journal);
     }
     if (ret >= 0) {
-        ret = co_await update_copied_flags(*this);  // shared now: all cleared
+        ret = co_await update_copied_flags();  // shared now: all cleared
     }
     if (ret >= 0) {
         ret = co_await sync_all_metadata();
@@ -946,11 +946,11 @@ Task<int> Qcow2State::drv_snapshot_create(SnapshotInfo& info)
     if (ret >= 0) {
         std::vector<Snapshot> table = snapshots_;
         table.push_back(sn);
-        ret = co_await write_snapshot_table(*this, std::move(table), header_unknown);
+        ret = co_await write_snapshot_table(std::move(table), header_unknown);
     }
     if (ret < 0 && !header_unknown) {
         co_await journal.undo();
-        co_await update_copied_flags(*this);
+        co_await update_copied_flags();
     } else if (ret >= 0) {
         journal.commit();
         info.id = sn.id;
@@ -994,22 +994,22 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
         co_return ret;
     }
     co_await lock_.lock();
-    Operation op(*this);
+    SnapshotOperation op(*this);
     ret = co_await op.begin();
     std::vector<uint64_t> new_l1;
     if (ret >= 0) {
-        ret = co_await read_l1_table(*this, sn.l1_table_offset, sn.l1_size, new_l1);
+        ret = co_await read_l1_table(sn.l1_table_offset, sn.l1_size, new_l1);
     }
     ZoneStateCopy zone_copy;
     if (ret >= 0 && zones_) {
-        ret = co_await read_zone_state_copy(*this, *sn.zone_state, zone_copy, err);
+        ret = co_await read_zone_state_copy(*sn.zone_state, zone_copy, err);
     }
 
     // The snapshot's references, once more for the new active table, and
     // that table (its L2 tables are shared now: no COPIED flags).
     RefcountJournal journal(*this);
     if (ret >= 0) {
-        ret = co_await reference_l1(*this, new_l1, journal);
+        ret = co_await reference_l1(new_l1, journal);
     }
     new_l1.resize(new_l1_size, 0);
     for (uint64_t& e : new_l1) {
@@ -1017,7 +1017,7 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
     }
     int64_t l1_offset = 0;
     if (ret >= 0) {
-        l1_offset = co_await write_new_l1_table(*this, new_l1, META_L1, journal);
+        l1_offset = co_await write_new_l1_table(new_l1, META_L1, journal);
         ret = l1_offset < 0 ? int(l1_offset) : 0;
     }
     if (ret >= 0) {
@@ -1026,7 +1026,7 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
     bool zones_lowered = false;
     if (ret >= 0 && zones_) {
         // Durable before the switch (zoned_persist syncs only before).
-        ret = co_await zoned_persist(wp_updates(*this, zone_copy.wps, true));
+        ret = co_await zoned_persist(wp_updates(zone_copy.wps, true));
         zones_lowered = true;
         if (ret >= 0) {
             ret = co_await bdrv_co_flush(file()->bs.get());
@@ -1071,7 +1071,7 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
     std::vector<uint64_t> old_l1 = std::move(l1_);
     l1_ = std::move(new_l1);
     dirty_l1_.clear();
-    ret = co_await walk_for_release(*this, old_l1, true);
+    ret = co_await walk_for_release(old_l1, true);
     free_clusters_later(old_l1_offset, uint64_t(old_l1_size) * 8, FreeReason::Snapshot);
     rebuild_metadata_map();
     set_total_bytes(sn.disk_size);
@@ -1079,10 +1079,10 @@ Task<int> Qcow2State::drv_snapshot_goto(const std::string& id_or_name, Error& er
         ret = co_await sync_all_metadata();
     }
     if (ret >= 0) {
-        ret = co_await update_copied_flags(*this);
+        ret = co_await update_copied_flags();
     }
     if (ret >= 0 && zones_) {
-        ret = co_await restore_zone_state(*this, zone_copy, err);
+        ret = co_await restore_zone_state(zone_copy, err);
     }
     ret = co_await op.finish(ret, false);
     lock_.unlock();
@@ -1110,20 +1110,20 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
         co_return ret;
     }
     co_await lock_.lock();
-    Operation op(*this);
+    SnapshotOperation op(*this);
     ret = co_await op.begin();
     std::vector<uint64_t> l1;
     if (ret >= 0) {
-        ret = co_await read_l1_table(*this, sn.l1_table_offset, sn.l1_size, l1);
+        ret = co_await read_l1_table(sn.l1_table_offset, sn.l1_size, l1);
     }
     if (ret >= 0) {
-        ret = co_await walk_for_release(*this, l1, false);  // what is bad fails here
+        ret = co_await walk_for_release(l1, false);  // what is bad fails here
     }
     bool header_unknown = false;  // either way the snapshot's references stay
     if (ret >= 0) {
         std::vector<Snapshot> table = snapshots_;
         table.erase(table.begin() + ptrdiff_t(index));
-        ret = co_await write_snapshot_table(*this, std::move(table), header_unknown);
+        ret = co_await write_snapshot_table(std::move(table), header_unknown);
     }
     if (ret < 0) {
         ret = co_await op.finish(ret, !header_unknown);
@@ -1133,7 +1133,7 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
     }
 
     // Nothing on disk names the snapshot any more: its references go.
-    ret = co_await walk_for_release(*this, l1, true);
+    ret = co_await walk_for_release(l1, true);
     free_clusters_later(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, FreeReason::Snapshot);
     if (const auto& z = sn.zone_state) {
         const ZonedExtension& ext = *header_.zoned;
@@ -1145,7 +1145,7 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
         ret = co_await sync_all_metadata();
     }
     if (ret >= 0) {
-        ret = co_await update_copied_flags(*this);
+        ret = co_await update_copied_flags();
     }
     ret = co_await op.finish(ret, false);
     lock_.unlock();
@@ -1160,7 +1160,7 @@ Task<int> Qcow2State::drv_snapshot_delete(const std::string& id, const std::stri
 Task<int> Qcow2State::rewrite_snapshot_table()
 {
     bool header_unknown = false;
-    co_return co_await write_snapshot_table(*this, snapshots_, header_unknown);
+    co_return co_await write_snapshot_table(snapshots_, header_unknown);
 }
 
 void Qcow2State::check_snapshot_table(BdrvCheckResult& res, unsigned fix) const

@@ -96,8 +96,15 @@ std::string zone_fault(const ZonedExtension& ext, uint64_t disk_size, uint32_t z
 }
 }  // namespace
 
+void ZoneWpEntries::reset(const ZonedExtension& ext)
+{
+    zone_size_ = ext.zone_size;
+    conventional_zones_ = ext.conventional_zones;
+    blocks_.assign(ext.nr_zones, 0);
+}
+
 Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
-                                      std::vector<uint64_t>& entries, std::vector<uint8_t>& conds,
+                                      ZoneWpEntries& entries, std::vector<uint8_t>* conds,
                                       std::unique_ptr<ZoneStateMachine>& machine, Error& err,
                                       std::vector<ZoneFault>* faults)
 {
@@ -111,52 +118,61 @@ Task<int> Qcow2State::load_zone_state(uint64_t wp_offset, uint64_t cond_offset,
     g.nr_conventional = ext.conventional_zones;
     g.max_open = ext.max_open_zones;
     g.max_active = ext.max_active_zones;
-    uint64_t wp_bytes = uint64_t(ext.nr_zones) * 8;
+    constexpr uint32_t kChunkZones = 64 * 1024;
     std::unique_ptr<ZoneStateMachine> zones;
     AlignedBuffer wps;
+    std::vector<uint8_t> chunk_conds(std::min(kChunkZones, ext.nr_zones), 0);
     // The zone count is bounded by the format, not by this host's memory.
     try {
         zones = std::make_unique<ZoneStateMachine>(g);
-        wps = AlignedBuffer(wp_bytes, 4096);
-        entries.resize(ext.nr_zones);
-        conds.assign(ext.nr_zones, 0);
+        wps = AlignedBuffer(uint64_t(chunk_conds.size()) * 8, 4096);
+        entries.reset(ext);
+        if (conds) {
+            conds->assign(ext.nr_zones, 0);
+        }
     } catch (const std::bad_alloc&) {
         err.set("Could not allocate memory for the state of %u zones", ext.nr_zones);
         co_return -ENOMEM;
     }
-    IOVector q(wps.data(), wp_bytes);
-    int ret = co_await bdrv_co_preadv(file(), wp_offset, wp_bytes, q);
-    if (ret < 0) {
-        err.set_errno(-ret, "Could not read the zone write pointers");
-        co_return ret;
-    }
-    if (cond_offset) {
-        IOVector qc(conds.data(), conds.size());
-        ret = co_await bdrv_co_preadv(file(), cond_offset, conds.size(), qc);
+    for (uint32_t first = 0; first < ext.nr_zones; first += kChunkZones) {
+        uint32_t n = std::min(kChunkZones, ext.nr_zones - first);
+        IOVector q(wps.data(), uint64_t(n) * 8);
+        int ret =
+            co_await bdrv_co_preadv(file(), wp_offset + uint64_t(first) * 8, uint64_t(n) * 8, q);
         if (ret < 0) {
-            err.set_errno(-ret, "Could not read the zone conditions");
+            err.set_errno(-ret, "Could not read the zone write pointers");
             co_return ret;
         }
-    }
-    for (uint32_t z = 0; z < ext.nr_zones; z++) {
-        // Little-endian on disk, as the upstream proposal writes them on x86.
-        uint64_t entry = load_le64(wps.data() + uint64_t(z) * 8);
-        uint64_t fixed_entry = entry;
-        uint8_t fixed_cond = conds[z];
-        std::string fault = zone_fault(ext, header_.size, z, fixed_entry, fixed_cond);
-        if (!fault.empty()) {
-            if (!faults) {
-                err.set("Image is corrupt: %s", fault.c_str());
-                co_return -EINVAL;
+        if (cond_offset) {
+            IOVector qc(chunk_conds.data(), n);
+            ret = co_await bdrv_co_preadv(file(), cond_offset + first, n, qc);
+            if (ret < 0) {
+                err.set_errno(-ret, "Could not read the zone conditions");
+                co_return ret;
             }
-            faults->push_back({z, fault, fixed_entry, fixed_cond});
         }
-        entries[z] = fixed_entry;
-        conds[z] = fixed_cond;
-        if (z >= ext.conventional_zones) {
-            zones->restore(z, fixed_entry & ZonedExtension::kWpMask,
-                           PersistentCondition(fixed_cond & ~kCondDescExtValid),
-                           fixed_cond & kCondDescExtValid);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t z = first + i;
+            // Little-endian on disk, as the upstream proposal writes them on x86.
+            uint64_t fixed_entry = load_le64(wps.data() + uint64_t(i) * 8);
+            uint8_t fixed_cond = chunk_conds[i];
+            std::string fault = zone_fault(ext, header_.size, z, fixed_entry, fixed_cond);
+            if (!fault.empty()) {
+                if (!faults) {
+                    err.set("Image is corrupt: %s", fault.c_str());
+                    co_return -EINVAL;
+                }
+                faults->push_back({z, fault, fixed_entry, fixed_cond});
+            }
+            entries.set(z, fixed_entry);
+            if (conds) {
+                (*conds)[z] = fixed_cond;
+            }
+            if (z >= ext.conventional_zones) {
+                zones->restore(z, fixed_entry & ZonedExtension::kWpMask,
+                               PersistentCondition(fixed_cond & ~kCondDescExtValid),
+                               fixed_cond & kCondDescExtValid);
+            }
         }
     }
     zones->finish_restore();
@@ -168,10 +184,10 @@ Task<int> Qcow2State::zoned_open(Error& err)
 {
     // The areas are protected as metadata by rebuild_metadata_map().
     const ZonedExtension& ext = *header_.zoned;
-    std::vector<uint8_t> conds;
     zone_faults_.clear();
-    co_return co_await load_zone_state(ext.meta_offset, ext.cond_offset, wp_on_disk_, conds, zones_,
-                                       err, (open_flags() & BDRV_O_CHECK) ? &zone_faults_ : nullptr);
+    co_return co_await load_zone_state(ext.meta_offset, ext.cond_offset, wp_on_disk_, nullptr,
+                                       zones_, err,
+                                       (open_flags() & BDRV_O_CHECK) ? &zone_faults_ : nullptr);
 }
 
 Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
@@ -225,7 +241,7 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
             result.check_errors++;
             continue;
         }
-        wp_on_disk_[f.zone] = f.entry;
+        wp_on_disk_.set(f.zone, f.entry);
         result.corruptions_fixed++;
     }
     if (repair && !zone_faults_.empty()) {
@@ -237,6 +253,14 @@ Task<int> Qcow2State::check_zone_faults(BdrvCheckResult& result, unsigned fix)
         }
     }
     co_return 0;
+}
+
+Task<int> Qcow2State::format_zoned(const ZonedExtension& ext, Error& err)
+{
+    co_await lock_.lock();
+    int ret = co_await zoned_format(ext, err);
+    lock_.unlock();
+    co_return ret;
 }
 
 Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
@@ -275,12 +299,7 @@ Task<int> Qcow2State::zoned_format(const ZonedExtension& requested, Error& err)
             ret = int(zde);
         } else {
             ext.zde_offset = uint64_t(zde);
-            memset(buf.data(), 0, kChunk);
-            for (uint64_t at = 0; ret >= 0 && at < ext.zde_size; at += kChunk) {
-                uint64_t len = std::min(kChunk, ext.zde_size - at);
-                IOVector qz(buf.data(), len);
-                ret = co_await bdrv_co_pwritev(file(), ext.zde_offset + at, len, qz);
-            }
+            ret = co_await write_zero_buffer(file(), ext.zde_offset, ext.zde_size, 0);
         }
     }
     if (ret >= 0) {
@@ -324,7 +343,10 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         uint32_t sector = sorted[i].first / kPerSector;
         uint32_t first = sector * kPerSector;
         uint32_t n = std::min(kPerSector, ext.nr_zones - first);
-        std::vector<uint64_t> entries(wp_on_disk_.begin() + first, wp_on_disk_.begin() + first + n);
+        uint64_t entries[kPerSector];
+        for (uint32_t k = 0; k < n; k++) {
+            entries[k] = wp_on_disk_.get(first + k);
+        }
         for (; i < sorted.size() && sorted[i].first / kPerSector == sector; i++) {
             entries[sorted[i].first - first] = sorted[i].second;
         }
@@ -341,7 +363,9 @@ Task<int> Qcow2State::zoned_persist(const std::vector<std::pair<uint32_t, uint64
         if (ret < 0) {
             co_return ret;
         }
-        std::copy(entries.begin(), entries.end(), wp_on_disk_.begin() + first);
+        for (uint32_t k = 0; k < n; k++) {
+            wp_on_disk_.set(first + k, entries[k]);
+        }
     }
     co_return 0;
 }
@@ -475,9 +499,7 @@ Task<int> Qcow2State::zone_condition_array()
     if (area < 0) {
         co_return int(area);
     }
-    std::vector<uint8_t> conds(ext.nr_zones, 0);
-    IOVector q(conds.data(), conds.size());
-    int ret = co_await bdrv_co_pwritev(file(), uint64_t(area), conds.size(), q);
+    int ret = co_await write_zero_buffer(file(), uint64_t(area), ext.nr_zones, 0);
     if (ret >= 0) {
         ret = co_await flush_metadata();
     }

@@ -587,6 +587,10 @@ Task<int> bdrv_co_create_file(const std::string& filename, QDict& opts, AioConte
 // 1 MiB of zeroes (4 KiB aligned), the source for writes of zeroes as
 // data; shared, never written.
 const AlignedBuffer& zero_buffer();
+// Writes `bytes` zeroes at `offset` of the child from zero_buffer(), a
+// buffer at a time (for drivers that need zeroes as data); flags: only
+// BDRV_REQ_FUA is passed on.
+Task<int> write_zero_buffer(BdrvChild* child, uint64_t offset, uint64_t bytes, unsigned flags);
 
 // Reads into qiov.  flags: none defined for reads (0).
 Task<int> bdrv_co_preadv(BdrvChild* child, uint64_t offset, uint64_t bytes, IOVector& qiov,

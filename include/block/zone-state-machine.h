@@ -22,11 +22,14 @@
 // management operation whose I/O failed is undone with snapshot() and
 // restore_zone().
 //
-// Memory: 32 bytes per zone, plus a small record per write in flight.
+// Memory: 12 bytes per zone (write pointers as 32-bit block counts from the
+// zone start, so a zone is at most kMaxZoneSize), plus a small record per
+// write in flight and, when an open limit is set, per implicitly open zone.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <unordered_map>
 #include <vector>
 
@@ -35,6 +38,12 @@
 
 namespace qemu {
 
+// Write pointers are kept in 512-byte blocks from the zone start, in 32
+// bits: the largest zone this can describe.
+constexpr uint64_t kMaxZoneSize = uint64_t(UINT32_MAX) * 512;
+
+// REQUIRES: zone_size, zone_capacity and device_size multiples of 512,
+// zone_size <= kMaxZoneSize.
 struct ZoneGeometry {
     BlockZoneModel model = BlockZoneModel::HostManaged;
     uint64_t device_size = 0;
@@ -104,7 +113,9 @@ public:
     // track the highest written offset.  The ticket must stay alive until
     // complete_write() and, if the write succeeded, until it is no longer
     // busy() or the durable write pointer has passed its end: until then
-    // an earlier write's failure may set its `doomed`.
+    // an earlier write's failure may set its `doomed`.  Offsets and lengths
+    // in sequential zones that are not multiples of 512 are refused
+    // (InvalidRequest).
     ZoneError admit_write(uint64_t offset, uint64_t len, bool append, uint64_t& pos,
                           WriteTicket& ticket);
     // The write has finished.  A failed one (`ok` false) is undone: the
@@ -135,7 +146,7 @@ public:
     // The extension stays valid until the zone becomes empty again or
     // goes offline.  The caller stores the data.
     ZoneError set_desc_ext_valid(uint32_t zone);
-    bool desc_ext_valid(uint32_t zone) const { return zones_[zone].desc_ext_valid; }
+    bool desc_ext_valid(uint32_t zone) const { return zones_[zone].flags & kDescExtValid; }
     // Writes admitted to the zone and not yet completed.
     bool busy(uint32_t zone) const { return in_flight_.count(zone) != 0; }
 
@@ -145,7 +156,7 @@ public:
     uint64_t readable_end(uint32_t zone) const;
 
     // What to persist: the durable write pointer and the condition.
-    uint64_t durable_wp(uint32_t zone) const { return zones_[zone].durable_wp; }
+    uint64_t durable_wp(uint32_t zone) const { return block_offset(zone, zones_[zone].durable_wp); }
     PersistentCondition persistent_condition(uint32_t zone) const;
     // Zones whose durable write pointer or condition changed since the last
     // call (cleared by it).
@@ -156,18 +167,23 @@ public:
     uint32_t open_count() const { return nr_open_; }
     uint32_t active_count() const { return nr_active_; }
 
+    // The state kept for every zone (tests check that it stays small).
+    static constexpr size_t kBytesPerZone = 12;
+    // Heap bytes held for the zones and the implicitly open zones' LRU
+    // (writes in flight and zones waiting to be persisted not counted).
+    size_t zone_memory() const;
+
 private:
+    // Write pointers in 512-byte blocks from the zone start.
     struct Zone {
-        uint64_t wp;          // submission write pointer (absolute)
-        uint64_t durable_wp;  // every admitted write below it has finished
-        uint32_t lru_prev;    // implicitly open zones, most recent first
-        uint32_t lru_next;
+        uint32_t wp;          // submission write pointer
+        uint32_t durable_wp;  // every admitted write below it has finished
         uint8_t state;        // BlockZoneState
-        bool dirty;
-        bool desc_ext_valid;
-        uint8_t pad;
+        uint8_t flags;        // kDirty, kDescExtValid
     };
-    static_assert(sizeof(Zone) == 32, "keep zones small: there may be millions");
+    static constexpr uint8_t kDirty = 1;
+    static constexpr uint8_t kDescExtValid = 2;
+    static_assert(sizeof(Zone) == kBytesPerZone, "keep zones small: there may be millions");
     struct Pending {
         uint64_t id;
         uint64_t start;
@@ -178,9 +194,30 @@ private:
     };
     static constexpr uint32_t kNone = UINT32_MAX;
 
+    uint64_t block_offset(uint32_t zone, uint32_t blocks) const
+    {
+        return zone_start(zone) + (uint64_t(blocks) << 9);
+    }
+    uint64_t wp(uint32_t zone) const { return block_offset(zone, zones_[zone].wp); }
+    // REQUIRES: `offset` a multiple of 512 inside the zone or at its end.
+    void set_wp(uint32_t zone, uint64_t offset)
+    {
+        zones_[zone].wp = uint32_t((offset - zone_start(zone)) >> 9);
+    }
+    void set_durable_wp(uint32_t zone, uint64_t offset)
+    {
+        zones_[zone].durable_wp = uint32_t((offset - zone_start(zone)) >> 9);
+    }
+    void set_desc_ext_flag(uint32_t zone, bool valid)
+    {
+        zones_[zone].flags =
+            uint8_t((zones_[zone].flags & ~kDescExtValid) | (valid ? kDescExtValid : 0));
+    }
     void set_state(uint32_t zone, BlockZoneState s);
     void lru_remove(uint32_t zone);
     void lru_push_front(uint32_t zone);
+    // Makes an implicitly open zone the most recently used.
+    void lru_touch(uint32_t zone);
     bool is_open(BlockZoneState s) const
     {
         return s == BlockZoneState::ImplicitlyOpen || s == BlockZoneState::ExplicitlyOpen;
@@ -196,8 +233,11 @@ private:
 
     ZoneGeometry g_;
     std::vector<Zone> zones_;
-    uint32_t lru_head_ = kNone;
-    uint32_t lru_tail_ = kNone;
+    // Implicitly open zones, most recently used first: kept only with an
+    // open limit (the only use is choosing the zone to close), so that
+    // unlimited images pay nothing per open zone.
+    std::list<uint32_t> lru_;
+    std::unordered_map<uint32_t, std::list<uint32_t>::iterator> lru_pos_;
     uint32_t nr_open_ = 0;
     uint32_t nr_active_ = 0;
     std::unordered_map<uint32_t, std::deque<Pending>> in_flight_;

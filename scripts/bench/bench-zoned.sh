@@ -13,7 +13,10 @@
 #
 # Environment: BENCH_DIR (not tmpfs; default /var/tmp/qemu-zoned-bench),
 # BENCH_REPEAT (runs per cell, the fastest counts; default 5), BENCH_SCALE
-# (multiplies request counts).
+# (multiplies request counts), BENCH_BASELINE (another build directory, e.g.
+# of the commit before a change: the first table gets its zoned time in the
+# same rounds, column "base", and "base/zoned", above 1 when this build is
+# faster).
 #
 # Rows (each run on a new 4 GiB image; zoned: host-managed, 256 MiB zones):
 #   write   sequential 4 KiB writes from offset 0; on the zoned image they go
@@ -34,6 +37,8 @@ dir=${BENCH_DIR:-/var/tmp/qemu-zoned-bench}
 repeat=${BENCH_REPEAT:-5}
 require_executable "$img" "build it first"
 require_executable "$timings" "build it first"
+base=${BENCH_BASELINE:-}
+[ -z "$base" ] || require_executable "$base/qemu-img" "build it first"
 bench_dir_ready "$dir"
 
 plain=$dir/plain.qcow2
@@ -53,19 +58,22 @@ new_image()
 # One timed run on a new image: KIND (plain|zoned), then bench arguments.
 run_fresh()
 {
-    local kind=$1
+    local kind=$1 prog=$img
     shift
     local path=$plain
+    [ "$kind" = base ] && prog=$base/qemu-img kind=zoned
     [ "$kind" = zoned ] && path=$zoned
     new_image "$path" 4G
-    run_once "$img" bench -f qcow2 "$@" "$path"
+    run_once "$prog" bench -f qcow2 "$@" "$path"
 }
 
 echo
 print_setup "$img" /usr/bin/qemu-img "$dir"
 echo "Each cell: the fastest of $repeat runs, in seconds (or as labelled)."
 echo
-printf '%-7s %5s %-9s %8s %9s %9s %12s\n' op depth cache requests plain zoned zoned/plain
+printf '%-7s %5s %-9s %8s %9s %9s %12s' op depth cache requests plain zoned zoned/plain
+[ -z "$base" ] || printf ' %9s %10s' base base/zoned
+echo
 for row in "write 1 writeback 40000" "write 32 writeback 100000" "append 32 writeback 100000" \
     "write 1 none 10000" "write 32 none 40000" "append 32 none 40000"; do
     read -r op depth cache count <<<"$row"
@@ -73,8 +81,9 @@ for row in "write 1 writeback 40000" "write 32 writeback 100000" "append 32 writ
     args=(-w -t "$cache" -d "$depth" -s 4k -c "$count")
     zargs=("${args[@]}")
     [ "$op" = append ] && zargs+=(--zone-append)
-    t_plain="" t_zoned=""
+    t_plain="" t_zoned="" t_base=""
     for ((i = 0; i < repeat; i++)); do
+        [ -z "$base" ] || t_base=$(min_time "$(run_fresh base "${zargs[@]}")" "$t_base")
         # Alternate which goes first, so that neither always follows the other.
         if ((i % 2)); then
             t_zoned=$(min_time "$(run_fresh zoned "${zargs[@]}")" "$t_zoned")
@@ -84,8 +93,10 @@ for row in "write 1 writeback 40000" "write 32 writeback 100000" "append 32 writ
             t_zoned=$(min_time "$(run_fresh zoned "${zargs[@]}")" "$t_zoned")
         fi
     done
-    printf '%-7s %5s %-9s %8s %9s %9s %12s\n' "$op" "$depth" "$cache" "$count" "$t_plain" \
+    printf '%-7s %5s %-9s %8s %9s %9s %12s' "$op" "$depth" "$cache" "$count" "$t_plain" \
         "$t_zoned" "$(ratio "$t_plain" - "$t_zoned")"
+    [ -z "$base" ] || printf ' %9s %10s' "$t_base" "$(ratio "$t_base" - "$t_zoned")"
+    echo
 done
 
 # Reset of a full 256 MiB zone against a discard of the same 256 MiB of a

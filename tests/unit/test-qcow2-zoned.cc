@@ -339,14 +339,14 @@ TEST_CASE("zoned qcow2: an image with 100,000 zones opens quickly", "[qcow2][zon
 TEST_CASE("zoned qcow2: a create that runs out of memory fails with one line and leaves no file",
           "[qcow2][zoned][create]")
 {
-    // 4 TiB of 64 KiB zones: 67,108,864 zones, whose state does not fit in
-    // the 1.5 GB of address space the child may use.  (An uncaught
+    // 4 TiB of 64 KiB zones: 67,108,864 zones, whose state (16 bytes each,
+    // 1 GiB) does not fit in the 768 MiB of address space the child may use.  (An uncaught
     // std::bad_alloc used to abort the tools and leave the file behind.)
     qcow2_test::TempImage img;
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-        struct rlimit limit = {1500ULL << 20, 1500ULL << 20};
+        struct rlimit limit = {768ULL << 20, 768ULL << 20};
         setrlimit(RLIMIT_AS, &limit);
         AioContext ctx;
         Error err;
