@@ -122,7 +122,9 @@ run_cases interop 60 tests/interop/run.sh build
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
 # guest that died or timed out (its console log is shown).  Not obtaining
-# the packages is a failure too.  See docs/devel/testing-e2e.rst.  It runs
+# the packages is a failure too.  See docs/devel/testing-e2e.rst.  The
+# nvme-tcp test runs build/qemu-storage-daemon on the host (its host side,
+# tests/e2e/tests/nvme-tcp.host) and boots each kernel twice.  It runs
 # before the NBD interoperability steps, which use its QEMU 10.0.
 step "end-to-end tests in a Linux guest (tests/e2e)"
 run_cases e2e 400 tests/e2e/run.sh build
