@@ -483,16 +483,57 @@ plain() {
     [ $_rc = 0 ] || { cat /tmp/fio.out; die "fio failed (exit $_rc)"; }
 }
 
+# A zone list as it must come back after the target stopped: open zones
+# (implicitly or explicitly) closed, or empty when nothing was written.
+closed_form() {
+    awk '$5 == 2 || $5 == 3 { $5 = ($4 > $1) ? 4 : 1 } { print }' "$1"
+}
+
+# Zone Append through nvme-cli (an NVMe passthrough ioctl) into zone 5 of
+# k: each returns the LBA it wrote at, the zone's write pointer.
+zone_append() {
+    _k=$(dev k) || die "k is not connected"
+    _z=$((5 * 32768))
+    dd if=/dev/urandom of=/tmp/app bs=4k count=2 2>/dev/null
+    dd if=/tmp/app of=/tmp/app1 bs=4k count=1 2>/dev/null
+    dd if=/tmp/app of=/tmp/app2 bs=4k skip=1 count=1 2>/dev/null
+    for i in 1 2; do
+        nvme zns zone-append "$_k" -s $_z -z 4096 -d /tmp/app$i > /tmp/zap.$i 2>&1
+        _rc=$?
+        cat /tmp/zap.$i
+        [ $_rc = 0 ] || die "zone append $i failed"
+    done
+    # nvme-cli prints the LBA in hex without a prefix
+    for i in 1 2; do
+        _lba=$(sed -n 's/.*appended data to LBA \([0-9a-f][0-9a-f]*\)$/\1/p' /tmp/zap.$i)
+        [ -n "$_lba" ] || die "no LBA in nvme-cli's answer to append $i"
+        expect "append $i's LBA" $((0x$_lba)) $((_z + (i - 1) * 8)) || return 1
+    done
+    dd if="$_k" of=/tmp/app.back bs=4k skip=$((_z / 8)) count=2 iflag=direct 2>/dev/null
+    cmp /tmp/app /tmp/app.back || die "appended data differ"
+    blkzone report -o $_z -c 1 "$_k"
+}
+
 # Saves the zone lists, disconnects, stops the daemon with SIGTERM; our
-# qemu-io's zone report of each image must then equal what the kernel saw.
+# qemu-io's zone report of each image must then equal what the kernel saw,
+# open zones closed.  Zones 1-3 of k are left open for that: 1 implicitly
+# (written), 2 explicitly with nothing written (comes back empty), 3
+# explicitly and written.
 stop_and_compare() {
+    _k=$(dev k) || die "k is not connected"
+    dd if=/dev/urandom of="$_k" bs=4k count=1 seek=$((1 * 4096)) oflag=direct || die "write to k zone 1 failed"
+    blkzone open -o $((2 * 32768)) -c 2 "$_k" || die "open of k zones 2-3 failed"
+    dd if=/dev/urandom of="$_k" bs=4k count=1 seek=$((3 * 4096)) oflag=direct || die "write to k zone 3 failed"
     for n in z l k; do zones_blkzone "$(dev $n)" > $S/zones.$n || die "blkzone report of $n failed"; done
+    expect "k zones 1-3 before the stop" "$(awk 'NR >= 2 && NR <= 4 {printf "%s ", $5}' $S/zones.k)" "2 3 3 " || return 1
+    for n in z l k; do closed_form $S/zones.$n > $S/closed.$n; done
     nvme disconnect-all || die "nvme disconnect-all failed"
     host stop || die "stopping the daemon failed"
     _bad=0
     for n in z l k; do
         zones_host $n > /tmp/zh.$n || _bad=1
-        same_zones "$n: the guest's zones and qemu-io's on the image" $S/zones.$n /tmp/zh.$n || _bad=1
+        same_zones "$n: the guest's zones (open ones closed) and qemu-io's on the image" \
+            $S/closed.$n /tmp/zh.$n || _bad=1
     done
     [ $_bad = 0 ]
 }
@@ -509,8 +550,9 @@ persist_zones() {
     _bad=0
     for n in z l k; do
         zones_blkzone "$(dev $n)" > /tmp/zb.$n || _bad=1
-        same_zones "$n: zones before and after the restart" $S/zones.$n /tmp/zb.$n || _bad=1
+        same_zones "$n: zones before the restart (open ones closed) and after" $S/closed.$n /tmp/zb.$n || _bad=1
     done
+    expect "k zones 1-3 after the restart" "$(awk 'NR >= 2 && NR <= 4 {printf "%s ", $5}' /tmp/zb.k)" "4 1 4 " || _bad=1
     [ $_bad = 0 ]
 }
 
@@ -598,6 +640,7 @@ if [ "$E2E_BOOT" = 1 ]; then
     step fio-zbd-io_uring-qd8 fio_zbd io_uring 8 6
     step btrfs-zoned btrfs_zoned
     step plain-namespace plain
+    step zone-append zone_append
     step err-setup errors_setup
     step err-write-off-wp err_off_wp
     step err-over-capacity-and-full err_capacity
