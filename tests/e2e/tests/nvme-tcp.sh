@@ -22,7 +22,7 @@ MIB=1048576
 
 # wait_for COUNT COMMAND...: retries COMMAND every 0.1 s, COUNT times.
 wait_for() {
-    _n=$1
+    local _n=$1
     shift
     while ! "$@" 2>/dev/null; do
         _n=$((_n - 1))
@@ -39,6 +39,7 @@ nqn_of() { awk -v n="$1" '$2 == n {print $4}' $S/ports; }
 # native multipath the disk is the subsystem's head node, else the
 # controller's; the directory above it has the subsystem NQN either way.
 ns_dev() {
+    local _d _p
     for _d in /sys/block/nvme*n*; do
         [ -e "$_d" ] || continue
         case ${_d##*/} in nvme*c*n*) continue ;; esac
@@ -51,6 +52,7 @@ ns_dev() {
     return 1
 }
 ctrl_dev() {
+    local _c
     for _c in /sys/class/nvme/nvme*; do
         if [ "$(cat "$_c/subsysnqn" 2>/dev/null)" = "$1" ]; then
             echo "${_c##*/}"
@@ -64,6 +66,7 @@ has_ns() { ns_dev "$1" > /dev/null; }
 # dev NAME: /dev/nvmeXnY of export NAME; when it is not connected, a path
 # that cannot exist or be created, so that whatever uses it fails.
 dev() {
+    local _n
     _n=$(ns_dev "$(nqn_of "$1")") || { echo "/nonexistent/no-namespace-for-$1"; return 1; }
     echo "/dev/$_n"
 }
@@ -72,8 +75,8 @@ dev() {
 # up quickly when its target dies (the SIGKILL case: pending I/O fails and
 # the controller goes instead of reconnecting with the old requests).
 connect() {
+    local _nqn _extra=""
     _nqn=$(nqn_of "$1")
-    _extra=""
     [ "$1" = k ] && _extra="--ctrl-loss-tmo=3 --reconnect-delay=1"
     # shellcheck disable=SC2086
     nvme connect -t tcp -a 10.0.2.2 -s "$(port_of "$1")" -n "$_nqn" \
@@ -575,6 +578,9 @@ writer() {
         echo $_i > /tmp/flushed
     done
 }
+zone_written() {
+    blkzone report -o "$2" -c 1 "$1" | grep -vq 'zcond: *1('
+}
 k_gone() { ! ctrl_dev "$(nqn_of k)" > /dev/null; }
 flushed_at_least() { [ "$(cat /tmp/flushed 2>/dev/null || echo 0)" -ge "$1" ]; }
 
@@ -586,9 +592,14 @@ kill_during_writes() {
         --rw=write --bs=64k --offset=128M --size=128M --fsync=8 --time_based --runtime=120 \
         --output=/tmp/fio-load.out &
     _fio=$!
+    # fio has written into its first zone (its start under TCG is slow)
+    wait_for 1200 zone_written "$_k" $((8 * 32768)) || die "fio did not start writing"
     writer "$_k" &
     _w=$!
     wait_for 1200 flushed_at_least 20 || die "the writer did not get 20 flushed chunks through"
+    zones_blkzone "$_k" > /tmp/zk.before || die "blkzone report failed"
+    echo "open zones just before the kill: $(awk '$5 == 2 || $5 == 3 {printf "%s ", $1}' /tmp/zk.before)"
+    awk 'NR == 1 && $5 == 2 {ok = 1} END {exit !ok}' /tmp/zk.before || die "zone 0 is not implicitly open before the kill"
     host kill9 || die "SIGKILL failed"
     _before=$(cat /tmp/flushed)
     echo "killed the daemon after $_before flushed chunks"
@@ -596,8 +607,8 @@ kill_during_writes() {
     wait $_w
     kill $_fio 2>/dev/null
     wait $_fio
-    _n=$(cat /tmp/flushed)
-    echo "writer stopped after $_n flushed chunks; fio:"
+    _flushed=$(cat /tmp/flushed)
+    echo "writer stopped after $_flushed flushed chunks; fio:"
     grep -E 'err=' /tmp/fio-load.out
     wait_for 200 k_gone || die "the controller of k is still there"
     host start > /dev/null || die "restarting the daemon failed"
@@ -607,15 +618,15 @@ kill_during_writes() {
     cat /tmp/zk
     _w0=$(awk 'NR == 1 {print $4}' /tmp/zk)
     [ "$_w0" = - ] && _w0=32768
-    [ "$_w0" -ge $((_n * 128)) ] ||
-        die "zone 0's write pointer $_w0 is below the last flush ($((_n * 128)) sectors)"
+    [ "$_w0" -ge $((_flushed * 128)) ] ||
+        die "zone 0's write pointer $_w0 is below the last flush ($((_flushed * 128)) sectors)"
     if awk '$5 == 2 || $5 == 3' /tmp/zk | grep -q .; then
         die "zones came back open"
     fi
-    dd if="$_k" of=/tmp/back bs=64k count="$_n" iflag=direct 2>/dev/null || die "read-back failed"
-    dd if=/tmp/src of=/tmp/want bs=64k count="$_n" 2>/dev/null
+    dd if="$_k" of=/tmp/back bs=64k count="$_flushed" iflag=direct 2>/dev/null || die "read-back failed"
+    dd if=/tmp/src of=/tmp/want bs=64k count="$_flushed" 2>/dev/null
     cmp /tmp/want /tmp/back || die "flushed data differ"
-    echo "all $_n flushed chunks read back; zone 0 wp $_w0"
+    echo "all $_flushed flushed chunks read back; zone 0 wp $_w0"
     cp /tmp/zk $S/zones.k
 }
 
