@@ -55,8 +55,9 @@ void NvmeTcpConnection::disconnect()
     }
 }
 
-// Exactly len bytes, through the receive buffer: small headers cost no
-// system call of their own; large data goes straight to its destination.
+// Exactly len bytes, through the receive buffer: one recv() takes in
+// whatever has arrived (usually several small PDUs); large data goes
+// straight to its destination.
 Task<int> NvmeTcpConnection::co_recv(void* buf, size_t len)
 {
     uint8_t* dst = static_cast<uint8_t*>(buf);
@@ -66,14 +67,19 @@ Task<int> NvmeTcpConnection::co_recv(void* buf, size_t len)
                 ssize_t n = co_await co_recv_full(ctx_, fd_, dst, len);
                 co_return n == ssize_t(len) ? 0 : -EIO;
             }
-            ssize_t n = co_await co_recv_full(ctx_, fd_, rbuf_.data(), 1);
-            if (n != 1) {
+            ssize_t n = ::recv(fd_, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
+            n = n < 0 ? -errno : n;
+            if (n == -EAGAIN || n == -EWOULDBLOCK) {
+                n = co_await ctx_.recv(fd_, rbuf_.data(), rbuf_.size());
+            }
+            if (n == -EINTR || n == -EAGAIN) {
+                continue;
+            }
+            if (n <= 0) {
                 co_return -EIO;
             }
-            // Whatever else has arrived already, without waiting.
-            ssize_t more = ::recv(fd_, rbuf_.data() + 1, rbuf_.size() - 1, MSG_DONTWAIT);
             rpos_ = 0;
-            rend_ = 1 + size_t(std::max<ssize_t>(more, 0));
+            rend_ = size_t(n);
         }
         size_t n = std::min(len, rend_ - rpos_);
         memcpy(dst, rbuf_.data() + rpos_, n);
@@ -134,22 +140,23 @@ Task<void> NvmeTcpConnection::co_run()
 Task<int> NvmeTcpConnection::co_initialize()
 {
     uint8_t ic[kICSize];
-    if (co_await co_recv(ic, kCommonHeaderSize) < 0) {
+    size_t got = kCommonHeaderSize;
+    if (co_await co_recv(ic, got) < 0) {
         co_return -EIO;
     }
-    ICReq req;
     CommonHeader h = parse_common(ic);
-    PduError e;
+    // Only a well-framed ICReq is read whole; parse_icreq() names the bad
+    // field of anything else from its first 8 bytes.
     if (h.type == kICReq && h.hlen == kICSize && h.plen == kICSize) {
-        if (co_await co_recv(ic + kCommonHeaderSize, kICSize - kCommonHeaderSize) < 0) {
+        if (co_await co_recv(ic + got, kICSize - got) < 0) {
             co_return -EIO;
         }
-        e = parse_icreq(ic, kICSize, req);
-    } else {
-        e = parse_icreq(ic, kCommonHeaderSize, req);  // names the bad field
+        got = kICSize;
     }
+    ICReq req;
+    PduError e = parse_icreq(ic, got, req);
     if (e) {
-        co_await co_fatal(e, ic, h.type == kICReq && !e.fei ? kICSize : kCommonHeaderSize);
+        co_await co_fatal(e, ic, got);
         co_return -EIO;
     }
     dg_ = req.dg;
@@ -356,6 +363,10 @@ Task<int> NvmeTcpConnection::co_fetch_h2c(Command& cmd)
     int ret = co_await co_send(&iov, 1);
     send_lock_.unlock();
     if (ret < 0) {
+        auto it = awaiting_data_.find(cmd.ttag);
+        if (it != awaiting_data_.end() && it->second == &cmd) {
+            awaiting_data_.erase(it);
+        }
         disconnect();
         co_return NVME_SC_DATA_TRANSFER_ERROR;
     }
@@ -395,7 +406,8 @@ Task<int> NvmeTcpConnection::co_complete(Command& cmd)
 {
     NvmeCqe& cqe = cmd.req.cqe;
     uint32_t c2h = 0;
-    if (nvme_data_direction(cmd.req.sqe) == NvmeDataDirection::CtrlToHost && !cmd.status) {
+    if (nvme_data_direction(cmd.req.sqe) == NvmeDataDirection::CtrlToHost && !cmd.status &&
+        cqe.status() == 0) {
         c2h = std::min(cmd.req.c2h_bytes, cmd.req.data_len);
     }
     // DATA_SUCCESS stands for a CapsuleResp of zeros and success; legal
