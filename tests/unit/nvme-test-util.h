@@ -13,6 +13,8 @@
 #include "block/block-backend.h"
 #include "hw/nvme/nvme.h"
 #include "qemu/aio.h"
+#include "qemu/option.h"
+#include "mem-driver.h"
 
 namespace nvme_test {
 
@@ -162,9 +164,23 @@ inline NvmeSqe features(bool set, uint8_t fid, uint32_t cdw11 = 0)
     return s;
 }
 
-inline uint16_t status_of(const Result& r)
+// An in-memory node (tests/unit/mem-driver.h) with options `opts`.
+inline std::unique_ptr<BlockBackend> open_mem(AioContext& ctx, const std::string& opts,
+                                              int flags = BDRV_O_RDWR)
 {
-    return r.status;
+    test::mem_driver();
+    QDict o;
+    Error err;
+    REQUIRE(keyval_parse(o, "driver=test-mem," + opts, nullptr, err));
+    auto blk = BlockBackend::open(std::nullopt, o, flags, ctx, err);
+    INFO(err.message);
+    REQUIRE(blk);
+    return blk;
+}
+
+inline test::MemState& mem_of(BlockBackend& blk)
+{
+    return static_cast<test::MemState&>(*blk.bs());
 }
 
 // A target with one subsystem on one port, and a host that connects to it.
