@@ -88,6 +88,12 @@ TEST_CASE("nvme admin: Identify Controller satisfies the Linux host's checks", "
     CHECK(f.cmd(identify(1), small).status == (0x0f | kDnr));
     CHECK(f.cmd(identify(0x10), id).status == kInvalidField);
     CHECK(f.cmd(sqe(0x01)).status == (0x01 | kDnr));  // Create I/O SQ: not on fabrics
+    NvmeSqe fused = identify(1);
+    fused.bytes[1] |= 1;
+    CHECK(f.cmd(fused, id).status == kInvalidField);
+    NvmeSqe prp = identify(1);
+    prp.bytes[1] = 0;
+    CHECK(f.cmd(prp, id).status == kInvalidField);
 }
 
 TEST_CASE("nvme admin: Identify namespaces, lists and descriptors", "[nvme]")
