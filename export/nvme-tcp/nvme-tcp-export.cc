@@ -231,7 +231,9 @@ Task<std::unique_ptr<BlockExport>> nvme_tcp_export_create(const BlockExportOptio
     if (take_options(opts, t, err)) {
         TargetState& st = state_of(blk->ctx());
         NvmeSubsystem* sub = get_subsystem(st, t, err);
-        nsid = sub ? sub->add_namespace(*blk, t.ns, err) : 0;
+        if (sub) {
+            nsid = co_await sub->co_add_namespace(*blk, t.ns, err);
+        }
         if (nsid) {
             st.subsystems[t.nqn].namespaces++;
         } else if (sub && st.subsystems[t.nqn].namespaces == 0) {
