@@ -55,37 +55,58 @@ void NvmeTcpConnection::disconnect()
     }
 }
 
+namespace {
+
+// One recv() of whatever has arrived, up to the buffer's size, waiting for
+// the first byte.  Returns the count, 0 at end of stream, or -errno.
+Task<ssize_t> co_recv_some(AioContext& ctx, int fd, uint8_t* buf, size_t len)
+{
+    for (;;) {
+        ssize_t ret = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (ret < 0) {
+            ret = -errno;
+        }
+        if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
+            ret = co_await ctx.recv(fd, buf, len);
+        }
+        if (ret != -EINTR && ret != -EAGAIN) {
+            co_return ret;
+        }
+    }
+}
+
+}  // namespace
+
 // Exactly len bytes, through the receive buffer: one recv() takes in
 // whatever has arrived (usually several small PDUs); large data goes
-// straight to its destination.
+// straight to its destination.  (One co_await statement per loop: GCC 12
+// destroyed a suspended callee's frame when this had two in nested blocks.)
 Task<int> NvmeTcpConnection::co_recv(void* buf, size_t len)
 {
     uint8_t* dst = static_cast<uint8_t*>(buf);
     while (len) {
-        if (rpos_ == rend_) {
-            if (len >= rbuf_.size()) {
-                ssize_t n = co_await co_recv_full(ctx_, fd_, dst, len);
-                co_return n == ssize_t(len) ? 0 : -EIO;
-            }
-            ssize_t n = ::recv(fd_, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
-            n = n < 0 ? -errno : n;
-            if (n == -EAGAIN || n == -EWOULDBLOCK) {
-                n = co_await ctx_.recv(fd_, rbuf_.data(), rbuf_.size());
-            }
-            if (n == -EINTR || n == -EAGAIN) {
-                continue;
-            }
-            if (n <= 0) {
-                co_return -EIO;
-            }
-            rpos_ = 0;
-            rend_ = size_t(n);
-        }
         size_t n = std::min(len, rend_ - rpos_);
         memcpy(dst, rbuf_.data() + rpos_, n);
         rpos_ += n;
         dst += n;
         len -= n;
+        if (len == 0) {
+            break;
+        }
+        bool direct = len >= rbuf_.size();
+        uint8_t* into = direct ? dst : rbuf_.data();
+        size_t want = direct ? len : rbuf_.size();
+        ssize_t got = co_await co_recv_some(ctx_, fd_, into, want);
+        if (got <= 0) {
+            co_return -EIO;
+        }
+        if (direct) {
+            dst += got;
+            len -= size_t(got);
+        } else {
+            rpos_ = 0;
+            rend_ = size_t(got);
+        }
     }
     co_return 0;
 }
@@ -95,7 +116,8 @@ Task<int> NvmeTcpConnection::co_skip(size_t len)
     uint8_t scratch[256];
     while (len) {
         size_t n = std::min(len, sizeof(scratch));
-        if (co_await co_recv(scratch, n) < 0) {
+        int r = co_await co_recv(scratch, n);
+        if (r < 0) {
             co_return -EIO;
         }
         len -= n;
@@ -122,7 +144,8 @@ Task<void> NvmeTcpConnection::co_fatal(const PduError& e, const uint8_t* hdr, si
 
 Task<void> NvmeTcpConnection::co_run()
 {
-    if (co_await co_initialize() == 0) {
+    int r = co_await co_initialize();
+    if (r == 0) {
         qp_ = std::make_unique<NvmeQueuePair>(target_, *this, port_);
         co_await co_receive_loop();
     }
@@ -141,14 +164,16 @@ Task<int> NvmeTcpConnection::co_initialize()
 {
     uint8_t ic[kICSize];
     size_t got = kCommonHeaderSize;
-    if (co_await co_recv(ic, got) < 0) {
+    int r = co_await co_recv(ic, got);
+    if (r < 0) {
         co_return -EIO;
     }
     CommonHeader h = parse_common(ic);
     // Only a well-framed ICReq is read whole; parse_icreq() names the bad
     // field of anything else from its first 8 bytes.
     if (h.type == kICReq && h.hlen == kICSize && h.plen == kICSize) {
-        if (co_await co_recv(ic + got, kICSize - got) < 0) {
+        r = co_await co_recv(ic + got, kICSize - got);
+        if (r < 0) {
             co_return -EIO;
         }
         got = kICSize;
@@ -180,7 +205,8 @@ Task<void> NvmeTcpConnection::co_receive_loop()
 {
     uint8_t hdr[kMaxHeaderSize];
     while (!closing_) {
-        if (co_await co_recv(hdr, kCommonHeaderSize) < 0) {
+        int r = co_await co_recv(hdr, kCommonHeaderSize);
+        if (r < 0) {
             break;
         }
         CommonHeader h = parse_common(hdr);
@@ -193,7 +219,8 @@ Task<void> NvmeTcpConnection::co_receive_loop()
             co_await co_fatal(e, hdr, kCommonHeaderSize);
             break;
         }
-        if (co_await co_recv(hdr + kCommonHeaderSize, l.header_bytes - kCommonHeaderSize) < 0) {
+        r = co_await co_recv(hdr + kCommonHeaderSize, l.header_bytes - kCommonHeaderSize);
+        if (r < 0) {
             break;
         }
         if (h.type == kH2CTermReq) {
@@ -203,8 +230,13 @@ Task<void> NvmeTcpConnection::co_receive_loop()
             co_await co_fatal(PduError{kFesHeaderDigestError, 0}, hdr, l.header_bytes);
             break;
         }
-        int ret = h.type == kCapsuleCmd ? co_await co_receive_capsule(hdr, l)
-                                        : co_await co_receive_h2c_data(hdr, l);
+        // No co_await inside a conditional expression (GCC 12).
+        int ret;
+        if (h.type == kCapsuleCmd) {
+            ret = co_await co_receive_capsule(hdr, l);
+        } else {
+            ret = co_await co_receive_h2c_data(hdr, l);
+        }
         if (ret < 0) {
             break;
         }
@@ -214,14 +246,18 @@ Task<void> NvmeTcpConnection::co_receive_loop()
 // Reads the data part of a validated PDU (padding, data, digest) into dst.
 Task<int> NvmeTcpConnection::co_recv_data(uint8_t* dst, const PduLayout& l, bool& digest_ok)
 {
-    if (co_await co_skip(l.data_offset - l.header_bytes) < 0 ||
-        co_await co_recv(dst, l.data_len) < 0) {
+    int ret = co_await co_skip(l.data_offset - l.header_bytes);
+    if (ret == 0) {
+        ret = co_await co_recv(dst, l.data_len);
+    }
+    if (ret < 0) {
         co_return -EIO;
     }
     digest_ok = true;
     if (l.data_digest) {
         uint8_t d[kDigestSize];
-        if (co_await co_recv(d, sizeof(d)) < 0) {
+        int r = co_await co_recv(d, sizeof(d));
+        if (r < 0) {
             co_return -EIO;
         }
         digest_ok = load_le32(d) == crc32c(0, dst, l.data_len);
@@ -236,8 +272,11 @@ Task<int> NvmeTcpConnection::co_receive_capsule(const uint8_t* hdr, const PduLay
     cmd->fetch_index = ++fetched_;
     std::vector<uint8_t> capsule_data(l.data_len);
     bool digest_ok = true;
-    if (l.data_len && co_await co_recv_data(capsule_data.data(), l, digest_ok) < 0) {
-        co_return -EIO;
+    if (l.data_len) {
+        int ret = co_await co_recv_data(capsule_data.data(), l, digest_ok);
+        if (ret < 0) {
+            co_return -EIO;
+        }
     }
     // More commands than a queue holds: a host that ignores SQ flow
     // control.  They complete at once instead of queueing without bound.
@@ -323,7 +362,8 @@ Task<int> NvmeTcpConnection::co_receive_h2c_data(const uint8_t* hdr, const PduLa
     }
     Command& cmd = *it->second;
     bool digest_ok = true;
-    if (co_await co_recv_data(cmd.buf.data() + d.offset, l, digest_ok) < 0) {
+    int r = co_await co_recv_data(cmd.buf.data() + d.offset, l, digest_ok);
+    if (r < 0) {
         co_return -EIO;
     }
     cmd.data_failed |= !digest_ok;
@@ -384,7 +424,8 @@ Task<void> NvmeTcpConnection::co_command(std::unique_ptr<Command> cmd)
                        nvme_data_direction(sqe) == NvmeDataDirection::HostToCtrl &&
                        cmd->req.data_len > 0;
     if (!cmd->status && needs_fetch) {
-        cmd->status = uint16_t(co_await co_fetch_h2c(*cmd));
+        int st = co_await co_fetch_h2c(*cmd);
+        cmd->status = uint16_t(st);
     }
     if (!cmd->status && !closing_) {
         co_await qp_->co_execute(cmd->req);
@@ -396,7 +437,8 @@ Task<void> NvmeTcpConnection::co_command(std::unique_ptr<Command> cmd)
         cmd->req.cqe = NvmeCqe{};
         cmd->req.cqe.set_status(cmd->status ? cmd->status : uint16_t(NVME_SC_ABORT_SQ_DELETION));
     }
-    if (co_await co_complete(*cmd) < 0) {
+    int r = co_await co_complete(*cmd);
+    if (r < 0) {
         disconnect();
     }
 }
@@ -414,7 +456,10 @@ Task<int> NvmeTcpConnection::co_complete(Command& cmd)
     // only when the host disabled SQ flow control (it then needs no SQHD).
     bool success = c2h && sqflow_disabled_ && cqe.status() == 0 && cqe.dw0() == 0 && cqe.dw1() == 0;
     co_await send_lock_.lock();
-    int ret = c2h ? co_await co_send_c2h(cmd, c2h, success) : 0;
+    int ret = 0;
+    if (c2h) {
+        ret = co_await co_send_c2h(cmd, c2h, success);
+    }
     if (ret == 0 && !success) {
         bool connected = qp_->connected();
         uint16_t qsize = connected ? qp_->queue_size() : 0;
