@@ -21,6 +21,8 @@ using namespace nvme_tcp;
 namespace {
 
 constexpr size_t kRecvBufferSize = 64 * 1024;
+// Room for one PDU header (with digest and padding) and a data digest.
+constexpr size_t kSlot = kMaxHeaderSize + kDigestSize;
 
 }  // namespace
 
@@ -455,46 +457,46 @@ Task<int> NvmeTcpConnection::co_complete(Command& cmd)
     // DATA_SUCCESS stands for a CapsuleResp of zeros and success; legal
     // only when the host disabled SQ flow control (it then needs no SQHD).
     bool success = c2h && sqflow_disabled_ && cqe.status() == 0 && cqe.dw0() == 0 && cqe.dw1() == 0;
-    co_await send_lock_.lock();
-    int ret = 0;
-    if (c2h) {
-        ret = co_await co_send_c2h(cmd, c2h, success);
-    }
-    if (ret == 0 && !success) {
+    // Every PDU of the completion goes out in one sendmsg(): per chunk a
+    // header slot (header, then the data digest) in `slots`.
+    size_t chunks = (c2h + kNvmeTcpC2HChunk - 1) / kNvmeTcpC2HChunk;
+    std::vector<uint8_t> slots((chunks + 1) * kSlot);
+    std::vector<iovec> iov;
+    add_c2h(cmd, c2h, success, slots.data(), iov);
+    if (!success) {
         bool connected = qp_->connected();
         uint16_t qsize = connected ? qp_->queue_size() : 0;
         cqe.set_cid(cmd.req.sqe.cid());
         cqe.set_sqid(connected ? qp_->qid() : 0);
         cqe.set_sqhd(uint16_t(qsize ? cmd.fetch_index % qsize : cmd.fetch_index));
-        uint8_t h[kShortHlen + kDigestSize];
-        iovec iov{h, build_capsule_resp(h, dg_, cqe)};
-        ret = co_await co_send(&iov, 1);
+        uint8_t* h = slots.data() + chunks * kSlot;
+        iov.push_back({h, build_capsule_resp(h, dg_, cqe)});
     }
+    co_await send_lock_.lock();
+    int ret = co_await co_send(iov.data(), unsigned(iov.size()));
     send_lock_.unlock();
     co_return ret;
 }
 
-// len bytes of the command's buffer in C2HData PDUs of up to
-// kNvmeTcpC2HChunk bytes.  REQUIRES: send_lock_ held.
-Task<int> NvmeTcpConnection::co_send_c2h(Command& cmd, uint32_t len, bool success)
+// Appends len bytes of the command's buffer as C2HData PDUs of up to
+// kNvmeTcpC2HChunk bytes to iov, their headers and digests in `slots`.
+void NvmeTcpConnection::add_c2h(Command& cmd, uint32_t len, bool success, uint8_t* slots,
+                                std::vector<iovec>& iov)
 {
-    for (uint32_t off = 0; off < len;) {
+    for (uint32_t off = 0; off < len; off += kNvmeTcpC2HChunk, slots += kSlot) {
         uint32_t n = std::min(len - off, kNvmeTcpC2HChunk);
         bool last = off + n == len;
         uint8_t flags = last ? uint8_t(kFlagDataLast | (success ? kFlagDataSuccess : 0)) : 0;
-        uint8_t h[kMaxHeaderSize];
-        size_t hb = build_data_header(h, kC2HData, flags, dg_, c2h_align_,
+        size_t hb = build_data_header(slots, kC2HData, flags, dg_, c2h_align_,
                                       DataHeader{cmd.req.sqe.cid(), 0, off, n});
-        uint8_t digest[kDigestSize];
-        store_le32(digest, dg_.data ? crc32c(0, cmd.buf.data() + off, n) : 0);
-        iovec iov[3] = {{h, hb}, {cmd.buf.data() + off, n}, {digest, dg_.data ? kDigestSize : 0}};
-        int ret = co_await co_send(iov, dg_.data ? 3 : 2);
-        if (ret < 0) {
-            co_return ret;
+        iov.push_back({slots, hb});
+        iov.push_back({cmd.buf.data() + off, n});
+        if (dg_.data) {
+            uint8_t* digest = slots + kMaxHeaderSize;
+            store_le32(digest, crc32c(0, cmd.buf.data() + off, n));
+            iov.push_back({digest, kDigestSize});
         }
-        off += n;
     }
-    co_return 0;
 }
 
 }  // namespace qemu
