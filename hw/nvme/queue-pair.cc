@@ -119,6 +119,9 @@ Task<void> NvmeQueuePair::co_execute(NvmeRequest& req)
         status = NVME_SC_COMMAND_SEQUENCE_ERROR | NVME_SC_DNR;
     } else if (c->gone()) {
         status = NVME_SC_ABORT_SQ_DELETION;
+    } else if ((req.sqe.flags() & 3) || (req.sqe.flags() >> 6) == 0) {
+        // No fused operations (FUSES 0); fabrics carry SGLs, never PRPs.
+        status = NVME_SC_INVALID_FIELD | NVME_SC_DNR;
     } else if (!c->ready()) {
         // Only Fabrics commands before CC.EN = 1 and CSTS.RDY (nvmet).
         status = NVME_SC_COMMAND_SEQUENCE_ERROR | NVME_SC_DNR;
