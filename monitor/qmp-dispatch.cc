@@ -1,6 +1,5 @@
 // The QMP dispatcher (see include/monitor/qmp.h).
 #include "monitor/qmp.h"
-#include "export/nvme-tcp.h"
 
 namespace qemu {
 
@@ -10,7 +9,6 @@ QmpDispatcher::QmpDispatcher(MonitorContext& mon) : mon_(mon)
     qmp_register_block_commands(*this);
     qmp_register_export_commands(*this);
     qmp_register_nbd_commands(*this);
-    nvme_tcp_export_register();   // type=nvme-tcp needs no server command
 }
 
 nlohmann::ordered_json QmpDispatcher::greeting()

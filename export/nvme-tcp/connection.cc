@@ -21,6 +21,8 @@ using namespace nvme_tcp;
 namespace {
 
 constexpr size_t kRecvBufferSize = 64 * 1024;
+// Room for one PDU header (with digest and padding) and a data digest.
+constexpr size_t kSlot = kMaxHeaderSize + kDigestSize;
 
 }  // namespace
 
@@ -55,37 +57,58 @@ void NvmeTcpConnection::disconnect()
     }
 }
 
+namespace {
+
+// One recv() of whatever has arrived, up to the buffer's size, waiting for
+// the first byte.  Returns the count, 0 at end of stream, or -errno.
+Task<ssize_t> co_recv_some(AioContext& ctx, int fd, uint8_t* buf, size_t len)
+{
+    for (;;) {
+        ssize_t ret = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (ret < 0) {
+            ret = -errno;
+        }
+        if (ret == -EAGAIN || ret == -EWOULDBLOCK) {
+            ret = co_await ctx.recv(fd, buf, len);
+        }
+        if (ret != -EINTR && ret != -EAGAIN) {
+            co_return ret;
+        }
+    }
+}
+
+}  // namespace
+
 // Exactly len bytes, through the receive buffer: one recv() takes in
 // whatever has arrived (usually several small PDUs); large data goes
-// straight to its destination.
+// straight to its destination.  (One co_await statement per loop: GCC 12
+// destroyed a suspended callee's frame when this had two in nested blocks.)
 Task<int> NvmeTcpConnection::co_recv(void* buf, size_t len)
 {
     uint8_t* dst = static_cast<uint8_t*>(buf);
     while (len) {
-        if (rpos_ == rend_) {
-            if (len >= rbuf_.size()) {
-                ssize_t n = co_await co_recv_full(ctx_, fd_, dst, len);
-                co_return n == ssize_t(len) ? 0 : -EIO;
-            }
-            ssize_t n = ::recv(fd_, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
-            n = n < 0 ? -errno : n;
-            if (n == -EAGAIN || n == -EWOULDBLOCK) {
-                n = co_await ctx_.recv(fd_, rbuf_.data(), rbuf_.size());
-            }
-            if (n == -EINTR || n == -EAGAIN) {
-                continue;
-            }
-            if (n <= 0) {
-                co_return -EIO;
-            }
-            rpos_ = 0;
-            rend_ = size_t(n);
-        }
         size_t n = std::min(len, rend_ - rpos_);
         memcpy(dst, rbuf_.data() + rpos_, n);
         rpos_ += n;
         dst += n;
         len -= n;
+        if (len == 0) {
+            break;
+        }
+        bool direct = len >= rbuf_.size();
+        uint8_t* into = direct ? dst : rbuf_.data();
+        size_t want = direct ? len : rbuf_.size();
+        ssize_t got = co_await co_recv_some(ctx_, fd_, into, want);
+        if (got <= 0) {
+            co_return -EIO;
+        }
+        if (direct) {
+            dst += got;
+            len -= size_t(got);
+        } else {
+            rpos_ = 0;
+            rend_ = size_t(got);
+        }
     }
     co_return 0;
 }
@@ -209,6 +232,7 @@ Task<void> NvmeTcpConnection::co_receive_loop()
             co_await co_fatal(PduError{kFesHeaderDigestError, 0}, hdr, l.header_bytes);
             break;
         }
+        // No co_await inside a conditional expression (GCC 12).
         int ret;
         if (h.type == kCapsuleCmd) {
             ret = co_await co_receive_capsule(hdr, l);
@@ -224,18 +248,17 @@ Task<void> NvmeTcpConnection::co_receive_loop()
 // Reads the data part of a validated PDU (padding, data, digest) into dst.
 Task<int> NvmeTcpConnection::co_recv_data(uint8_t* dst, const PduLayout& l, bool& digest_ok)
 {
-    int r = co_await co_skip(l.data_offset - l.header_bytes);
-    if (r < 0) {
-        co_return -EIO;
+    int ret = co_await co_skip(l.data_offset - l.header_bytes);
+    if (ret == 0) {
+        ret = co_await co_recv(dst, l.data_len);
     }
-    r = co_await co_recv(dst, l.data_len);
-    if (r < 0) {
+    if (ret < 0) {
         co_return -EIO;
     }
     digest_ok = true;
     if (l.data_digest) {
         uint8_t d[kDigestSize];
-        r = co_await co_recv(d, sizeof(d));
+        int r = co_await co_recv(d, sizeof(d));
         if (r < 0) {
             co_return -EIO;
         }
@@ -252,8 +275,8 @@ Task<int> NvmeTcpConnection::co_receive_capsule(const uint8_t* hdr, const PduLay
     std::vector<uint8_t> capsule_data(l.data_len);
     bool digest_ok = true;
     if (l.data_len) {
-        int r = co_await co_recv_data(capsule_data.data(), l, digest_ok);
-        if (r < 0) {
+        int ret = co_await co_recv_data(capsule_data.data(), l, digest_ok);
+        if (ret < 0) {
             co_return -EIO;
         }
     }
@@ -403,7 +426,8 @@ Task<void> NvmeTcpConnection::co_command(std::unique_ptr<Command> cmd)
                        nvme_data_direction(sqe) == NvmeDataDirection::HostToCtrl &&
                        cmd->req.data_len > 0;
     if (!cmd->status && needs_fetch) {
-        cmd->status = uint16_t(co_await co_fetch_h2c(*cmd));
+        int st = co_await co_fetch_h2c(*cmd);
+        cmd->status = uint16_t(st);
     }
     if (!cmd->status && !closing_) {
         co_await qp_->co_execute(cmd->req);
@@ -433,46 +457,46 @@ Task<int> NvmeTcpConnection::co_complete(Command& cmd)
     // DATA_SUCCESS stands for a CapsuleResp of zeros and success; legal
     // only when the host disabled SQ flow control (it then needs no SQHD).
     bool success = c2h && sqflow_disabled_ && cqe.status() == 0 && cqe.dw0() == 0 && cqe.dw1() == 0;
-    co_await send_lock_.lock();
-    int ret = 0;
-    if (c2h) {
-        ret = co_await co_send_c2h(cmd, c2h, success);
-    }
-    if (ret == 0 && !success) {
+    // Every PDU of the completion goes out in one sendmsg(): per chunk a
+    // header slot (header, then the data digest) in `slots`.
+    size_t chunks = (c2h + kNvmeTcpC2HChunk - 1) / kNvmeTcpC2HChunk;
+    std::vector<uint8_t> slots((chunks + 1) * kSlot);
+    std::vector<iovec> iov;
+    add_c2h(cmd, c2h, success, slots.data(), iov);
+    if (!success) {
         bool connected = qp_->connected();
         uint16_t qsize = connected ? qp_->queue_size() : 0;
         cqe.set_cid(cmd.req.sqe.cid());
         cqe.set_sqid(connected ? qp_->qid() : 0);
         cqe.set_sqhd(uint16_t(qsize ? cmd.fetch_index % qsize : cmd.fetch_index));
-        uint8_t h[kShortHlen + kDigestSize];
-        iovec iov{h, build_capsule_resp(h, dg_, cqe)};
-        ret = co_await co_send(&iov, 1);
+        uint8_t* h = slots.data() + chunks * kSlot;
+        iov.push_back({h, build_capsule_resp(h, dg_, cqe)});
     }
+    co_await send_lock_.lock();
+    int ret = co_await co_send(iov.data(), unsigned(iov.size()));
     send_lock_.unlock();
     co_return ret;
 }
 
-// len bytes of the command's buffer in C2HData PDUs of up to
-// kNvmeTcpC2HChunk bytes.  REQUIRES: send_lock_ held.
-Task<int> NvmeTcpConnection::co_send_c2h(Command& cmd, uint32_t len, bool success)
+// Appends len bytes of the command's buffer as C2HData PDUs of up to
+// kNvmeTcpC2HChunk bytes to iov, their headers and digests in `slots`.
+void NvmeTcpConnection::add_c2h(Command& cmd, uint32_t len, bool success, uint8_t* slots,
+                                std::vector<iovec>& iov)
 {
-    for (uint32_t off = 0; off < len;) {
+    for (uint32_t off = 0; off < len; off += kNvmeTcpC2HChunk, slots += kSlot) {
         uint32_t n = std::min(len - off, kNvmeTcpC2HChunk);
         bool last = off + n == len;
         uint8_t flags = last ? uint8_t(kFlagDataLast | (success ? kFlagDataSuccess : 0)) : 0;
-        uint8_t h[kMaxHeaderSize];
-        size_t hb = build_data_header(h, kC2HData, flags, dg_, c2h_align_,
+        size_t hb = build_data_header(slots, kC2HData, flags, dg_, c2h_align_,
                                       DataHeader{cmd.req.sqe.cid(), 0, off, n});
-        uint8_t digest[kDigestSize];
-        store_le32(digest, dg_.data ? crc32c(0, cmd.buf.data() + off, n) : 0);
-        iovec iov[3] = {{h, hb}, {cmd.buf.data() + off, n}, {digest, dg_.data ? kDigestSize : 0}};
-        int ret = co_await co_send(iov, dg_.data ? 3 : 2);
-        if (ret < 0) {
-            co_return ret;
+        iov.push_back({slots, hb});
+        iov.push_back({cmd.buf.data() + off, n});
+        if (dg_.data) {
+            uint8_t* digest = slots + kMaxHeaderSize;
+            store_le32(digest, crc32c(0, cmd.buf.data() + off, n));
+            iov.push_back({digest, kDigestSize});
         }
-        off += n;
     }
-    co_return 0;
 }
 
 }  // namespace qemu

@@ -172,8 +172,8 @@ NvmeSubsystem* get_subsystem(TargetState& st, const NvmeTcpOptions& o, Error& er
 }
 
 // Removes namespace nsid (0: none) of subsystem nqn, and what that leaves
-// unused: the subsystem, its listener, the context's target.  Removals of
-// one context run one at a time.
+// unused: the subsystem, its listener, the context's target.  Additions and
+// removals of one context run one at a time (release_lock).
 Task<void> release(AioContext& ctx, std::string nqn, uint32_t nsid)
 {
     TargetState& st = state_of(ctx);
@@ -230,15 +230,18 @@ Task<std::unique_ptr<BlockExport>> nvme_tcp_export_create(const BlockExportOptio
     uint32_t nsid = 0;
     if (take_options(opts, t, err)) {
         TargetState& st = state_of(blk->ctx());
+        co_await st.release_lock.lock();
         NvmeSubsystem* sub = get_subsystem(st, t, err);
         if (sub) {
             nsid = co_await sub->co_add_namespace(*blk, t.ns, err);
         }
+        bool unused = sub && !nsid && st.subsystems[t.nqn].namespaces == 0;
         if (nsid) {
             st.subsystems[t.nqn].namespaces++;
-        } else if (sub && st.subsystems[t.nqn].namespaces == 0) {
-            // A subsystem created for this export alone goes again.
-            co_await release(blk->ctx(), t.nqn, 0);
+        }
+        st.release_lock.unlock();
+        if (unused) {
+            co_await release(blk->ctx(), t.nqn, 0);  // created for this export alone
         }
         drop_state_if_unused(blk->ctx());
     }

@@ -66,7 +66,7 @@ private:
     Task<void> co_command(std::unique_ptr<Command> cmd);
     Task<int> co_fetch_h2c(Command& cmd);
     Task<int> co_complete(Command& cmd);
-    Task<int> co_send_c2h(Command& cmd, uint32_t len, bool success);
+    void add_c2h(Command& cmd, uint32_t len, bool success, uint8_t* slots, std::vector<iovec>& iov);
     Task<int> co_send(const iovec* iov, unsigned niov);
     uint32_t in_capsule_limit() const;
     void fail_data_waiters();

@@ -26,17 +26,6 @@ constexpr uint32_t kCdw12Fua = 1u << 30;
 constexpr uint32_t kCdw12Deac = 1u << 25;
 constexpr uint32_t kDsmAttrDeallocate = 1u << 2;
 
-// The request's first `bytes` bytes as a vector: the request's own when it
-// has exactly that many (no copy either way).
-IOVector& data_view(NvmeRequest& req, uint64_t bytes, IOVector& slice)
-{
-    if (req.data.size() == bytes) {
-        return req.data;
-    }
-    slice.add_slice(req.data, 0, bytes);
-    return slice;
-}
-
 bool iov_equals(const IOVector& v, const uint8_t* buf, size_t len)
 {
     size_t off = 0;
@@ -72,7 +61,7 @@ Task<uint16_t> co_read_write(NvmeController& c, NvmeNamespace& ns, NvmeRequest& 
     }
     uint64_t offset = slba << ns.lba_shift();
     IOVector slice;
-    IOVector& qiov = data_view(req, bytes, slice);
+    IOVector& qiov = nvme_data_view(req, bytes, slice);
     int ret;
     if (op == kOpWrite) {
         ret = co_await ns.blk().co_pwritev(offset, bytes, qiov, nvme_write_flags(c, req.sqe));
@@ -177,6 +166,15 @@ Task<uint16_t> co_flush_all(NvmeController& c)
 }
 
 }  // namespace
+
+IOVector& nvme_data_view(NvmeRequest& req, uint64_t bytes, IOVector& slice)
+{
+    if (req.data.size() == bytes) {
+        return req.data;
+    }
+    slice.add_slice(req.data, 0, bytes);
+    return slice;
+}
 
 uint64_t nvme_slba(const NvmeSqe& sqe)
 {

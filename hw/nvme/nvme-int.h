@@ -311,6 +311,9 @@ Task<uint16_t> nvme_io_command(NvmeController& c, NvmeRequest& req);
 // checks of a data transfer of nlb blocks (MDTS, range, buffer, write
 // protection); the block-layer flags of a write (FUA, write cache off).
 uint64_t nvme_slba(const NvmeSqe& sqe);
+// The request's first `bytes` bytes: req.data itself when it has exactly
+// that many, else a slice of it in `slice` (no data is copied either way).
+IOVector& nvme_data_view(NvmeRequest& req, uint64_t bytes, IOVector& slice);
 uint16_t nvme_check_range(const NvmeNamespace& ns, uint64_t slba, uint64_t nlb);
 uint16_t nvme_check_io(const NvmeController& c, const NvmeNamespace& ns, const NvmeRequest& req,
                        uint64_t slba, uint64_t nlb, bool write);

@@ -291,13 +291,9 @@ Task<uint16_t> nvme_zone_append(NvmeController& c, NvmeNamespace& ns, NvmeReques
         co_return NVME_SC_INVALID_FIELD | NVME_SC_DNR;
     }
     IOVector slice;
-    IOVector* qiov = &req.data;
-    if (req.data.size() != bytes) {
-        slice.add_slice(req.data, 0, bytes);
-        qiov = &slice;
-    }
+    IOVector& qiov = nvme_data_view(req, bytes, slice);
     uint64_t offset = zslba << ns.lba_shift();
-    int ret = co_await ns.blk().co_zone_append(offset, *qiov, nvme_write_flags(c, req.sqe));
+    int ret = co_await ns.blk().co_zone_append(offset, qiov, nvme_write_flags(c, req.sqe));
     if (ret < 0) {
         co_return nvme_status_of(ret, BlockRequestKind::ZoneAppend);
     }

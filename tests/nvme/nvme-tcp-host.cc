@@ -76,19 +76,28 @@ bool HostQueue::fail(const std::string& why)
     return false;
 }
 
+// Through a buffer: one read() takes in several PDUs at a time.
 bool HostQueue::read_full(void* buf, size_t len)
 {
     uint8_t* p = static_cast<uint8_t*>(buf);
     while (len) {
-        ssize_t n = read(fd_, p, len);
-        if (n < 0 && errno == EINTR) {
+        size_t n = std::min(len, rend_ - rpos_);
+        memcpy(p, rbuf_.data() + rpos_, n);
+        rpos_ += n;
+        p += n;
+        len -= n;
+        if (!len) {
+            break;
+        }
+        ssize_t got = read(fd_, rbuf_.data(), rbuf_.size());
+        if (got < 0 && errno == EINTR) {
             continue;
         }
-        if (n <= 0) {
-            return fail(n == 0 ? "connection closed by the target" : strerror(errno));
+        if (got <= 0) {
+            return fail(got == 0 ? "connection closed by the target" : strerror(errno));
         }
-        p += n;
-        len -= size_t(n);
+        rpos_ = 0;
+        rend_ = size_t(got);
     }
     return true;
 }

@@ -81,6 +81,9 @@ private:
     uint16_t next_cid_ = 0;
     unsigned in_flight_ = 0;
     std::string error_;
+    // Bytes read but not consumed: rbuf_[rpos_, rend_).
+    std::vector<uint8_t> rbuf_ = std::vector<uint8_t>(64 * 1024);
+    size_t rpos_ = 0, rend_ = 0;
 };
 
 // SQE builders for what the initiator sends.

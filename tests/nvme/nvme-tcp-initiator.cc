@@ -141,8 +141,14 @@ int cmd_identify(HostQueue& admin, const Namespace& ns)
 {
     uint16_t st;
     std::vector<uint8_t> ctrl = identify(admin, 1, 0, 0, &st);
-    printf("cntlid %u\nserial %.20s\nmodel %.40s\nsubnqn %.256s\n", ns.cntlid, &ctrl[4], &ctrl[24],
-           reinterpret_cast<const char*>(&ctrl[768]));
+    auto field = [&](size_t off, size_t len) {
+        std::string v(reinterpret_cast<const char*>(&ctrl[off]), len);
+        size_t end = v.find_last_not_of(std::string(" \0", 2));  // space or NUL padded
+        v.resize(end == std::string::npos ? 0 : end + 1);
+        return v;
+    };
+    printf("cntlid %u\nserial %s\nmodel %s\nsubnqn %s\n", ns.cntlid, field(4, 20).c_str(),
+           field(24, 40).c_str(), field(768, 256).c_str());
     printf("nsze %" PRIu64 "\nlba-size %u\n", ns.nsze, ns.lba_size);
     if (ns.zsze) {
         printf("zoned yes\nzone-size %" PRIu64 "\nzones %" PRIu64 "\n", ns.zsze,

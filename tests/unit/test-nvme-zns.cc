@@ -4,6 +4,7 @@
 // state that persists across a restart.
 #include <catch2/catch.hpp>
 
+#include "block/crash-sim.h"
 #include "nvme-test-util.h"
 #include "qcow2-test-util.h"
 
@@ -412,4 +413,40 @@ TEST_CASE("nvme zns: zone state persists; open zones come back closed", "[nvme][
     CHECK(buf[128 + 1] >> 4 == kClosed);
     CHECK(load_le64(&buf[128 + 24]) == kZone + 8);
     CHECK(buf[192 + 1] >> 4 == kEmpty);
+}
+
+TEST_CASE("nvme zns: host errors under a zoned namespace are never zone statuses", "[nvme][zns]")
+{
+    ZonedImage img(kZonedOpts);
+    Fixture f;
+    QDict o;
+    o.set("driver", "qcow2");
+    o.set("file.driver", "crash-sim");
+    o.set("file.file.driver", "file");
+    o.set("file.file.filename", img.path);
+    o.set("file.file.cache.no-flush", "on");
+    Error err;
+    auto blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, f.ctx, err);
+    INFO(err.message);
+    REQUIRE(blk);
+    auto sim = std::dynamic_pointer_cast<CrashSimState>(blk->bs()->file()->bs);
+    REQUIRE(sim);
+    f.attach(std::move(blk));
+    uint16_t cntlid;
+    f.admin(cntlid);
+    Queue& io = f.io_queue(cntlid, 1);
+    std::vector<uint8_t> data(4096, 0x66);
+    REQUIRE(f.run(io, rw(0x01, 1, 0, 8), data).status == 0);
+
+    sim->fail_request(sim->requests() + 1, EIO);
+    CHECK(f.run(io, rw(0x02, 1, 0, 8), data).status == 0x281);  // Unrecovered Read Error
+    sim->fail_request(sim->requests() + 1, EIO);
+    CHECK(f.run(io, rw(0x01, 1, 8, 8), data).status == 0x280);  // Write Fault, retryable
+    sim->fail_request(0, 0);
+    // A full host disk is Capacity Exceeded, not Zone Is Full.
+    sim->set_full(true);
+    CHECK(f.run(io, rw(0x01, 1, 8, 8), data).status == (0x81 | kDnr));
+    sim->set_full(false);
+    // The failed writes moved no write pointer: the zone takes the write.
+    REQUIRE(f.run(io, rw(0x01, 1, 8, 8), data).status == 0);
 }

@@ -1,0 +1,104 @@
+// libFuzzer harness: the fuzz input is everything an NVMe/TCP host sends.
+//
+// As fuzz-nbd-server: each input is written into one end of a socketpair
+// whose other end the target serves (NvmeTcpListener::serve(), the path of
+// an accepted connection), that end is then shut for writing and whatever
+// the target answers is read and dropped until it closes the connection.
+// The input goes through ICReq, PDU framing and validation, digests,
+// Fabrics Connect (subsystem "nqn.2026-01.org.qemu-zoned:fuzz", host NQN
+// anything), property and admin commands, and I/O commands with in-capsule
+// or R2T data (TTAGs count from 0, so inputs can answer an R2T blindly) on
+// a 64 MiB null-co namespace (reads zeroes, writes dropped).
+//
+// Errors, TermReqs and dropped connections are expected; crashes, sanitizer
+// reports, hangs and leaks are bugs.  Build: CXX=clang++ meson setup
+// build-fuzz -Dfuzzing=true; seeds: tests/fuzz/make-nvme-tcp-corpus.sh DIR.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "block/block-backend.h"
+#include "export/nvme-tcp/nvme-tcp-internal.h"
+
+namespace qemu::fuzz {
+namespace {
+
+struct World {
+    AioContext ctx;
+    std::unique_ptr<BlockBackend> blk;
+    std::unique_ptr<NvmeTarget> target;
+    std::unique_ptr<NvmeTcpListener> listener;
+
+    World()
+    {
+        bdrv_init();
+        QDict o;
+        o.set("driver", "null-co");
+        o.set("size", "64M");
+        o.set("read-zeroes", "on");
+        Error err;
+        blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
+        if (!blk) {
+            abort();
+        }
+        target = std::make_unique<NvmeTarget>(ctx);
+        SocketAddress addr;
+        addr.type = SocketAddress::Type::Inet;
+        addr.host = "127.0.0.1";
+        addr.port = "4420";
+        listener = std::make_unique<NvmeTcpListener>(*target, -1, nvme_tcp_port_info(addr, 1));
+        NvmeSubsystem* sub = target->add_subsystem("nqn.2026-01.org.qemu-zoned:fuzz",
+                                                   listener->port(), "fuzz", "fuzz", err);
+        if (!sub || !run_sync(ctx, sub->co_add_namespace(*blk, NvmeNamespaceOptions{}, err))) {
+            abort();
+        }
+    }
+};
+
+Task<void> co_feed(AioContext& ctx, int fd, const uint8_t* data, size_t size, bool& done)
+{
+    co_await co_send_full(ctx, fd, data, size);
+    shutdown(fd, SHUT_WR);
+    done = true;
+}
+
+Task<void> co_drain(AioContext& ctx, int fd, bool& done)
+{
+    std::vector<uint8_t> buf(64 * 1024);
+    for (;;) {
+        ssize_t r = co_await ctx.recv(fd, buf.data(), buf.size());
+        if (r <= 0) {
+            break;
+        }
+    }
+    done = true;
+}
+
+}  // namespace
+}  // namespace qemu::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
+    using namespace qemu;
+    using namespace qemu::fuzz;
+    static World* w = new World();
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        abort();
+    }
+    bool fed = false, drained = false;
+    w->listener->serve(sv[0]);
+    co_spawn(co_feed(w->ctx, sv[1], data, size, fed));
+    co_spawn(co_drain(w->ctx, sv[1], drained));
+    while (!fed || !drained || w->listener->connection_count()) {
+        w->ctx.poll(true);
+    }
+    // The finished connection is freed from the loop.
+    w->ctx.poll(false);
+    close(sv[1]);
+    return 0;
+}
