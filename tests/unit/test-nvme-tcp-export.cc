@@ -38,20 +38,6 @@ bool listening(const std::string& path)
     return ok;
 }
 
-void add_second_node(BlockGraph& graph, const std::string& path)
-{
-    QDict f, q;
-    f.set("driver", "file");
-    f.set("node-name", "f1");
-    f.set("filename", path);
-    q.set("driver", "qcow2");
-    q.set("node-name", "q1");
-    q.set("file", "f1");
-    Error err;
-    REQUIRE(graph.add(f, err));
-    REQUIRE(graph.add(q, err));
-}
-
 }  // namespace
 
 TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme-tcp][export]")
@@ -63,7 +49,7 @@ TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme
     AioContext ctx;
     BlockGraph graph(ctx);
     graph_test::add_file_and_qcow2(graph, a.path);
-    add_second_node(graph, b.path);
+    graph_test::add_file_and_qcow2(graph, b.path, "f1", "q1");
     BlockExportRegistry reg(graph, [](const std::string&) { return nullptr; });
     std::string addr = ",nqn=nqn.2026-01.org.qemu-zoned:x,addr.type=unix,addr.path=" + sock;
 
