@@ -57,8 +57,10 @@ TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme
     auto add = [&](const std::string& text) {
         return run_sync(ctx, reg.co_add(export_opts(text), err));
     };
-    CHECK(add("nvme-tcp,id=e0,node-name=q0") == nullptr);
+    CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on") == nullptr);
     CHECK(err.message == "Parameter 'nqn' is missing");
+    CHECK(add("nvme-tcp,id=e0,node-name=q0" + addr) == nullptr);
+    CHECK(err.message == "nvme-tcp exports of a writable node need writable=on");
     CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on,logical-block-size=1024" + addr) == nullptr);
     CHECK(err.message == "Parameter 'logical-block-size' expects 512 or 4096");
     CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on,bogus=1" + addr) == nullptr);
