@@ -135,13 +135,58 @@ Task<int> NvmeTcpConnection::co_send(const iovec* iov, unsigned niov)
     co_return co_await co_send_full(ctx_, fd_, iov, niov);
 }
 
+namespace {
+
+// Resumes the caller at the loop's next iteration.
+struct YieldOp {
+    AioContext& ctx;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) { ctx.schedule(h); }
+    void await_resume() const noexcept {}
+};
+
+}  // namespace
+
+// Whole PDUs, in the order of the calls.  The first caller becomes the
+// flusher: it lets the other commands that complete in this loop iteration
+// queue theirs, then sends everything queued with one sendmsg, until the
+// queue is empty; the others wait for their batch.
+Task<int> NvmeTcpConnection::co_send_pdus(const iovec* iov, unsigned niov)
+{
+    OutEntry e{iov, niov};
+    out_queue_.push_back(&e);
+    if (flushing_) {
+        while (!e.done) {
+            co_await out_done_.wait();
+        }
+        co_return e.result;
+    }
+    flushing_ = true;
+    co_await YieldOp{ctx_};
+    std::vector<iovec> all;
+    while (!out_queue_.empty()) {
+        std::vector<OutEntry*> batch(out_queue_.begin(), out_queue_.end());
+        out_queue_.clear();
+        all.clear();
+        for (OutEntry* b : batch) {
+            all.insert(all.end(), b->iov, b->iov + b->niov);
+        }
+        int ret = co_await co_send(all.data(), unsigned(all.size()));
+        for (OutEntry* b : batch) {
+            b->result = ret;
+            b->done = true;
+        }
+        out_done_.restart_all();
+    }
+    flushing_ = false;
+    co_return e.result;
+}
+
 Task<void> NvmeTcpConnection::co_fatal(const PduError& e, const uint8_t* hdr, size_t hdr_len)
 {
     std::vector<uint8_t> term = build_termreq(kC2HTermReq, e, hdr, hdr_len);
-    co_await send_lock_.lock();
     iovec iov{term.data(), term.size()};
-    co_await co_send(&iov, 1);
-    send_lock_.unlock();
+    co_await co_send_pdus(&iov, 1);
 }
 
 Task<void> NvmeTcpConnection::co_run()
@@ -400,10 +445,8 @@ Task<int> NvmeTcpConnection::co_fetch_h2c(Command& cmd)
     awaiting_data_[cmd.ttag] = &cmd;
     uint8_t h[kShortHlen + kDigestSize];
     size_t n = build_r2t(h, dg_, DataHeader{cmd.req.sqe.cid(), cmd.ttag, 0, cmd.req.data_len});
-    co_await send_lock_.lock();
     iovec iov{h, n};
-    int ret = co_await co_send(&iov, 1);
-    send_lock_.unlock();
+    int ret = co_await co_send_pdus(&iov, 1);
     if (ret < 0) {
         auto it = awaiting_data_.find(cmd.ttag);
         if (it != awaiting_data_.end() && it->second == &cmd) {
@@ -472,10 +515,7 @@ Task<int> NvmeTcpConnection::co_complete(Command& cmd)
         uint8_t* h = slots.data() + chunks * kSlot;
         iov.push_back({h, build_capsule_resp(h, dg_, cqe)});
     }
-    co_await send_lock_.lock();
-    int ret = co_await co_send(iov.data(), unsigned(iov.size()));
-    send_lock_.unlock();
-    co_return ret;
+    co_return co_await co_send_pdus(iov.data(), unsigned(iov.size()));
 }
 
 // Appends len bytes of the command's buffer as C2HData PDUs of up to

@@ -228,7 +228,11 @@ Task<std::unique_ptr<BlockExport>> nvme_tcp_export_create(const BlockExportOptio
 {
     NvmeTcpOptions t;
     uint32_t nsid = 0;
-    if (take_options(opts, t, err)) {
+    // The model write-protects a namespace only for a read-only node, so a
+    // read-only export of a writable node would take writes: refused.
+    if (!o.writable && !blk->is_read_only()) {
+        err.set("nvme-tcp exports of a writable node need writable=on");
+    } else if (take_options(opts, t, err)) {
         TargetState& st = state_of(blk->ctx());
         co_await st.release_lock.lock();
         NvmeSubsystem* sub = get_subsystem(st, t, err);

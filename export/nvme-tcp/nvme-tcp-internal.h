@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -33,7 +34,7 @@ constexpr uint16_t kNvmeTcpQueueEntries = 128;        // CAP.MQES + 1
 
 // One host connection: one NVMe queue pair.  The receive loop reads PDUs
 // in order; each command runs in a coroutine of its own, so many are in
-// flight; send_lock_ keeps their PDUs whole on the socket.
+// flight; co_send_pdus() keeps their PDUs whole on the socket.
 class NvmeTcpConnection final : public NvmeTransportQueue {
 public:
     // Takes over fd (closed by the destructor).
@@ -68,6 +69,7 @@ private:
     Task<int> co_complete(Command& cmd);
     void add_c2h(Command& cmd, uint32_t len, bool success, uint8_t* slots, std::vector<iovec>& iov);
     Task<int> co_send(const iovec* iov, unsigned niov);
+    Task<int> co_send_pdus(const iovec* iov, unsigned niov);
     uint32_t in_capsule_limit() const;
     void fail_data_waiters();
 
@@ -81,7 +83,17 @@ private:
     std::unique_ptr<NvmeQueuePair> qp_;
     bool sqflow_disabled_ = false;
     uint64_t fetched_ = 0;  // capsules received, for SQHD
-    CoMutex send_lock_;
+    // PDUs waiting for the flusher of co_send_pdus() (whole PDUs only, so
+    // that those of different commands never interleave).
+    struct OutEntry {
+        const iovec* iov;
+        unsigned niov;
+        int result = 0;
+        bool done = false;
+    };
+    std::deque<OutEntry*> out_queue_;
+    bool flushing_ = false;
+    CoQueue out_done_;
     RequestCounter in_flight_;
     std::map<uint16_t, Command*> awaiting_data_;  // by TTAG
     uint16_t next_ttag_ = 0;

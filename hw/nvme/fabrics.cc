@@ -50,7 +50,7 @@ uint16_t connect_admin(NvmeQueuePair::Impl& q, NvmeRequest& req, NvmeSubsystem::
         t.next_discovery_cntlid_ = uint16_t(cntlid == 0xffef ? 1 : cntlid + 1);
     }
     if (cntlid == 0) {
-        return 0x0181 | NVME_SC_DNR;  // Connect Controller Busy: no ID left
+        return NVME_SC_CONNECT_CTRL_BUSY | NVME_SC_DNR;  // no controller ID left
     }
     auto c = std::make_shared<NvmeController>(t, s, cntlid, q.port_, std::move(hostnqn),
                                               data + kDataHostid, req.sqe.le32_at(48));

@@ -213,7 +213,7 @@ uint16_t nvme_check_io(const NvmeController& c, const NvmeNamespace& ns, const N
 unsigned nvme_write_flags(const NvmeController& c, const NvmeSqe& sqe)
 {
     // FUA, or every write when the host turned the volatile write cache off.
-    return (sqe.cdw(12) & kCdw12Fua) || !c.write_cache_enabled() ? BDRV_REQ_FUA : 0;
+    return (sqe.cdw(12) & kCdw12Fua) || !c.write_cache_enabled() ? unsigned(BDRV_REQ_FUA) : 0u;
 }
 
 uint16_t nvme_status_of(int ret, BlockRequestKind kind)

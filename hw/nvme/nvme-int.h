@@ -23,22 +23,19 @@
 
 namespace qemu {
 
-// Status values beyond those of nvme-spec.h (SCT << 8 | SC).
-enum : uint16_t {
-    NVME_SC_ABORT_REQUESTED = 0x0007,
-    NVME_SC_INVALID_NSID = 0x000b,
-    NVME_SC_NS_WRITE_PROTECTED = 0x0020,
-    NVME_SC_LBA_RANGE = 0x0080,
-    NVME_SC_INVALID_QUEUE_ID = 0x0101,
-    NVME_SC_ASYNC_LIMIT = 0x0105,
-    NVME_SC_INVALID_LOG_PAGE = 0x0109,
-    NVME_SC_FEATURE_NOT_SAVEABLE = 0x010d,
-    NVME_SC_INVALID_ZONE_OP = 0x01b6,
-    NVME_SC_CONNECT_FORMAT = 0x0180,
-    NVME_SC_CONNECT_INVALID_PARAM = 0x0182,
-    NVME_SC_CONNECT_INVALID_HOST = 0x0184,
-    NVME_SC_COMPARE_FAILED = 0x0285,
-};
+// Status values beyond those of nvme-spec.h (SCT << 8 | SC); constants,
+// not an enum, so that they combine with NVME_SC_DNR without warnings.
+constexpr uint16_t NVME_SC_INVALID_NSID = 0x000b;
+constexpr uint16_t NVME_SC_NS_WRITE_PROTECTED = 0x0020;
+constexpr uint16_t NVME_SC_LBA_RANGE = 0x0080;
+constexpr uint16_t NVME_SC_ASYNC_LIMIT = 0x0105;
+constexpr uint16_t NVME_SC_INVALID_LOG_PAGE = 0x0109;
+constexpr uint16_t NVME_SC_FEATURE_NOT_SAVEABLE = 0x010d;
+constexpr uint16_t NVME_SC_INVALID_ZONE_OP = 0x01b6;
+constexpr uint16_t NVME_SC_CONNECT_FORMAT = 0x0180;
+constexpr uint16_t NVME_SC_CONNECT_CTRL_BUSY = 0x0181;
+constexpr uint16_t NVME_SC_CONNECT_INVALID_PARAM = 0x0182;
+constexpr uint16_t NVME_SC_COMPARE_FAILED = 0x0285;
 
 // Command set identifiers (CSI) and the controller's fixed capabilities.
 enum : uint8_t { NVME_CSI_NVM = 0x00, NVME_CSI_ZONED = 0x02 };

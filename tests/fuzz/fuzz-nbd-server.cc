@@ -23,6 +23,7 @@
 
 #include "block/block-backend.h"
 #include "export/nbd-server.h"
+#include "fuzz-stream.h"
 
 namespace qemu::fuzz {
 namespace {
@@ -60,25 +61,6 @@ struct World {
         return blk;
     }
 };
-
-Task<void> co_feed(AioContext& ctx, int fd, const uint8_t* data, size_t size, bool& done)
-{
-    co_await co_send_full(ctx, fd, data, size);
-    shutdown(fd, SHUT_WR);
-    done = true;
-}
-
-Task<void> co_drain(AioContext& ctx, int fd, bool& done)
-{
-    std::vector<uint8_t> buf(64 * 1024);
-    for (;;) {
-        ssize_t r = co_await ctx.recv(fd, buf.data(), buf.size());
-        if (r <= 0) {
-            break;
-        }
-    }
-    done = true;
-}
 
 }  // namespace
 }  // namespace qemu::fuzz

@@ -156,10 +156,14 @@ void bench_thread(const BenchOpts& o, const Target& t, const Namespace& ns, unsi
         c.data.assign(o.bs, uint8_t(0xa5));
     }
     bool timed = count == 0;
+    q.set_corked(true);
     for (unsigned s = 0; s < o.depth && (timed || issued < count); s++) {
         issue(s);
     }
     while (q.in_flight()) {
+        if (!q.flush()) {
+            die(q.error());
+        }
         bool ok = q.poll([&](HostCommand& c) {
             if (c.cqe.status() & 0x7ff) {
                 char b[64];

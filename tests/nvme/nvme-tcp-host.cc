@@ -210,7 +210,25 @@ bool HostQueue::submit(HostCommand& cmd)
     iovec iov[3] = {{hdr, hb}, {cmd.data.data(), ilen}, {digest, ilen && dg_.data ? kDigestSize : 0}};
     by_cid_[cid] = &cmd;
     in_flight_++;
-    return write_iov(iov, 3);
+    if (!corked_) {
+        return write_iov(iov, 3);
+    }
+    for (const iovec& v : iov) {
+        const uint8_t* b = static_cast<const uint8_t*>(v.iov_base);
+        out_.insert(out_.end(), b, b + v.iov_len);
+    }
+    return true;
+}
+
+bool HostQueue::flush()
+{
+    if (out_.empty()) {
+        return true;
+    }
+    iovec iov{out_.data(), out_.size()};
+    bool ok = write_iov(&iov, 1);
+    out_.clear();
+    return ok;
 }
 
 bool HostQueue::send_h2c(HostCommand& cmd, const DataHeader& r2t)

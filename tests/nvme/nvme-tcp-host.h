@@ -53,6 +53,10 @@ public:
     // Submits cmd with its data (in-capsule if it fits, else on R2T); the
     // CID is chosen here.  REQUIRES: fewer than 65535 commands in flight.
     bool submit(HostCommand& cmd);
+    // While corked, submit() only queues its PDU; flush() sends every
+    // queued PDU with one write (the bench's many commands per poll()).
+    void set_corked(bool on) { corked_ = on; }
+    bool flush();
     // Processes PDUs until at least one command completes; calls
     // on_done for each completed one.  false (with error) on a protocol
     // failure or end of stream.
@@ -81,6 +85,8 @@ private:
     uint16_t next_cid_ = 0;
     unsigned in_flight_ = 0;
     std::string error_;
+    bool corked_ = false;
+    std::vector<uint8_t> out_;  // PDUs queued while corked
     // Bytes read but not consumed: rbuf_[rpos_, rend_).
     std::vector<uint8_t> rbuf_ = std::vector<uint8_t>(64 * 1024);
     size_t rpos_ = 0, rend_ = 0;

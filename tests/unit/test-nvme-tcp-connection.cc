@@ -153,6 +153,17 @@ struct Session {
     }
 };
 
+// Runs body on a fresh controller with one I/O queue, in the client
+// thread; its verdict, or what failed on the way.
+std::string run_session(World& w, Digests dg, const std::function<std::string(Session&)>& body)
+{
+    return w.run([&]() -> std::string {
+        Session s;
+        std::string err = s.open(w, dg);
+        return err.empty() ? body(s) : err;
+    });
+}
+
 // One I/O command of len bytes of `fill` at slba; its status, "" = success.
 std::string io_cmd(HostQueue& q, uint8_t opc, uint64_t slba, std::vector<uint8_t>& data)
 {
@@ -212,12 +223,8 @@ TEST_CASE("NVMe/TCP: in-capsule and R2T writes, multi-PDU reads, digests", "[nvm
 {
     World w;
     for (Digests dg : {Digests{}, Digests{true, true}}) {
-        std::string verdict = w.run([&]() -> std::string {
-            Session s;
-            std::string err = s.open(w, dg);
-            if (!err.empty()) {
-                return err;
-            }
+        std::string verdict = run_session(w, dg, [&](Session& s) -> std::string {
+            std::string err;
             // 4 KiB fits in the capsule; 320 KiB goes on one R2T and
             // three H2CData PDUs (MAXH2CDATA 128 KiB), and comes back in
             // three C2HData PDUs.
@@ -247,12 +254,8 @@ TEST_CASE("NVMe/TCP: in-capsule and R2T writes, multi-PDU reads, digests", "[nvm
 TEST_CASE("NVMe/TCP: many commands in flight on one queue", "[nvme-tcp]")
 {
     World w;
-    std::string verdict = w.run([&]() -> std::string {
-        Session s;
-        std::string err = s.open(w, Digests{});
-        if (!err.empty()) {
-            return err;
-        }
+    std::string verdict = run_session(w, Digests{}, [&](Session& s) -> std::string {
+        std::string err;
         std::vector<HostCommand> cmds(24);
         for (size_t i = 0; i < cmds.size(); i++) {
             cmds[i].sqe = nvme_sqe_rw(0x01, 1, i * 64, 64);  // 32 KiB: R2T
@@ -288,12 +291,8 @@ TEST_CASE("NVMe/TCP: many commands in flight on one queue", "[nvme-tcp]")
 TEST_CASE("NVMe/TCP: a bad SGL fails its command only", "[nvme-tcp]")
 {
     World w;
-    std::string verdict = w.run([&]() -> std::string {
-        Session s;
-        std::string err = s.open(w, Digests{});
-        if (!err.empty()) {
-            return err;
-        }
+    std::string verdict = run_session(w, Digests{}, [&](Session& s) -> std::string {
+        std::string err;
         // In-capsule data whose SGL offset points past it.
         NvmeSqe sqe = nvme_sqe_rw(0x01, 1, 0, 1);
         sqe.bytes[1] = 0x40;
@@ -374,12 +373,11 @@ TEST_CASE("NVMe/TCP: hostile streams get a C2HTermReq and the connection ends", 
         };
         for (const Case& c : cases) {
             INFO(c.what);
-            std::string verdict = w.run([&]() -> std::string {
-                Session s;
-                std::string err = s.open(w, Digests{});
+            std::string verdict = run_session(w, Digests{}, [&](Session& s) -> std::string {
                 HostCommand wr;
                 DataHeader r2t;
-                if (!err.empty() || !(err = write_awaiting_r2t(s, wr, r2t)).empty()) {
+                std::string err = write_awaiting_r2t(s, wr, r2t);
+                if (!err.empty()) {
                     return err;
                 }
                 DataHeader d{r2t.cccid, r2t.ttag, 0, 4096};

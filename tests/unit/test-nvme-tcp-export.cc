@@ -38,20 +38,6 @@ bool listening(const std::string& path)
     return ok;
 }
 
-void add_second_node(BlockGraph& graph, const std::string& path)
-{
-    QDict f, q;
-    f.set("driver", "file");
-    f.set("node-name", "f1");
-    f.set("filename", path);
-    q.set("driver", "qcow2");
-    q.set("node-name", "q1");
-    q.set("file", "f1");
-    Error err;
-    REQUIRE(graph.add(f, err));
-    REQUIRE(graph.add(q, err));
-}
-
 }  // namespace
 
 TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme-tcp][export]")
@@ -63,7 +49,7 @@ TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme
     AioContext ctx;
     BlockGraph graph(ctx);
     graph_test::add_file_and_qcow2(graph, a.path);
-    add_second_node(graph, b.path);
+    graph_test::add_file_and_qcow2(graph, b.path, "f1", "q1");
     BlockExportRegistry reg(graph, [](const std::string&) { return nullptr; });
     std::string addr = ",nqn=nqn.2026-01.org.qemu-zoned:x,addr.type=unix,addr.path=" + sock;
 
@@ -71,8 +57,10 @@ TEST_CASE("nvme-tcp export: namespaces share a subsystem and a listener", "[nvme
     auto add = [&](const std::string& text) {
         return run_sync(ctx, reg.co_add(export_opts(text), err));
     };
-    CHECK(add("nvme-tcp,id=e0,node-name=q0") == nullptr);
+    CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on") == nullptr);
     CHECK(err.message == "Parameter 'nqn' is missing");
+    CHECK(add("nvme-tcp,id=e0,node-name=q0" + addr) == nullptr);
+    CHECK(err.message == "nvme-tcp exports of a writable node need writable=on");
     CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on,logical-block-size=1024" + addr) == nullptr);
     CHECK(err.message == "Parameter 'logical-block-size' expects 512 or 4096");
     CHECK(add("nvme-tcp,id=e0,node-name=q0,writable=on,bogus=1" + addr) == nullptr);
