@@ -213,13 +213,13 @@ norm() {
         echo "$((_s)) $((_len)) $((_cap)) $_w $_cond"
     done
 }
-zones_blkzone() {
+zlist_blkzone() {
     blkzone report "$1" > /tmp/blkzone.out || return 1
     sed -nE 's/.*start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+) .*zcond: *([0-9]+).*/\1 \2 \3 \4 \5/p' /tmp/blkzone.out |
         while read -r _s _len _cap _wp _cond; do echo "$_s $_len $_cap $((_s + _wp)) $_cond"; done | norm
 }
-# zones_nvme NAME: nvme zns report-zones, in LBAs, converted.
-zones_nvme() {
+# zlist_nvme NAME: nvme zns report-zones, in LBAs, converted.
+zlist_nvme() {
     _l=$(lba_size "$1") || return 1
     _f=$((_l / 512))
     _zsze=$(sed -n 's/.*(in use).*zsze:\(0x[0-9a-f]*\).*/\1/p;s/.*zsze:\(0x[0-9a-f]*\).*(in use).*/\1/p' /tmp/zidns.$1 | head -1)
@@ -229,8 +229,8 @@ zones_nvme() {
             echo "$((_s * _f)) $((_zsze * _f)) $((_cap * _f)) $((_wp * _f)) $((_st >> 4))"
         done | norm
 }
-# zones_host NAME: our qemu-io's zone report of the image on the host.
-zones_host() {
+# zlist_host NAME: our qemu-io's zone report of the image on the host.
+zlist_host() {
     host zrp "$1" > /tmp/zrp.$1 || { cat /tmp/zrp.$1; return 1; }
     sed -nE 's/^start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+), zcond:([0-9]+),.*/\1 \2 \3 \4 \5/p' /tmp/zrp.$1 | norm
 }
@@ -258,8 +258,8 @@ expected_zones() {
 zone_reports() {
     _bad=0
     for n in z l k; do
-        zones_blkzone "$(dev $n)" > /tmp/zb.$n || _bad=1
-        zones_nvme $n > /tmp/zn.$n || _bad=1
+        zlist_blkzone "$(dev $n)" > /tmp/zb.$n || _bad=1
+        zlist_nvme $n > /tmp/zn.$n || _bad=1
         same_zones "$n: blkzone and nvme zns report-zones" /tmp/zb.$n /tmp/zn.$n || _bad=1
     done
     expected_zones 16 131072 126976 > /tmp/ze.z
@@ -531,14 +531,14 @@ stop_and_compare() {
     dd if=/dev/urandom of="$_k" bs=4k count=1 seek=$((1 * 4096)) oflag=direct || die "write to k zone 1 failed"
     blkzone open -o $((2 * 32768)) -c 2 "$_k" || die "open of k zones 2-3 failed"
     dd if=/dev/urandom of="$_k" bs=4k count=1 seek=$((3 * 4096)) oflag=direct || die "write to k zone 3 failed"
-    for n in z l k; do zones_blkzone "$(dev $n)" > $S/zones.$n || die "blkzone report of $n failed"; done
+    for n in z l k; do zlist_blkzone "$(dev $n)" > $S/zones.$n || die "blkzone report of $n failed"; done
     expect "k zones 1-3 before the stop" "$(awk 'NR >= 2 && NR <= 4 {printf "%s ", $5}' $S/zones.k)" "2 3 3 " || return 1
     for n in z l k; do closed_form $S/zones.$n > $S/closed.$n; done
     nvme disconnect-all || die "nvme disconnect-all failed"
     host stop || die "stopping the daemon failed"
     _bad=0
     for n in z l k; do
-        zones_host $n > /tmp/zh.$n || _bad=1
+        zlist_host $n > /tmp/zh.$n || _bad=1
         same_zones "$n: the guest's zones (open ones closed) and qemu-io's on the image" \
             $S/closed.$n /tmp/zh.$n || _bad=1
     done
@@ -556,7 +556,7 @@ restart() {
 persist_zones() {
     _bad=0
     for n in z l k; do
-        zones_blkzone "$(dev $n)" > /tmp/zb.$n || _bad=1
+        zlist_blkzone "$(dev $n)" > /tmp/zb.$n || _bad=1
         same_zones "$n: zones before the restart (open ones closed) and after" $S/closed.$n /tmp/zb.$n || _bad=1
     done
     expect "k zones 1-3 after the restart" "$(awk 'NR >= 2 && NR <= 4 {printf "%s ", $5}' /tmp/zb.k)" "4 1 4 " || _bad=1
@@ -601,7 +601,7 @@ kill_during_writes() {
     writer "$_k" &
     _w=$!
     wait_for 1200 flushed_at_least 20 || die "the writer did not get 20 flushed chunks through"
-    zones_blkzone "$_k" > /tmp/zk.before || die "blkzone report failed"
+    zlist_blkzone "$_k" > /tmp/zk.before || die "blkzone report failed"
     echo "open zones just before the kill: $(awk '$5 == 2 || $5 == 3 {printf "%s ", $1}' /tmp/zk.before)"
     awk 'NR == 1 && $5 == 2 {ok = 1} END {exit !ok}' /tmp/zk.before || die "zone 0 is not implicitly open before the kill"
     host kill9 || die "SIGKILL failed"
@@ -618,7 +618,7 @@ kill_during_writes() {
     host start > /dev/null || die "restarting the daemon failed"
     connect k
     _k=$(dev k) || die "k is not connected"
-    zones_blkzone "$_k" > /tmp/zk || die "blkzone report failed"
+    zlist_blkzone "$_k" > /tmp/zk || die "blkzone report failed"
     cat /tmp/zk
     _w0=$(awk 'NR == 1 {print $4}' /tmp/zk)
     [ "$_w0" = - ] && _w0=32768
@@ -637,7 +637,7 @@ kill_during_writes() {
 stop_and_compare_k() {
     nvme disconnect-all || die "nvme disconnect-all failed"
     host stop || die "stopping the daemon failed"
-    zones_host k > /tmp/zh.k || die "qemu-io zrp failed"
+    zlist_host k > /tmp/zh.k || die "qemu-io zrp failed"
     same_zones "k: the guest's zones and qemu-io's on the image" $S/zones.k /tmp/zh.k
 }
 
