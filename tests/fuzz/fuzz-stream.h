@@ -4,8 +4,10 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "qemu/sockets.h"
@@ -32,6 +34,28 @@ inline Task<void> co_drain(AioContext& ctx, int fd, bool& done)
         }
     }
     done = true;
+}
+
+// One fuzz input through a socketpair: serve(fd) hands the server its end;
+// the loop runs until the input is sent, the answers are drained and
+// busy() (the server still has connections) is false.
+template <typename Serve, typename Busy>
+void run_input(AioContext& ctx, const uint8_t* data, size_t size, Serve serve, Busy busy)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        abort();
+    }
+    bool fed = false, drained = false;
+    serve(sv[0]);
+    co_spawn(co_feed(ctx, sv[1], data, size, fed));
+    co_spawn(co_drain(ctx, sv[1], drained));
+    while (!fed || !drained || busy()) {
+        ctx.poll(true);
+    }
+    // The finished connection is freed from the loop.
+    ctx.poll(false);
+    close(sv[1]);
 }
 
 }  // namespace qemu::fuzz
