@@ -1,5 +1,6 @@
 // QMP commands of QEMU's block-export.json: block-export-add,
 // block-export-del, query-block-exports.
+#include "export/nvme-tcp.h"
 #include "monitor/qmp.h"
 #include "monitor/qmp-convert.h"
 
@@ -73,6 +74,7 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
 
 void qmp_register_export_commands(QmpDispatcher& d)
 {
+    nvme_tcp_export_register();
     d.add("block-export-add", qmp_block_export_add);
     d.add("block-export-del", qmp_block_export_del);
     d.add("query-block-exports", qmp_query_block_exports);

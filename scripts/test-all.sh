@@ -122,7 +122,9 @@ run_cases interop 60 tests/interop/run.sh build
 # Debian's kernels and QEMU 10.0, unpacked into E2E_CACHE (default
 # /var/tmp/vm-cache); one pass/fail per guest step, and a failure for a
 # guest that died or timed out (its console log is shown).  Not obtaining
-# the packages is a failure too.  See docs/devel/testing-e2e.rst.  It runs
+# the packages is a failure too.  See docs/devel/testing-e2e.rst.  The
+# nvme-tcp test runs build/qemu-storage-daemon on the host (its host side,
+# tests/e2e/tests/nvme-tcp.host) and boots each kernel twice.  It runs
 # before the NBD interoperability steps, which use its QEMU 10.0.
 step "end-to-end tests in a Linux guest (tests/e2e)"
 run_cases e2e 400 tests/e2e/run.sh build
@@ -134,6 +136,10 @@ run_cases nbd-client 60 tests/interop/nbd-client.sh build
 # --- Our NBD server with QEMU 7.2's and 10.0's clients (tests/interop) -----
 step "NBD server interoperability (Debian's QEMU clients)"
 run_cases nbd-interop 60 tests/interop/nbd-server.sh build
+
+# --- Our NVMe/TCP target with our initiator (tests/interop/nvme-tcp.sh) -----
+step "NVMe/TCP target (our initiator: round trips, persistence, hostile hosts)"
+run_cases nvme-tcp 60 tests/interop/nvme-tcp.sh build
 
 # --- libFuzzer runs (tests/fuzz) ---------------------------------------------
 # A clang build of each harness only, a generated seed corpus, then some
@@ -190,6 +196,16 @@ if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nbd-serv
     fuzz_run nbd fuzz-nbd-server "$nbd_fuzz_seconds" "$log/nbd-fuzz-seeds"
 else
     echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# Hostile host bytes through the NVMe/TCP target's PDU layer and commands.
+nvme_fuzz_seconds=${NVME_TCP_FUZZ_SECONDS:-30}
+step "fuzzing the NVMe/TCP target (libFuzzer, ${nvme_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nvme-tcp >/dev/null &&
+   tests/fuzz/make-nvme-tcp-corpus.sh "$log/nvme-tcp-fuzz-seeds"; then
+    fuzz_run nvme-tcp fuzz-nvme-tcp "$nvme_fuzz_seconds" "$log/nvme-tcp-fuzz-seeds"
+else
+    echo "NVMe/TCP fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"

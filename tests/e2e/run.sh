@@ -10,12 +10,18 @@
 # the `step` helper).  Its header says which kernels it boots and its
 # timeout:
 #     # kernels: 6.12 6.1
-#     # timeout: 600
+#     # timeout: 600       (seconds, for each boot)
 # The guest prints one "@@STEP name PASS|FAIL" line per step; this script
 # prints "PASS test@kernel: step" or "FAIL ..." for each, a FAIL for a boot
 # that died, timed out or lost steps (with the console log, which is kept in
 # $E2E_LOGS, default BUILD_DIR/e2e-logs), and a last line
 # "e2e: N passed, N failed".
+#
+# A test may boot several times in a row ("# boots: 2"; the guest reads
+# e2e.boot=N on its command line) and may have a host side,
+# tests/NAME.host (bash): the guest runs its commands with `host WORDS`
+# (guest/lib.sh) through a 9p directory that this script serves; it stays
+# for all boots of the test and gets "cleanup" at the end.
 #
 # Environment: E2E_CACHE (default /var/tmp/vm-cache) for the unpacked
 # packages and initramfs; E2E_MEM (guest RAM, default 1536M).
@@ -37,6 +43,12 @@ test_kernels() {
     echo "${k:-6.12}"
 }
 
+test_boots() {
+    local b
+    b=$(sed -n 's/^# boots: *//p' "$1" | head -1)
+    echo "${b:-1}"
+}
+
 test_timeout() {
     local t
     t=$(sed -n 's/^# timeout: *//p' "$1" | head -1)
@@ -56,7 +68,9 @@ make_initrd() {
 }
 
 # Boots the guest; the console goes to stdout.  $1 vmlinux, $2 initrd,
-# $3 extra kernel command line, $4 timeout in seconds (0: none).
+# $3 extra kernel command line, $4 timeout in seconds (0: none); QEMU
+# options in BOOT_EXTRA are added.
+BOOT_EXTRA=()
 boot() {
     local vmlinux=$1 initrd=$2 cmdline=$3 secs=$4 build=$5 tmo=()
     [ "$secs" -gt 0 ] && tmo=(timeout --foreground -k 10 "$secs")
@@ -67,7 +81,29 @@ boot() {
         -virtfs "local,path=$build,mount_tag=build,security_model=none,id=build" \
         -virtfs "local,path=$E2E_DIR,mount_tag=e2e,security_model=none,id=e2e,readonly=on" \
         -virtfs "local,path=$E2E_CACHE/qemu10,mount_tag=qemu10,security_model=none,id=qemu10,readonly=on" \
-        -nic user,model=virtio-net-pci
+        -nic user,model=virtio-net-pci "${BOOT_EXTRA[@]}"
+}
+
+# Serves a test's host side until DIR/stop exists: the guest writes the
+# words of a command into DIR/req.ID; "bash SCRIPT WORDS" runs with its
+# output into DIR/out.ID, then its exit status goes to DIR/rc.ID.
+# SCRIPT sees E2E_HOST_DIR (DIR: its state, kept with the logs), BUILD and
+# E2E_CACHE.
+host_serve() {
+    local script=$1 dir=$2 req id
+    while [ ! -e "$dir/stop" ]; do
+        for req in "$dir"/req.*; do
+            [ -f "$req" ] || continue
+            id=${req##*/req.}
+            mv "$req" "$dir/cmd.$id"
+            # shellcheck disable=SC2046
+            E2E_HOST_DIR=$dir BUILD=$BUILD bash "$script" $(cat "$dir/cmd.$id") \
+                > "$dir/out.$id" 2>&1 < /dev/null
+            echo $? > "$dir/rc.$id.tmp"
+            mv "$dir/rc.$id.tmp" "$dir/rc.$id"
+        done
+        sleep 0.1
+    done
 }
 
 clean_console() {
@@ -79,18 +115,40 @@ failed=0
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
-# Runs one test on one kernel and reports its steps.
+# Runs one test on one kernel (each of its boots) and reports its steps.
 run_one() {
     local name=$1 k=$2 script=$E2E_DIR/tests/$1.sh secs log initrd rc steps
-    local vmlinux=${VMLINUX[$k]} base=${INITRAMFS[$k]}
+    local vmlinux=${VMLINUX[$k]} base=${INITRAMFS[$k]} boots b ends hostdir="" server=""
     secs=$(test_timeout "$script")
+    boots=$(test_boots "$script")
     log=$LOGS/$name@$k.log
+    : > "$log"
+    BOOT_EXTRA=()
+    if [ -f "$E2E_DIR/tests/$name.host" ]; then
+        hostdir=$LOGS/$name@$k.host
+        rm -rf "$hostdir"
+        mkdir -p "$hostdir"
+        host_serve "$E2E_DIR/tests/$name.host" "$hostdir" &
+        server=$!
+        BOOT_EXTRA=(-virtfs "local,path=$hostdir,mount_tag=ctl,security_model=none,id=ctl")
+    fi
     initrd=$(mktemp "$E2E_CACHE/initrd.XXXXXX")
     make_initrd "$base" "$script" "$initrd"
     local start=$SECONDS
-    boot "$vmlinux" "$initrd" "" "$secs" "$BUILD" < /dev/null 2>&1 | clean_console > "$log"
-    rc=${PIPESTATUS[0]}
+    for ((b = 1; b <= boots; b++)); do
+        boot "$vmlinux" "$initrd" "e2e.boot=$b${hostdir:+ e2e.host=1}" "$secs" "$BUILD" \
+            < /dev/null 2>&1 | clean_console >> "$log"
+        rc=${PIPESTATUS[0]}
+        ends=$(grep -ac '^@@E2E-END' "$log")
+        [ "$ends" -eq "$b" ] || break    # this boot died: the next one would not make sense
+    done
     rm -f "$initrd"
+    if [ -n "$server" ]; then
+        touch "$hostdir/stop"
+        wait "$server"
+        E2E_HOST_DIR=$hostdir BUILD=$BUILD bash "$E2E_DIR/tests/$name.host" cleanup \
+            >> "$hostdir/cleanup.log" 2>&1 < /dev/null
+    fi
     local bad=0
     while read -r _ step result detail; do
         if [ "$result" = PASS ]; then
@@ -104,14 +162,14 @@ run_one() {
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
         fail "$name@$k: timed out after ${secs}s"
         bad=1
-    elif ! grep -aq '^@@E2E-END' "$log"; then
-        fail "$name@$k: the guest stopped before the end of the test (QEMU exit status $rc)"
+    elif [ "$ends" -ne "$boots" ]; then
+        fail "$name@$k: the guest stopped before the end of the test (boot $((ends + 1)) of $boots, QEMU exit status $rc)"
         bad=1
     elif [ "$steps" -eq 0 ]; then
         fail "$name@$k: no steps reported"
         bad=1
     fi
-    echo "     $name@$k: $((SECONDS - start)) s, console log $log"
+    echo "     $name@$k: $((SECONDS - start)) s, console log $log${hostdir:+, host side $hostdir}"
     if [ $bad -ne 0 ]; then
         echo "---- console log of $name@$k (last 150 lines) ----"
         tail -n 150 "$log" | sed 's/^/| /'

@@ -23,6 +23,7 @@
 
 #include "block/block-backend.h"
 #include "export/nbd-server.h"
+#include "fuzz-stream.h"
 
 namespace qemu::fuzz {
 namespace {
@@ -61,25 +62,6 @@ struct World {
     }
 };
 
-Task<void> co_feed(AioContext& ctx, int fd, const uint8_t* data, size_t size, bool& done)
-{
-    co_await co_send_full(ctx, fd, data, size);
-    shutdown(fd, SHUT_WR);
-    done = true;
-}
-
-Task<void> co_drain(AioContext& ctx, int fd, bool& done)
-{
-    std::vector<uint8_t> buf(64 * 1024);
-    for (;;) {
-        ssize_t r = co_await ctx.recv(fd, buf.data(), buf.size());
-        if (r <= 0) {
-            break;
-        }
-    }
-    done = true;
-}
-
 }  // namespace
 }  // namespace qemu::fuzz
 
@@ -88,19 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     using namespace qemu;
     using namespace qemu::fuzz;
     static World* w = new World();
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        abort();
-    }
-    bool fed = false, drained = false;
-    w->server->serve(sv[0]);
-    co_spawn(co_feed(w->ctx, sv[1], data, size, fed));
-    co_spawn(co_drain(w->ctx, sv[1], drained));
-    while (!fed || !drained || w->server->client_count()) {
-        w->ctx.poll(true);
-    }
-    // The finished connection is freed from the loop.
-    w->ctx.poll(false);
-    close(sv[1]);
+    run_input(
+        w->ctx, data, size, [&](int fd) { w->server->serve(fd); },
+        [&]() { return w->server->client_count() != 0; });
     return 0;
 }

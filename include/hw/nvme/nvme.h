@@ -119,8 +119,10 @@ public:
     // The KATO the controller runs with, 0 = none; valid once connected().
     uint32_t keep_alive_ms() const;
 
-private:
+    // The model's state, opaque outside hw/nvme/.
     class Impl;
+
+private:
     std::unique_ptr<Impl> impl_;
 };
 
@@ -146,19 +148,24 @@ public:
     // blk is not owned and stays valid until co_remove_namespace() returns.
     // Returns the NSID, or 0 with err set (NSID in use, logical block size
     // not a multiple of the node's alignment, zone size not a multiple of
-    // the block size, ...).  Controllers get a Namespace Attribute Changed
-    // event.
-    uint32_t add_namespace(BlockBackend& blk, const NvmeNamespaceOptions& opts, Error& err);
+    // the block size, a zoned node with conventional zones or host-aware
+    // zones, which ZNS cannot show, ...).  Controllers get a Namespace
+    // Attribute Changed event.  A coroutine: a zoned node's first zone is
+    // reported to find conventional zones (the block layer keeps them
+    // first).  Runs in the target's context.
+    Task<uint32_t> co_add_namespace(BlockBackend& blk, const NvmeNamespaceOptions& opts,
+                                    Error& err);
     // Detaches a namespace once the commands running on it have returned;
     // new commands for it fail with Invalid Namespace.  Controllers get a
     // Namespace Attribute Changed event.
     Task<void> co_remove_namespace(uint32_t nsid);
     bool has_namespaces() const;
 
-private:
-    friend class NvmeController;
-    friend class NvmeQueuePair;
+    // The model's state, opaque outside hw/nvme/.
     class Impl;
+    Impl& impl() const { return *impl_; }
+
+private:
     std::unique_ptr<Impl> impl_;
 };
 
@@ -181,10 +188,11 @@ public:
     // commands have returned.  REQUIRES: no namespace left.
     Task<void> co_remove_subsystem(const std::string& nqn);
 
-private:
-    friend class NvmeQueuePair;
-    friend class NvmeSubsystem;
+    // The model's state, opaque outside hw/nvme/.
     class Impl;
+    Impl& impl() const { return *impl_; }
+
+private:
     std::unique_ptr<Impl> impl_;
 };
 

@@ -74,4 +74,36 @@ fi
 export BUILD=/host
 export Q10_LIB=/qemu10/usr/lib/x86_64-linux-gnu:/qemu10/lib/x86_64-linux-gnu
 qemu10() { prog=$1; shift; LD_LIBRARY_PATH=$Q10_LIB "/qemu10/usr/bin/$prog" "$@"; }
-mark "init kernel=$(uname -r)"
+
+# Which boot of the test this is (run.sh: "# boots: N"), and the test's
+# host side (tests/NAME.host), reached through the 9p directory /ctl.
+E2E_BOOT=$(sed -n 's/.*e2e\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
+if grep -q 'e2e\.host=1' /proc/cmdline; then
+    mkdir -p /ctl
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 ctl /ctl ||
+        echo "@@STEP mount-ctl FAIL 9p mount failed"
+fi
+
+# host WORDS...: runs "tests/NAME.host WORDS" on the host and prints its
+# output; returns its exit status, 124 when no answer came in $HOST_WAIT
+# seconds (default 180).
+host() {
+    [ -d /ctl ] || { echo "error: this test has no host side (tests/NAME.host)"; return 1; }
+    _n=$(($(cat /tmp/.host-req 2>/dev/null || echo 0) + 1))
+    echo $_n > /tmp/.host-req
+    _id=$E2E_BOOT-$_n
+    echo "$*" > "/ctl/tmp.$_id"
+    mv "/ctl/tmp.$_id" "/ctl/req.$_id"
+    _t=$((${HOST_WAIT:-180} * 10))
+    while [ ! -f "/ctl/rc.$_id" ]; do
+        _t=$((_t - 1))
+        if [ $_t -le 0 ]; then
+            echo "error: the host side did not answer '$*' in ${HOST_WAIT:-180} s"
+            return 124
+        fi
+        sleep 0.1
+    done
+    cat "/ctl/out.$_id"
+    return "$(cat "/ctl/rc.$_id")"
+}
+mark "init kernel=$(uname -r) boot=$E2E_BOOT"
