@@ -42,13 +42,7 @@ uint16_t connect_admin(NvmeQueuePair::Impl& q, NvmeRequest& req, NvmeSubsystem::
         return invalid_param(req, true, kDataCntlid);  // dynamic controllers only
     }
     NvmeTarget::Impl& t = q.target_.impl();
-    uint16_t cntlid;
-    if (s) {
-        cntlid = s->allocate_cntlid();
-    } else {
-        cntlid = t.next_discovery_cntlid_;
-        t.next_discovery_cntlid_ = uint16_t(cntlid == 0xffef ? 1 : cntlid + 1);
-    }
+    uint16_t cntlid = s ? s->allocate_cntlid() : t.allocate_discovery_cntlid();
     if (cntlid == 0) {
         return NVME_SC_CONNECT_CTRL_BUSY | NVME_SC_DNR;  // no controller ID left
     }

@@ -108,6 +108,7 @@ public:
 
     std::shared_ptr<NvmeNamespace> find_namespace(uint32_t nsid) const;
     NvmeController* find_controller(uint16_t cntlid) const;
+    // The next controller ID not in use (1..FFEFh); 0: none.
     uint16_t allocate_cntlid();
     void notify_namespace_changed(uint32_t nsid);
 };
@@ -123,7 +124,13 @@ public:
     uint64_t discovery_genctr_ = 0;  // bumped whenever the discovery log changes
 
     NvmeSubsystem::Impl* find(const std::string& nqn) const;
+    // The next discovery controller ID not in use (1..FFEFh); 0: none.
+    uint16_t allocate_discovery_cntlid();
 };
+
+// The controller ID allocator of subsystems and of the discovery
+// controllers: from `next` on, skipping the IDs of `in_use`.
+uint16_t nvme_allocate_cntlid(uint16_t& next, const std::vector<NvmeController*>& in_use);
 
 // An Asynchronous Event Request parked until an event comes.
 struct NvmeAerWaiter {

@@ -29,17 +29,26 @@ NvmeController* NvmeSubsystem::Impl::find_controller(uint16_t cntlid) const
     return nullptr;
 }
 
-uint16_t NvmeSubsystem::Impl::allocate_cntlid()
+uint16_t nvme_allocate_cntlid(uint16_t& next, const std::vector<NvmeController*>& in_use)
 {
     // Dynamic controller IDs 1..FFEFh, not reused while in use.
     for (unsigned tries = 0; tries < 0xffef; tries++) {
-        uint16_t id = next_cntlid_;
-        next_cntlid_ = uint16_t(id == 0xffef ? 1 : id + 1);
-        if (!find_controller(id)) {
+        uint16_t id = next;
+        next = uint16_t(id == 0xffef ? 1 : id + 1);
+        bool taken = false;
+        for (const NvmeController* c : in_use) {
+            taken |= c->cntlid() == id;
+        }
+        if (!taken) {
             return id;
         }
     }
     return 0;
+}
+
+uint16_t NvmeSubsystem::Impl::allocate_cntlid()
+{
+    return nvme_allocate_cntlid(next_cntlid_, controllers_);
 }
 
 void NvmeSubsystem::Impl::notify_namespace_changed(uint32_t nsid)

@@ -54,6 +54,11 @@ NvmeSubsystem::Impl* NvmeTarget::Impl::find(const std::string& nqn) const
     return nullptr;
 }
 
+uint16_t NvmeTarget::Impl::allocate_discovery_cntlid()
+{
+    return nvme_allocate_cntlid(next_discovery_cntlid_, discovery_controllers_);
+}
+
 NvmeTarget::NvmeTarget(AioContext& ctx) : impl_(std::make_unique<Impl>(ctx)) {}
 
 NvmeTarget::~NvmeTarget()

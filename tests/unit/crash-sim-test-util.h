@@ -7,6 +7,22 @@
 
 namespace qcow2_test {
 
+// Options opening the qcow2 image at `path` over crash-sim.
+inline QDict crash_sim_options(const std::string& path)
+{
+    QDict o;
+    o.set("driver", "qcow2");
+    o.set("file.driver", "crash-sim");
+    o.set("file.file.driver", "file");
+    o.set("file.file.filename", path);
+    // Reopened at once: the lock of the closed node may linger (issue 12).
+    o.set("file.file.locking", "off");
+    // crash-sim is the disk whose cache matters; the host file need not
+    // be synced (which makes hundreds of runs slow).
+    o.set("file.file.cache.no-flush", "on");
+    return o;
+}
+
 struct SimImage {
     CreatedImage img;
     AioContext ctx;
@@ -17,16 +33,7 @@ struct SimImage {
 
     void open()
     {
-        QDict o;
-        o.set("driver", "qcow2");
-        o.set("file.driver", "crash-sim");
-        o.set("file.file.driver", "file");
-        o.set("file.file.filename", img.path);
-        // Reopened at once: the lock of the closed node may linger (issue 12).
-        o.set("file.file.locking", "off");
-        // crash-sim is the disk whose cache matters; the host file need not
-        // be synced (which makes hundreds of runs slow).
-        o.set("file.file.cache.no-flush", "on");
+        QDict o = crash_sim_options(img.path);
         Error err;
         blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, ctx, err);
         INFO(err.message);

@@ -4,9 +4,8 @@
 // state that persists across a restart.
 #include <catch2/catch.hpp>
 
-#include "block/crash-sim.h"
+#include "crash-sim-test-util.h"
 #include "nvme-test-util.h"
-#include "qcow2-test-util.h"
 
 using namespace qemu;
 using namespace nvme_test;
@@ -419,12 +418,7 @@ TEST_CASE("nvme zns: host errors under a zoned namespace are never zone statuses
 {
     ZonedImage img(kZonedOpts);
     Fixture f;
-    QDict o;
-    o.set("driver", "qcow2");
-    o.set("file.driver", "crash-sim");
-    o.set("file.file.driver", "file");
-    o.set("file.file.filename", img.path);
-    o.set("file.file.cache.no-flush", "on");
+    QDict o = qcow2_test::crash_sim_options(img.path);
     Error err;
     auto blk = BlockBackend::open(std::nullopt, o, BDRV_O_RDWR, f.ctx, err);
     INFO(err.message);
