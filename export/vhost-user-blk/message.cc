@@ -209,11 +209,11 @@ ssize_t recv_with_fds(int fd, void* buf, size_t len, std::vector<UniqueFd>& fds,
 }
 
 // What a read loop does with one recv result: 1 go on, 0 clean end, <0 error.
-int after_recv(ssize_t n, Reader& r, const Message& msg, Error& err)
+int after_recv(ssize_t n, Reader& r, Error& err)
 {
     if (n == -EPROTO) {
-        err.set("vhost-user message %s: more than %u file descriptors",
-                request_name(msg.request), kMaxFds);
+        // The fds come with the first bytes: the header may not be read yet.
+        err.set("vhost-user: a message with more than %u file descriptors", kMaxFds);
         return -EPROTO;
     }
     if (n < 0) {
@@ -384,7 +384,7 @@ Task<int> co_recv_message(AioContext& ctx, int fd, Message& msg, Error& err)
             }
             continue;
         }
-        int ret = after_recv(n, r, msg, err);
+        int ret = after_recv(n, r, err);
         if (ret <= 0) {
             co_return ret;
         }
@@ -401,7 +401,7 @@ int recv_message(int fd, Message& msg, Error& err)
         if (n == -EINTR) {
             continue;
         }
-        int ret = after_recv(n, r, msg, err);
+        int ret = after_recv(n, r, err);
         if (ret <= 0) {
             return ret;
         }

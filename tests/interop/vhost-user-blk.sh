@@ -91,9 +91,12 @@ case_zoned_round_trip() {
         return 1
     fi
     grep -q "write failed: status 4" "$work/wp.out" || { cat "$work/wp.out"; return 1; }
-    client --config-size 96 -c "zrp 0 8" >"$work/zrp.vhost" && stop || return 1
-    t "$IO" -c "zrp 0 8" "$work/z.qcow2" >"$work/zrp.image" &&
-        diff -u "$work/zrp.image" "$work/zrp.vhost" &&
+    # Zones left implicitly open are closed when the image is closed: the
+    # report through a restarted daemon equals qemu-io's on the image.
+    stop && t "$IO" -c "zrp 0 8" "$work/z.qcow2" >"$work/zrp.image" &&
+        serve "$work/z.qcow2" qcow2 &&
+        client --config-size 96 -c "zrp 0 8" >"$work/zrp.vhost" && stop || return 1
+    diff -u "$work/zrp.image" "$work/zrp.vhost" &&
         t "$IO" -c "read -P 0x22 64k 8k" -c "read -P 0x24 1M 512" "$work/z.qcow2" |
         grep -v -q "fail\|error"
 }

@@ -65,6 +65,19 @@ double now()
     return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
 }
 
+// A number with an optional k/M/G suffix (powers of 1024), as qemu-io's.
+uint64_t parse_size(const std::string& s)
+{
+    char* end;
+    uint64_t v = strtoull(s.c_str(), &end, 0);
+    switch (*end) {
+    case 'k': case 'K': return v << 10;
+    case 'm': case 'M': return v << 20;
+    case 'g': case 'G': return v << 30;
+    default: return v;
+    }
+}
+
 std::vector<std::string> split(const std::string& s)
 {
     std::vector<std::string> w;
@@ -145,7 +158,7 @@ bool Cli::command(const std::string& line)
         pattern = int(strtol(w[2].c_str(), nullptr, 0)) & 0xff;
         w.erase(w.begin() + 1, w.begin() + 3);
     }
-    auto num = [&](size_t i) { return i < w.size() ? strtoull(w[i].c_str(), nullptr, 0) : 0; };
+    auto num = [&](size_t i) -> uint64_t { return i < w.size() ? parse_size(w[i]) : 0; };
     VuClient::Request r;
     r.sector = num(1) / 512;
     if (cmd == "info") {
@@ -238,7 +251,7 @@ bool Cli::bench(std::vector<std::string>& w)
         if (w[i] == "-t") {
             type = w[i + 1];
         } else if (w[i] == "-b") {
-            bs = strtoull(w[i + 1].c_str(), nullptr, 0);
+            bs = parse_size(w[i + 1]);
         } else if (w[i] == "-s") {
             seconds = strtod(w[i + 1].c_str(), nullptr);
         } else if (w[i] == "-d") {

@@ -131,7 +131,7 @@ int VuClient::call_u64(uint32_t request, uint64_t value, Message* reply, Error& 
     Message m;
     m.request = request;
     m.flags = kVersion;
-    if (!has_reply(request)) {
+    if (!has_reply(request) && request != SET_OWNER && request != RESET_OWNER) {
         m.payload.resize(8);
         std::memcpy(m.payload.data(), &value, 8);
     }
