@@ -336,7 +336,7 @@ unsigned VuClient::submit(unsigned qi, const Request& r)
     put<uint32_t>(hdr, r.type);
     put<uint32_t>(hdr + 4, 0);
     put<uint64_t>(hdr + 8, r.sector);
-    if (r.out_len && r.out != data) {
+    if (r.out_len && r.out && r.out != data) {
         std::memcpy(data, r.out, r.out_len);
     }
     std::memset(in + r.in_len, 0xff, r.in_hdr);

@@ -59,7 +59,7 @@ public:
     struct Request {
         uint32_t type = 0;
         uint64_t sector = 0;
-        const void* out = nullptr;
+        const void* out = nullptr;  // nullptr: the slot's buffer already holds it
         uint32_t out_len = 0;
         uint32_t in_len = 0;
         uint32_t in_hdr = 1;
