@@ -275,7 +275,8 @@ bool Cli::bench(std::vector<std::string>& w)
     for (unsigned s = 0; s < depth; s++) {
         std::memset(c_.slot_buffer(0, s), 0xa5, bs);
     }
-    auto submit_one = [&]() {
+    // Queues one request; false if waiting for the queue to empty failed.
+    auto submit_one = [&]() -> bool {
         VuClient::Request r;
         uint64_t off;
         if (random) {
@@ -290,8 +291,16 @@ bool Cli::bench(std::vector<std::string>& w)
         if (zoned && off % zbytes == 0) {
             // A zone's first write: reset it first (the only time this
             // load waits for the queue to empty).
+            c_.kick(0);  // what this burst queued so far
             while (inflight) {
-                inflight -= unsigned(c_.reap(0, [](const VuClient::Completion&) {}, 30000));
+                int n = c_.reap(0, [&](const VuClient::Completion& c) {
+                    ops++;
+                    errors += c.status != 0;
+                }, 30000);
+                if (n < 0) {
+                    return false;
+                }
+                inflight -= unsigned(n);
             }
             VuClient::Request z;
             z.type = T_ZONE_RESET;
@@ -308,10 +317,14 @@ bool Cli::bench(std::vector<std::string>& w)
         }
         c_.submit(0, r);
         inflight++;
+        return true;
     };
     double start = now(), end = start + seconds;
     while (inflight < depth) {
-        submit_one();
+        if (!submit_one()) {
+            printf("bench: a request did not complete\n");
+            return false;
+        }
     }
     c_.kick(0);
     while (true) {
@@ -328,7 +341,10 @@ bool Cli::bench(std::vector<std::string>& w)
             break;
         }
         while (inflight < depth) {
-            submit_one();
+            if (!submit_one()) {
+                printf("bench: a request did not complete\n");
+                return false;
+            }
         }
         c_.kick(0);
     }
