@@ -135,6 +135,10 @@ run_cases nbd-client 60 tests/interop/nbd-client.sh build
 step "NBD server interoperability (Debian's QEMU clients)"
 run_cases nbd-interop 60 tests/interop/nbd-server.sh build
 
+# --- The vhost-user-blk export with our own front end (tests/interop) ------
+step "vhost-user-blk export (our front end, hostile messages, reconnect)"
+run_cases vhost-user-blk 60 tests/interop/vhost-user-blk.sh build
+
 # --- libFuzzer runs (tests/fuzz) ---------------------------------------------
 # A clang build of each harness only, a generated seed corpus, then some
 # seconds of fuzzing; any crash, sanitizer report, leak or timeout is one
@@ -190,6 +194,16 @@ if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nbd-serv
     fuzz_run nbd fuzz-nbd-server "$nbd_fuzz_seconds" "$log/nbd-fuzz-seeds"
 else
     echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# Hostile vhost-user message streams into the vhost-user-blk back end.
+vu_fuzz_seconds=${VHOST_USER_FUZZ_SECONDS:-30}
+step "fuzzing the vhost-user-blk back end (libFuzzer, ${vu_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-vhost-user >/dev/null &&
+   tests/fuzz/make-vhost-user-corpus.sh "$log/vhost-user-fuzz-seeds"; then
+    fuzz_run vhost-user fuzz-vhost-user "$vu_fuzz_seconds" "$log/vhost-user-fuzz-seeds"
+else
+    echo "vhost-user fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"
