@@ -234,23 +234,28 @@ int after_recv(ssize_t n, Reader& r, Error& err)
 // refuses them), up to this many.
 constexpr unsigned kMaxSendFds = 16;
 
-msghdr message_header(const Message& msg, uint8_t* hdr, iovec* iov, char* control,
-                      size_t control_len)
-{
-    uint32_t size = uint32_t(msg.payload.size());
-    std::memcpy(hdr, &msg.request, 4);
-    std::memcpy(hdr + 4, &msg.flags, 4);
-    std::memcpy(hdr + 8, &size, 4);
-    iov[0] = {hdr, kHeaderSize};
-    iov[1] = {const_cast<uint8_t*>(msg.payload.data()), msg.payload.size()};
-    msghdr mh{};
-    mh.msg_iov = iov;
-    mh.msg_iovlen = msg.payload.empty() ? 1 : 2;
-    if (!msg.fds.empty()) {
-        mh.msg_control = control;
-        mh.msg_controllen = CMSG_SPACE(msg.fds.size() * sizeof(int));
-        std::memset(control, 0, control_len);
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+// One message on its way out: header, payload and fds in a msghdr that
+// sent() moves past what a (possibly short) sendmsg took.
+class Sender {
+public:
+    explicit Sender(const Message& msg) : left_(kHeaderSize + msg.payload.size())
+    {
+        uint32_t size = uint32_t(msg.payload.size());
+        std::memcpy(hdr_, &msg.request, 4);
+        std::memcpy(hdr_ + 4, &msg.flags, 4);
+        std::memcpy(hdr_ + 8, &size, 4);
+        iov_[0] = {hdr_, kHeaderSize};
+        iov_[1] = {const_cast<uint8_t*>(msg.payload.data()), msg.payload.size()};
+        mh_.msg_iov = iov_;
+        mh_.msg_iovlen = msg.payload.empty() ? 1 : 2;
+        too_many_fds_ = msg.fds.size() > kMaxSendFds;
+        if (msg.fds.empty() || too_many_fds_) {
+            return;
+        }
+        std::memset(control_, 0, sizeof(control_));
+        mh_.msg_control = control_;
+        mh_.msg_controllen = CMSG_SPACE(msg.fds.size() * sizeof(int));
+        cmsghdr* c = CMSG_FIRSTHDR(&mh_);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
         c->cmsg_len = CMSG_LEN(msg.fds.size() * sizeof(int));
@@ -259,25 +264,46 @@ msghdr message_header(const Message& msg, uint8_t* hdr, iovec* iov, char* contro
             std::memcpy(CMSG_DATA(c) + i * sizeof(int), &f, sizeof(int));
         }
     }
-    return mh;
-}
+    Sender(const Sender&) = delete;
 
-// Writes what sendmsg left of mh (a short write moves on by hand).
-void skip_sent(msghdr& mh, size_t n)
-{
-    mh.msg_control = nullptr;  // fds went with the first byte
-    mh.msg_controllen = 0;
-    while (n > 0 && mh.msg_iovlen > 0) {
-        size_t step = std::min(n, mh.msg_iov[0].iov_len);
-        mh.msg_iov[0].iov_base = static_cast<uint8_t*>(mh.msg_iov[0].iov_base) + step;
-        mh.msg_iov[0].iov_len -= step;
-        n -= step;
-        if (mh.msg_iov[0].iov_len == 0) {
-            mh.msg_iov++;
-            mh.msg_iovlen--;
+    bool too_many_fds() const { return too_many_fds_; }
+    bool done() const { return left_ == 0; }
+    const msghdr* mh() const { return &mh_; }
+    // What to do with a sendmsg result: 0 go on (after moving past n
+    // bytes, or to retry), <0 give up with it.
+    int sent(ssize_t n)
+    {
+        if (n == -EINTR || n == -EAGAIN) {
+            return 0;
         }
+        if (n < 0) {
+            return int(n);
+        }
+        left_ -= size_t(n);
+        mh_.msg_control = nullptr;  // the fds went with the first byte
+        mh_.msg_controllen = 0;
+        size_t skip = size_t(n);
+        while (skip > 0 && mh_.msg_iovlen > 0) {
+            size_t step = std::min(skip, mh_.msg_iov[0].iov_len);
+            mh_.msg_iov[0].iov_base = static_cast<uint8_t*>(mh_.msg_iov[0].iov_base) + step;
+            mh_.msg_iov[0].iov_len -= step;
+            skip -= step;
+            if (mh_.msg_iov[0].iov_len == 0) {
+                mh_.msg_iov++;
+                mh_.msg_iovlen--;
+            }
+        }
+        return 0;
     }
-}
+
+private:
+    uint8_t hdr_[kHeaderSize];
+    iovec iov_[2];
+    alignas(cmsghdr) char control_[CMSG_SPACE(kMaxSendFds * sizeof(int))];
+    msghdr mh_{};
+    size_t left_;
+    bool too_many_fds_ = false;
+};
 
 }  // namespace
 
@@ -411,48 +437,32 @@ int recv_message(int fd, Message& msg, Error& err)
 
 Task<int> co_send_message(AioContext& ctx, int fd, const Message& msg)
 {
-    uint8_t hdr[kHeaderSize];
-    iovec iov[2];
-    alignas(cmsghdr) char control[CMSG_SPACE(kMaxSendFds * sizeof(int))];
-    if (msg.fds.size() > kMaxSendFds) {
+    Sender out(msg);
+    if (out.too_many_fds()) {
         co_return -EINVAL;
     }
-    msghdr mh = message_header(msg, hdr, iov, control, sizeof(control));
-    size_t left = kHeaderSize + msg.payload.size();
-    while (left > 0) {
-        int n = co_await ctx.sendmsg(fd, &mh);
-        if (n == -EINTR || n == -EAGAIN) {
-            continue;
+    while (!out.done()) {
+        int n = co_await ctx.sendmsg(fd, out.mh());
+        int ret = out.sent(n);
+        if (ret < 0) {
+            co_return ret;
         }
-        if (n < 0) {
-            co_return n;
-        }
-        left -= size_t(n);
-        skip_sent(mh, size_t(n));
     }
     co_return 0;
 }
 
 int send_message(int fd, const Message& msg)
 {
-    uint8_t hdr[kHeaderSize];
-    iovec iov[2];
-    alignas(cmsghdr) char control[CMSG_SPACE(kMaxSendFds * sizeof(int))];
-    if (msg.fds.size() > kMaxSendFds) {
+    Sender out(msg);
+    if (out.too_many_fds()) {
         return -EINVAL;
     }
-    msghdr mh = message_header(msg, hdr, iov, control, sizeof(control));
-    size_t left = kHeaderSize + msg.payload.size();
-    while (left > 0) {
-        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) {
-            continue;
+    while (!out.done()) {
+        ssize_t n = sendmsg(fd, out.mh(), MSG_NOSIGNAL);
+        int ret = out.sent(n < 0 ? -errno : n);
+        if (ret < 0) {
+            return ret;
         }
-        if (n < 0) {
-            return -errno;
-        }
-        left -= size_t(n);
-        skip_sent(mh, size_t(n));
     }
     return 0;
 }

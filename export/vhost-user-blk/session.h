@@ -63,7 +63,8 @@ private:
         VirtQueue vq;          // started while processing
         bool stop_loop = false;
         bool loop_running = false;
-        unsigned inflight = 0;  // requests in co_handle()
+        unsigned inflight = 0;  // requests in co_handle(), and a pending notify_pending flush
+        bool notify_pending = false;  // a call notification is posted
         CoQueue idle;           // woken when the loop ended or inflight dropped to 0
     };
 
@@ -91,6 +92,7 @@ private:
     Task<void> co_kick_loop(Vring& v);
     void process(Vring& v);
     Task<void> co_request(Vring& v, VirtQueueElement elem);
+    void finished(Vring& v);  // one of v.inflight is done
     bool started_any() const;
 
     AioContext& ctx_;

@@ -124,9 +124,25 @@ Task<void> VhostUserBlkSession::co_request(Vring& v, VirtQueueElement elem)
     uint32_t written = co_await dev_.co_handle(elem);
     // The queue is only stopped once every request has been pushed.
     v.vq.push(elem, written);
-    if (v.vq.should_notify() && v.call.valid()) {
-        eventfd_write(v.call.get(), 1);
+    // One notification for all the requests that complete in this turn of
+    // the loop, not one eventfd write (and driver wakeup) each.  The flush
+    // counts as in flight, so the ring outlives it.
+    if (!v.notify_pending) {
+        v.notify_pending = true;
+        v.inflight++;
+        ctx_.post([this, &v] {
+            v.notify_pending = false;
+            if (v.vq.should_notify() && v.call.valid()) {
+                eventfd_write(v.call.get(), 1);
+            }
+            finished(v);
+        });
     }
+    finished(v);
+}
+
+void VhostUserBlkSession::finished(Vring& v)
+{
     if (--v.inflight == 0) {
         v.idle.restart_all();
     }
