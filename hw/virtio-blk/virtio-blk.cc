@@ -159,9 +159,10 @@ std::vector<uint8_t> VirtioBlkDevice::config() const
     // Topology: the physical block is what a zoned disk must be written in
     // (write granularity), else a logical block.
     uint32_t physical = std::max(lbs_, bl.zoned != BlockZoneModel::None ? bl.write_granularity : 0);
-    c[24] = std::has_single_bit(physical) ? uint8_t(std::countr_zero(physical / lbs_)) : 0;
+    uint32_t blocks = std::has_single_bit(physical) ? physical / lbs_ : 1;
+    c[24] = uint8_t(std::countr_zero(blocks));
     c[25] = 0;
-    store_le16(c + 26, 1);
+    store_le16(c + 26, uint16_t(std::min<uint32_t>(blocks, UINT16_MAX)));  // min_io_size: one physical block
     store_le32(c + 28, uint32_t(std::min<uint64_t>(bl.opt_transfer / lbs_, UINT32_MAX)));
     c[32] = writeback_ ? 1 : 0;
     store_le16(c + 34, opts_.num_queues);
