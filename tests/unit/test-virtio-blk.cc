@@ -740,3 +740,18 @@ TEST_CASE("virtio-blk: several elements in flight at once, pushed as they finish
         CHECK(std::equal(want.begin(), want.end(), mem->data.begin() + i * 4096));
     }
 }
+
+TEST_CASE("virtio-blk zoned: read-only and offline zones", "[virtio-blk][zoned]")
+{
+    ZonedRig r;
+    const uint64_t z3 = 3 * kZoneSectors, z4 = 4 * kZoneSectors;
+    REQUIRE(run_sync(r.ctx, r.blk->co_zone_mgmt(BlockZoneOp::SetReadOnly, z3 * 512, 4 * MiB)) == 0);
+    REQUIRE(run_sync(r.ctx, r.blk->co_zone_mgmt(BlockZoneOp::SetOffline, z4 * 512, 4 * MiB)) == 0);
+    CHECK(r.zone(z3).state == 13);
+    CHECK(r.zone(z4).state == 15);
+    CHECK(r.write(z3, bytes_of(512, 1)).status == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.append(z3, bytes_of(512, 1)).first == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.read(z3, 512).status == VIRTIO_BLK_S_OK);
+    CHECK(r.read(z4, 512).status == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.mgmt(VIRTIO_BLK_T_ZONE_RESET, z4) == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+}
