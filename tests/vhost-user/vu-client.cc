@@ -400,10 +400,14 @@ int VuClient::reap(unsigned qi, const std::function<void(const Completion&)>& fn
                 continue;
             }
         }
-        pollfd p = {q.call, POLLIN, 0};
-        int r = poll(&p, 1, timeout_ms);
+        // The socket too: a back end that went away completes nothing.
+        pollfd p[2] = {{q.call, POLLIN, 0}, {sock_, POLLIN, 0}};
+        int r = poll(p, 2, timeout_ms);
         if (r == 0) {
             return -ETIMEDOUT;
+        }
+        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            return -ECONNRESET;
         }
         eventfd_t v;
         eventfd_read(q.call, &v);

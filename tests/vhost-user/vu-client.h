@@ -78,7 +78,8 @@ public:
     void kick(unsigned q);
     // Collects completions of queue q, waiting on its call eventfd while
     // none are there (up to timeout_ms; -1: forever).  Returns how many
-    // were handed to fn, or -ETIMEDOUT / -EPROTO.
+    // were handed to fn, or -ETIMEDOUT / -EPROTO / -ECONNRESET (the back
+    // end closed the connection or sent something unasked).
     int reap(unsigned q, const std::function<void(const Completion&)>& fn, int timeout_ms);
     // submit + kick + reap one request synchronously.
     int run(unsigned q, const Request& r, std::vector<uint8_t>* in, uint8_t& status);
