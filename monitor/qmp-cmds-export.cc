@@ -3,6 +3,7 @@
 #include "export/nvme-tcp.h"
 #include "monitor/qmp.h"
 #include "monitor/qmp-convert.h"
+#include "export/vhost-user-blk.h"
 
 namespace qemu {
 
@@ -78,6 +79,7 @@ void qmp_register_export_commands(QmpDispatcher& d)
     d.add("block-export-add", qmp_block_export_add);
     d.add("block-export-del", qmp_block_export_del);
     d.add("query-block-exports", qmp_query_block_exports);
+    vhost_user_blk_export_register();
 }
 
 }  // namespace qemu

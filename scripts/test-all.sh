@@ -141,6 +141,10 @@ run_cases nbd-interop 60 tests/interop/nbd-server.sh build
 step "NVMe/TCP target (our initiator: round trips, persistence, hostile hosts)"
 run_cases nvme-tcp 60 tests/interop/nvme-tcp.sh build
 
+# --- The vhost-user-blk export with our own front end (tests/interop) ------
+step "vhost-user-blk export (our front end, hostile messages, reconnect)"
+run_cases vhost-user-blk 60 tests/interop/vhost-user-blk.sh build
+
 # --- libFuzzer runs (tests/fuzz) ---------------------------------------------
 # A clang build of each harness only, a generated seed corpus, then some
 # seconds of fuzzing; any crash, sanitizer report, leak or timeout is one
@@ -206,6 +210,26 @@ if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nvme-tcp
     fuzz_run nvme-tcp fuzz-nvme-tcp "$nvme_fuzz_seconds" "$log/nvme-tcp-fuzz-seeds"
 else
     echo "NVMe/TCP fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# Hostile driver memory through the virtqueue walker and the virtio-blk model.
+vq_fuzz_seconds=${VIRTQUEUE_FUZZ_SECONDS:-30}
+step "fuzzing the virtqueue walker and virtio-blk (libFuzzer, ${vq_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-virtqueue >/dev/null &&
+   tests/fuzz/make-virtqueue-corpus.py "$log/virtqueue-fuzz-seeds"; then
+    fuzz_run virtqueue fuzz-virtqueue "$vq_fuzz_seconds" "$log/virtqueue-fuzz-seeds"
+else
+    echo "virtqueue fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
+# Hostile vhost-user message streams into the vhost-user-blk back end.
+vu_fuzz_seconds=${VHOST_USER_FUZZ_SECONDS:-30}
+step "fuzzing the vhost-user-blk back end (libFuzzer, ${vu_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-vhost-user >/dev/null &&
+   tests/fuzz/make-vhost-user-corpus.sh "$log/vhost-user-fuzz-seeds"; then
+    fuzz_run vhost-user fuzz-vhost-user "$vu_fuzz_seconds" "$log/vhost-user-fuzz-seeds"
+else
+    echo "vhost-user fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"
