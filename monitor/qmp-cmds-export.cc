@@ -1,6 +1,7 @@
 // QMP commands of QEMU's block-export.json: block-export-add,
 // block-export-del, query-block-exports.
 #include "monitor/qmp.h"
+#include "export/ublk.h"
 #include "monitor/qmp-convert.h"
 
 namespace qemu {
@@ -65,6 +66,9 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
         e["type"] = exp->options().type;
         e["node-name"] = exp->options().node_name;
         e["shutting-down"] = exp->shutting_down();
+        for (const auto& [key, value] : exp->info()) {
+            e[key] = value;
+        }
         ret.push_back(std::move(e));
     }
 }
@@ -73,6 +77,7 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
 
 void qmp_register_export_commands(QmpDispatcher& d)
 {
+    ublk_export_register();
     d.add("block-export-add", qmp_block_export_add);
     d.add("block-export-del", qmp_block_export_del);
     d.add("query-block-exports", qmp_query_block_exports);
