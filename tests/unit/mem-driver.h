@@ -29,6 +29,8 @@ public:
                           unsigned flags) override;
     unsigned supported_write_flags() const override { return fua_ ? unsigned(BDRV_REQ_FUA) : 0u; }
     Task<int> drv_pwrite_zeroes(uint64_t offset, uint64_t bytes, unsigned flags) override;
+    // With write-zeroes=on, MAY_UNMAP reaches the log (for tests of who passes it).
+    unsigned supported_zero_flags() const override { return zeroes_ ? unsigned(BDRV_REQ_MAY_UNMAP) : 0u; }
     Task<int> drv_pdiscard(uint64_t offset, uint64_t bytes) override;
     Task<int> drv_flush_to_disk() override;
     void drv_refresh_limits(BlockLimits& bl) override;

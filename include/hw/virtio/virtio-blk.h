@@ -24,6 +24,7 @@
 #include "block/block-backend.h"
 #include "hw/virtio/virtqueue.h"
 #include "qemu/coroutine.h"
+#include "qemu/iov.h"
 
 namespace qemu {
 
@@ -47,6 +48,36 @@ enum : uint64_t {
 
 // The size of struct virtio_blk_config up to and including the zoned part.
 inline constexpr unsigned kVirtioBlkConfigSize = 96;
+
+// Request types (virtio 1.2 5.2.6, 1.3 5.2.6 for the zoned ones).
+enum : uint32_t {
+    VIRTIO_BLK_T_IN = 0,
+    VIRTIO_BLK_T_OUT = 1,
+    VIRTIO_BLK_T_FLUSH = 4,
+    VIRTIO_BLK_T_GET_ID = 8,
+    VIRTIO_BLK_T_DISCARD = 11,
+    VIRTIO_BLK_T_WRITE_ZEROES = 13,
+    VIRTIO_BLK_T_SECURE_ERASE = 14,
+    VIRTIO_BLK_T_ZONE_APPEND = 15,
+    VIRTIO_BLK_T_ZONE_REPORT = 16,
+    VIRTIO_BLK_T_ZONE_OPEN = 18,
+    VIRTIO_BLK_T_ZONE_CLOSE = 20,
+    VIRTIO_BLK_T_ZONE_FINISH = 22,
+    VIRTIO_BLK_T_ZONE_RESET = 24,
+    VIRTIO_BLK_T_ZONE_RESET_ALL = 26,
+    VIRTIO_BLK_T_BARRIER = 0x80000000u,  // legacy; masked off
+    VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1,
+};
+// Zone models of config `zoned.model`.
+enum : uint8_t { VIRTIO_BLK_Z_NONE = 0, VIRTIO_BLK_Z_HM = 1, VIRTIO_BLK_Z_HA = 2 };
+// Sizes on the wire: the out header {le32 type, le32 ioprio, le64 sector},
+// a discard/write-zeroes segment, the zone report header and descriptor,
+// the GET_ID string.
+inline constexpr unsigned kVirtioBlkOutHdrSize = 16;
+inline constexpr unsigned kVirtioBlkSegmentSize = 16;
+inline constexpr unsigned kVirtioBlkZoneReportHdrSize = 64;
+inline constexpr unsigned kVirtioBlkZoneDescSize = 64;
+inline constexpr unsigned kVirtioBlkIdBytes = 20;
 
 struct VirtioBlkOptions {
     bool writable = false;
@@ -92,11 +123,51 @@ public:
     const VirtioBlkOptions& options() const { return opts_; }
     BlockBackend& blk() const { return blk_; }
 
+    // The logical block size the driver sees (config blk_size).
+    uint32_t logical_block_size() const { return lbs_; }
+
 private:
+    // One request with its header parsed: `data_out` is the out-buffers
+    // after the header, `data_in` the in-buffers before the status byte
+    // (both point into the element's buffers: no copies).
+    struct Request {
+        uint32_t type;
+        uint64_t sector;
+        IOVector& data_out;
+        IOVector& data_in;
+    };
+    Task<uint8_t> co_execute(Request& req);
+    Task<uint8_t> co_read_write(Request& req, bool is_write);
+    uint8_t get_id(Request& req) const;
+    Task<uint8_t> co_discard_write_zeroes(Request& req);
+    // hw/virtio-blk/virtio-blk-zoned.cc
+    Task<uint8_t> co_zone_report(Request& req);
+    Task<uint8_t> co_zone_mgmt(Request& req);
+    Task<uint8_t> co_zone_append(Request& req);
+
+    bool negotiated(uint64_t feature) const { return driver_features_ & feature; }
+    // Is [sector, sector + bytes) a request QEMU's device accepts: inside
+    // the disk, aligned to the logical block size, not larger than the
+    // block layer takes in one request?
+    bool range_ok(uint64_t sector, uint64_t bytes) const;
+    // The status for a block-layer result; the zoned statuses only when
+    // the driver knows them (ZONED negotiated), else IOERR.
+    uint8_t status_of(int ret) const;
+    // Writes are durable on completion while the cache is write-through.
+    unsigned write_flags() const { return writeback_ ? 0u : unsigned(BDRV_REQ_FUA); }
+    // The disk size in 512-byte sectors (it follows a resize).
+    uint64_t capacity_sectors() const { return blk_.getlength() / 512; }
+    uint32_t seg_max() const;
+    uint32_t max_discard_sectors(uint64_t limit) const;
+    void zoned_config(uint8_t* cfg) const;
+
     BlockBackend& blk_;
     VirtioBlkOptions opts_;
+    uint32_t lbs_ = 512;
     uint64_t driver_features_ = 0;
-    bool writeback_ = true;  // config `wce`
+    // Config `wce`.  Read and written in the device's AioContext (the
+    // transport forwards config writes there).
+    bool writeback_ = true;
 };
 
 }  // namespace qemu

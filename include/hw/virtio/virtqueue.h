@@ -63,6 +63,25 @@ struct VirtQueueElement {
     uint64_t in_bytes = 0;
 };
 
+// Split ring layout (virtio 1.2, 2.7): descriptor flags, ring flags, and
+// the largest queue.  A test driver or a transport builds rings with these.
+enum : uint16_t {
+    VRING_DESC_F_NEXT = 1,
+    VRING_DESC_F_WRITE = 2,
+    VRING_DESC_F_INDIRECT = 4,
+    VRING_AVAIL_F_NO_INTERRUPT = 1,
+    VRING_USED_F_NO_NOTIFY = 1,
+};
+inline constexpr unsigned kVirtQueueMaxSize = 32768;
+// One descriptor as it sits in a table (little-endian, 16 bytes).
+struct VringDesc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+static_assert(sizeof(VringDesc) == 16);
+
 class VirtQueue {
 public:
     // Where the rings live, as host pointers the transport translated
@@ -86,6 +105,16 @@ public:
     // (out-of-range index, a loop, an address outside mem, a readable
     // descriptor after a writable one, a bad indirect table); the queue
     // stays broken and the transport reports NEEDS_RESET.
+    // The rules (docs/devel/virtio-blk.rst): the avail index may run at
+    // most num ahead of last_avail_idx(); a chain holds at most num
+    // descriptors of the table, or is one descriptor with INDIRECT (and
+    // no NEXT) pointing at a table of len / 16 entries (len a non-zero
+    // multiple of 16, at most kVirtQueueMaxSize entries, inside one
+    // memory region), whose entries have no INDIRECT; no descriptor has
+    // length 0; no readable descriptor follows a writable one.  Each
+    // descriptor is read once, so a driver changing it meanwhile cannot
+    // make a checked value differ from the one used.  On Broken, elem is
+    // cleared and last_avail_idx() does not move.
     PopResult pop(const GuestMemory& mem, VirtQueueElement& elem);
     // Puts a finished element on the used ring with the number of bytes
     // written into its in-buffers.  Elements may be pushed in any order.
@@ -102,6 +131,9 @@ public:
     bool broken() const { return broken_; }
 
 private:
+    bool walk_chain(const GuestMemory& mem, uint16_t head, VirtQueueElement& elem);
+    void set_avail_event(uint16_t idx);
+
     uint16_t num_ = 0;
     Rings rings_;
     bool event_idx_ = false;
@@ -110,6 +142,7 @@ private:
     uint16_t used_idx_ = 0;
     uint16_t signalled_used_ = 0;  // used_idx_ when the driver was last notified
     bool signalled_used_valid_ = false;
+    bool notification_ = true;  // set_notification()
 };
 
 }  // namespace qemu
