@@ -2,6 +2,7 @@
 // block-export-del, query-block-exports.
 #include "monitor/qmp.h"
 #include "export/ublk.h"
+#include "export/vduse-blk.h"
 #include "monitor/qmp-convert.h"
 
 namespace qemu {
@@ -78,6 +79,7 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
 void qmp_register_export_commands(QmpDispatcher& d)
 {
     ublk_export_register();
+    vduse_blk_export_register();
     d.add("block-export-add", qmp_block_export_add);
     d.add("block-export-del", qmp_block_export_del);
     d.add("query-block-exports", qmp_query_block_exports);
