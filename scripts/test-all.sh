@@ -192,5 +192,15 @@ else
     echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
+# Hostile driver memory through the virtqueue walker and the virtio-blk model.
+vq_fuzz_seconds=${VIRTQUEUE_FUZZ_SECONDS:-30}
+step "fuzzing the virtqueue walker and virtio-blk (libFuzzer, ${vq_fuzz_seconds}s)"
+if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-virtqueue >/dev/null &&
+   tests/fuzz/make-virtqueue-corpus.py "$log/virtqueue-fuzz-seeds"; then
+    fuzz_run virtqueue fuzz-virtqueue "$vq_fuzz_seconds" "$log/virtqueue-fuzz-seeds"
+else
+    echo "virtqueue fuzzer build or corpus generation failed"; failed=$((failed + 1))
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

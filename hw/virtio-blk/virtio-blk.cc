@@ -20,22 +20,12 @@ namespace {
 // QEMU's BDRV_REQUEST_MAX_SECTORS: requests stay below 2 GiB.
 constexpr uint64_t kMaxRequestSectors = uint64_t(INT32_MAX) >> 9;
 
-// An IOVector over [offset, offset + len) of an element's buffers.
-IOVector slice(const std::vector<iovec>& iov, size_t offset, size_t len)
+// An IOVector of an element's buffers (pointing into them).
+IOVector vector_of(const std::vector<iovec>& iov)
 {
     IOVector v;
     for (const iovec& e : iov) {
-        if (len == 0) {
-            break;
-        }
-        if (offset >= e.iov_len) {
-            offset -= e.iov_len;
-            continue;
-        }
-        size_t n = std::min(e.iov_len - offset, len);
-        v.add(static_cast<uint8_t*>(e.iov_base) + offset, n);
-        len -= n;
-        offset = 0;
+        v.add(e.iov_base, e.iov_len);
     }
     return v;
 }
@@ -215,23 +205,23 @@ uint8_t VirtioBlkDevice::status_of(int ret) const
 
 Task<uint32_t> VirtioBlkDevice::co_handle(const VirtQueueElement& elem)
 {
-    if (elem.in_bytes == 0) {
+    IOVector in = vector_of(elem.in);
+    if (in.size() == 0) {
         co_return 0;
     }
     // QEMU reports the whole in-area as written, whatever the request.
-    uint32_t written = uint32_t(std::min<uint64_t>(elem.in_bytes, UINT32_MAX));
-    IOVector status_byte = slice(elem.in, elem.in_bytes - 1, 1);
+    uint32_t written = uint32_t(std::min<uint64_t>(in.size(), UINT32_MAX));
+    IOVector out = vector_of(elem.out);
     uint8_t status = VIRTIO_BLK_S_IOERR;
     uint8_t hdr[kVirtioBlkOutHdrSize];
-    IOVector out_hdr = slice(elem.out, 0, sizeof(hdr));
-    if (out_hdr.size() == sizeof(hdr)) {
-        out_hdr.to_buf(0, hdr, sizeof(hdr));
-        IOVector data_out = slice(elem.out, sizeof(hdr), elem.out_bytes - sizeof(hdr));
-        IOVector data_in = slice(elem.in, 0, elem.in_bytes - 1);
+    if (out.to_buf(0, hdr, sizeof(hdr)) == sizeof(hdr)) {
+        IOVector data_out, data_in;
+        data_out.add_slice(out, sizeof(hdr), out.size() - sizeof(hdr));
+        data_in.add_slice(in, 0, in.size() - 1);
         Request req{load_le32(hdr) & ~VIRTIO_BLK_T_BARRIER, load_le64(hdr + 8), data_out, data_in};
         status = co_await co_execute(req);
     }
-    status_byte.from_buf(0, &status, 1);
+    in.from_buf(in.size() - 1, &status, 1);
     co_return written;
 }
 

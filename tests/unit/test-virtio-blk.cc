@@ -701,3 +701,57 @@ TEST_CASE("virtio-blk zoned: a read-only device refuses zone changes", "[virtio-
     CHECK(r.report(0, 16).first == 16);
     CHECK(r.zone(kZoneSectors).state == 1);
 }
+
+TEST_CASE("virtio-blk: several elements in flight at once, pushed as they finish", "[virtio-blk]")
+{
+    Rig r;
+    r.attach(open_mem(r.ctx, "size=1M"));
+    auto* mem = static_cast<MemState*>(r.blk->bs());
+    mem->yield_in_io = true;
+    constexpr int kCount = 8;
+    std::vector<VirtioTestDriver::Buf> status(kCount);
+    for (int i = 0; i < kCount; i++) {
+        uint8_t hdr[16];
+        store_le32(hdr, VIRTIO_BLK_T_OUT);
+        store_le32(hdr + 4, 0);
+        store_le64(hdr + 8, uint64_t(i) * 8);
+        auto data = bytes_of(4096, uint8_t(i));
+        status[i] = r.drv.in_buf(1);
+        r.drv.add_chain({r.drv.out_buf(hdr, 16), r.drv.out_buf(data.data(), data.size()), status[i]});
+    }
+    std::vector<VirtQueueElement> elems(kCount);
+    int done = 0;
+    for (auto& e : elems) {
+        REQUIRE(r.vq.pop(r.drv.memory(), e) == VirtQueue::PopResult::Element);
+        co_spawn([](Rig& rig, VirtQueueElement& el, int& d) -> Task<void> {
+            uint32_t written = co_await rig.dev->co_handle(el);
+            rig.vq.push(el, written);
+            d++;
+        }(r, e, done));
+    }
+    while (done < kCount) {
+        r.ctx.poll(true);
+    }
+    CHECK(mem->max_in_flight > 1);
+    REQUIRE(r.drv.used_idx() == kCount);
+    for (int i = 0; i < kCount; i++) {
+        CHECK(*r.drv.host(status[i].addr) == VIRTIO_BLK_S_OK);
+        auto want = bytes_of(4096, uint8_t(i));
+        CHECK(std::equal(want.begin(), want.end(), mem->data.begin() + i * 4096));
+    }
+}
+
+TEST_CASE("virtio-blk zoned: read-only and offline zones", "[virtio-blk][zoned]")
+{
+    ZonedRig r;
+    const uint64_t z3 = 3 * kZoneSectors, z4 = 4 * kZoneSectors;
+    REQUIRE(run_sync(r.ctx, r.blk->co_zone_mgmt(BlockZoneOp::SetReadOnly, z3 * 512, 4 * MiB)) == 0);
+    REQUIRE(run_sync(r.ctx, r.blk->co_zone_mgmt(BlockZoneOp::SetOffline, z4 * 512, 4 * MiB)) == 0);
+    CHECK(r.zone(z3).state == 13);
+    CHECK(r.zone(z4).state == 15);
+    CHECK(r.write(z3, bytes_of(512, 1)).status == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.append(z3, bytes_of(512, 1)).first == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.read(z3, 512).status == VIRTIO_BLK_S_OK);
+    CHECK(r.read(z4, 512).status == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+    CHECK(r.mgmt(VIRTIO_BLK_T_ZONE_RESET, z4) == VIRTIO_BLK_S_ZONE_INVALID_CMD);
+}
