@@ -115,9 +115,12 @@ private:
     int stop_fd_ = -1;   // wakes the message loop for teardown
     int epoll_fd_ = -1;  // dev_fd_ and stop_fd_
     bool stopping_ = false;
-    bool running_ = false;  // queues started (DRIVER_OK)
+    bool running_ = false;  // queues started (DRIVER_OK), or being started
     bool iotlb_stale_ = true;
     std::shared_ptr<Memory> mem_;
+    // The snapshot the rings were translated in: kept while the queues
+    // run, whatever later snapshots drop.
+    MemoryRef ring_mem_;
     std::vector<Queue> queues_;
     RequestCounter loops_;     // the message loop and the queue loops
     RequestCounter requests_;  // requests in flight
@@ -266,6 +269,7 @@ Task<void> VduseBlkExport::co_handle_message(const DevRequest& req, DevResponse&
     case kSetStatus:
         if ((req.status & kStatusDriverOk) && !running_) {
             if (!start_queues()) {
+                co_await co_stop_queues();  // the ones that did start
                 resp.result = kResultFailed;
             }
         } else if (!(req.status & kStatusDriverOk) && running_) {
@@ -342,13 +346,14 @@ bool VduseBlkExport::start_queues()
         return false;
     }
     mem_ = read_iotlb();
+    ring_mem_ = mem_;
+    running_ = true;
     bool event_idx = features & VIRTIO_RING_F_EVENT_IDX;
     for (uint32_t i = 0; i < num_queues_; i++) {
         if (!start_queue(i, event_idx)) {
             return false;
         }
     }
-    running_ = true;
     return true;
 }
 
@@ -466,6 +471,7 @@ Task<void> VduseBlkExport::co_stop_queues()
         q.vq.stop();
     }
     mem_.reset();
+    ring_mem_.reset();
     iotlb_stale_ = true;
     running_ = false;
 }

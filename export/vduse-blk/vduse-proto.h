@@ -73,6 +73,12 @@ constexpr unsigned long kVqGetInfo = _IOWR(kBase, 0x15, VqInfo);
 constexpr unsigned long kVqSetupKickfd = _IOW(kBase, 0x16, VqEventfd);
 constexpr unsigned long kVqInjectIrq = _IOW(kBase, 0x17, uint32_t);
 
+// A split queue's state in GET_VQ_STATE (vduse_vq_state).
+struct VqState {
+    uint32_t index;
+    uint16_t avail_index;
+};
+
 // Messages (read() from the device fd; each answered by a write()).
 enum MsgType : uint32_t {
     kGetVqState = 0,
@@ -85,10 +91,7 @@ struct DevRequest {
     uint32_t request_id;
     uint32_t reserved[4];
     union {
-        struct {
-            uint32_t index;
-            uint16_t avail_index;  // split queues
-        } vq_state;
+        VqState vq_state;
         uint8_t status;
         struct {
             uint64_t start;
@@ -107,10 +110,7 @@ struct DevResponse {
     uint32_t result;
     uint32_t reserved[4];  // must be zero
     union {
-        struct {
-            uint32_t index;
-            uint16_t avail_index;
-        } vq_state;
+        VqState vq_state;
         uint32_t padding[32];
     };
 };

@@ -75,3 +75,27 @@ export BUILD=/host
 export Q10_LIB=/qemu10/usr/lib/x86_64-linux-gnu:/qemu10/lib/x86_64-linux-gnu
 qemu10() { prog=$1; shift; LD_LIBRARY_PATH=$Q10_LIB "/qemu10/usr/bin/$prog" "$@"; }
 mark "init kernel=$(uname -r)"
+
+# --- Helpers for test steps (wait_for, zones_blkzone) ---
+
+# wait_for COUNT COMMAND...: retries COMMAND every 0.1 s, COUNT times.
+wait_for() {
+    _n=$1
+    shift
+    while ! "$@" 2>/dev/null; do
+        _n=$((_n - 1))
+        [ $_n -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
+
+# zones_blkzone DEV: one line per zone of DEV, "start wptr cond type" in
+# sectors (wptr absolute; 0 for conventional zones), from blkzone, whose
+# wptr is relative to the zone start.
+zones_blkzone() {
+    blkzone report "$1" | sed -nE 's/.*start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+) .*zcond: *([0-9]+).*type: *([0-9]+).*/\1 \4 \5 \6/p' |
+        while read -r s w c t; do
+            [ "$t" = 1 ] && w=0 || w=$((s + w))
+            echo "$((s)) $w $c $t"
+        done
+}
