@@ -2,6 +2,8 @@
 // block-export-del, query-block-exports.
 #include "export/nvme-tcp.h"
 #include "monitor/qmp.h"
+#include "export/ublk.h"
+#include "export/vduse-blk.h"
 #include "monitor/qmp-convert.h"
 #include "export/vhost-user-blk.h"
 
@@ -67,6 +69,9 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
         e["type"] = exp->options().type;
         e["node-name"] = exp->options().node_name;
         e["shutting-down"] = exp->shutting_down();
+        for (const auto& [key, value] : exp->info()) {
+            e[key] = value;
+        }
         ret.push_back(std::move(e));
     }
 }
@@ -76,6 +81,8 @@ Task<void> qmp_query_block_exports(MonitorContext& mon, QmpArgs& args,
 void qmp_register_export_commands(QmpDispatcher& d)
 {
     nvme_tcp_export_register();
+    ublk_export_register();
+    vduse_blk_export_register();
     d.add("block-export-add", qmp_block_export_add);
     d.add("block-export-del", qmp_block_export_del);
     d.add("query-block-exports", qmp_query_block_exports);

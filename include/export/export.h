@@ -52,6 +52,9 @@ public:
     AioContext& ctx() const { return blk_->ctx(); }
     // Set once deletion has begun (query-block-exports' shutting-down).
     bool shutting_down() const { return shutting_down_; }
+    // Members of the type's own that query-block-exports adds after QEMU's
+    // (ublk: "dev-id", the kernel's device number), in ctx()'s thread.
+    virtual std::vector<std::pair<std::string, int64_t>> info() const { return {}; }
 
     // block-export-del: stops accepting clients and ends the existing ones
     // (mode=hard: at once, dropping requests not yet started; soft: after

@@ -107,3 +107,27 @@ host() {
     return "$(cat "/ctl/rc.$_id")"
 }
 mark "init kernel=$(uname -r) boot=$E2E_BOOT"
+
+# --- Helpers for test steps (wait_for, zones_blkzone) ---
+
+# wait_for COUNT COMMAND...: retries COMMAND every 0.1 s, COUNT times.
+wait_for() {
+    _n=$1
+    shift
+    while ! "$@" 2>/dev/null; do
+        _n=$((_n - 1))
+        [ $_n -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
+
+# zones_blkzone DEV: one line per zone of DEV, "start wptr cond type" in
+# sectors (wptr absolute; 0 for conventional zones), from blkzone, whose
+# wptr is relative to the zone start.
+zones_blkzone() {
+    blkzone report "$1" | sed -nE 's/.*start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+) .*zcond: *([0-9]+).*type: *([0-9]+).*/\1 \4 \5 \6/p' |
+        while read -r s w c t; do
+            [ "$t" = 1 ] && w=0 || w=$((s + w))
+            echo "$((s)) $w $c $t"
+        done
+}

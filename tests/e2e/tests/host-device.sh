@@ -67,15 +67,8 @@ run_qemu_io() {
     fi | sed -E 's/; [0-9:.]+ sec \(.*\)$/; (timing)/'
 }
 
-# One line per zone, "start wptr cond type" in sectors, from blkzone
-# (whose wptr is relative to the zone start) and from our zone report.
-zones_blkzone() {
-    blkzone report "$1" | sed -nE 's/.*start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+) .*zcond: *([0-9]+).*type: *([0-9]+).*/\1 \4 \5 \6/p' |
-        while read -r s w c t; do
-            [ "$t" = 1 ] && w=0 || w=$((s + w))
-            echo "$((s)) $w $c $t"
-        done
-}
+# One line per zone, "start wptr cond type" in sectors, from our zone
+# report (zones_blkzone, in guest/lib.sh, gives blkzone's).
 zones_qemu() {
     $BUILD/qemu-io -f raw -c "zrp 0 1000" "$1" |
         sed -nE 's/start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+), zcond:([0-9]+), \[type: ([0-9]+)\]/\1 \4 \5 \6/p' |

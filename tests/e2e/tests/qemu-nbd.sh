@@ -11,17 +11,6 @@ ZIMG=/tmp/zoned.qcow2
 MKE2FS=/usr/sbin/mke2fs     # busybox's applets would come first in $PATH
 E2FSCK=/usr/sbin/e2fsck
 
-# wait_for COUNT COMMAND...: retries COMMAND every 0.1 s, COUNT times.
-wait_for() {
-    _n=$1
-    shift
-    while ! "$@" 2>/dev/null; do
-        _n=$((_n - 1))
-        [ $_n -gt 0 ] || return 1
-        sleep 0.1
-    done
-}
-
 dev_size() { [ "$(cat /sys/block/$1/size)" != 0 ]; }
 dev_free() { [ "$(cat /sys/block/$1/size)" = 0 ]; }
 gone() { ! kill -0 "$(cat "$1")"; }
