@@ -187,6 +187,9 @@ VirtQueue::PopResult VirtQueue::pop(const GuestMemory& mem, VirtQueueElement& el
 
 void VirtQueue::push(const VirtQueueElement& elem, uint32_t written)
 {
+    if (num_ == 0) {
+        return;  // stopped while the request ran: the rings are gone
+    }
     uint8_t* used = static_cast<uint8_t*>(rings_.used);
     uint8_t* slot = used + kUsedRing + 8 * size_t(used_idx_ % num_);
     store_le32(slot, elem.head);
@@ -200,6 +203,9 @@ bool VirtQueue::should_notify()
 {
     // The used index we published must be visible before we read what the
     // driver wants; the driver does the converse (virtio 1.2 2.7.10).
+    if (num_ == 0) {
+        return false;
+    }
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const uint8_t* avail = static_cast<const uint8_t*>(rings_.avail);
     if (!event_idx_) {
@@ -220,6 +226,9 @@ bool VirtQueue::should_notify()
 void VirtQueue::set_notification(bool enabled)
 {
     notification_ = enabled;
+    if (num_ == 0) {
+        return;
+    }
     uint8_t* used = static_cast<uint8_t*>(rings_.used);
     if (event_idx_) {
         // Kick again once anything past what we have seen is made

@@ -382,6 +382,12 @@ TEST_CASE("virtqueue: a broken queue starts afresh after start()", "[virtio]")
     q.vq.stop();
     CHECK_FALSE(q.vq.started());
     CHECK(q.pop() == VirtQueue::PopResult::Empty);
+    // A request that finishes after the stop touches no ring.
+    q.vq.push(q.elem, 1);
+    CHECK_FALSE(q.vq.should_notify());
+    q.vq.set_notification(false);
+    CHECK(q.drv.used_idx() == 0);
+    CHECK(q.drv.used_flags() == 0);
     q.vq.start(4, q.drv.rings(), false, 1);
     CHECK_FALSE(q.vq.broken());
     q.drv.add_chain({q.drv.out_buf("a", 1)});

@@ -118,6 +118,8 @@ public:
     PopResult pop(const GuestMemory& mem, VirtQueueElement& elem);
     // Puts a finished element on the used ring with the number of bytes
     // written into its in-buffers.  Elements may be pushed in any order.
+    // On a stopped queue, push(), should_notify() (false) and
+    // set_notification() do nothing: the rings may be unmapped already.
     void push(const VirtQueueElement& elem, uint32_t written);
     // After one or more push(): whether the driver wants a notification
     // (event index or NO_INTERRUPT), and resets the tracking.
