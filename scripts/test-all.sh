@@ -182,55 +182,34 @@ else
     echo "fuzzer build or corpus generation failed"; failed=$((failed + 1))
 fi
 
-# Hostile client bytes through QMP framing and the dispatcher, from the
-# seeds in tests/fuzz/qmp-seeds.
-qmp_fuzz_seconds=${QMP_FUZZ_SECONDS:-30}
-step "fuzzing the QMP monitor (libFuzzer, ${qmp_fuzz_seconds}s)"
-if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-qmp >/dev/null; then
-    fuzz_run qmp fuzz-qmp "$qmp_fuzz_seconds" tests/fuzz/qmp-seeds
-else
-    echo "QMP fuzzer build failed"; failed=$((failed + 1))
-fi
+# fuzz_harness NAME HARNESS SECONDS WHAT SEEDS [SEEDGEN]: builds HARNESS in
+# build-fuzz, fills SEEDS with SEEDGEN (when given; else SEEDS is a folder
+# of the tree) and fuzzes with fuzz_run; a failed build or seed generation
+# is one failure.
+fuzz_harness() {
+    local name=$1 harness=$2 seconds=$3 what=$4 seeds=$5 seedgen=${6:-}
+    step "fuzzing $what (libFuzzer, ${seconds}s)"
+    if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz "tests/fuzz/$harness" >/dev/null &&
+       { [ -z "$seedgen" ] || "$seedgen" "$seeds"; }; then
+        fuzz_run "$name" "$harness" "$seconds" "$seeds"
+    else
+        echo "$what: fuzzer build or seed generation failed"; failed=$((failed + 1))
+    fi
+}
 
-# Hostile client bytes through the NBD server's negotiation and requests.
-nbd_fuzz_seconds=${NBD_FUZZ_SECONDS:-40}
-step "fuzzing the NBD server (libFuzzer, ${nbd_fuzz_seconds}s)"
-if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nbd-server >/dev/null &&
-   tests/fuzz/make-nbd-corpus.sh "$log/nbd-fuzz-seeds"; then
-    fuzz_run nbd fuzz-nbd-server "$nbd_fuzz_seconds" "$log/nbd-fuzz-seeds"
-else
-    echo "NBD fuzzer build or corpus generation failed"; failed=$((failed + 1))
-fi
-
-# Hostile host bytes through the NVMe/TCP target's PDU layer and commands.
-nvme_fuzz_seconds=${NVME_TCP_FUZZ_SECONDS:-30}
-step "fuzzing the NVMe/TCP target (libFuzzer, ${nvme_fuzz_seconds}s)"
-if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-nvme-tcp >/dev/null &&
-   tests/fuzz/make-nvme-tcp-corpus.sh "$log/nvme-tcp-fuzz-seeds"; then
-    fuzz_run nvme-tcp fuzz-nvme-tcp "$nvme_fuzz_seconds" "$log/nvme-tcp-fuzz-seeds"
-else
-    echo "NVMe/TCP fuzzer build or corpus generation failed"; failed=$((failed + 1))
-fi
-
-# Hostile driver memory through the virtqueue walker and the virtio-blk model.
-vq_fuzz_seconds=${VIRTQUEUE_FUZZ_SECONDS:-30}
-step "fuzzing the virtqueue walker and virtio-blk (libFuzzer, ${vq_fuzz_seconds}s)"
-if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-virtqueue >/dev/null &&
-   tests/fuzz/make-virtqueue-corpus.py "$log/virtqueue-fuzz-seeds"; then
-    fuzz_run virtqueue fuzz-virtqueue "$vq_fuzz_seconds" "$log/virtqueue-fuzz-seeds"
-else
-    echo "virtqueue fuzzer build or corpus generation failed"; failed=$((failed + 1))
-fi
-
-# Hostile vhost-user message streams into the vhost-user-blk back end.
-vu_fuzz_seconds=${VHOST_USER_FUZZ_SECONDS:-30}
-step "fuzzing the vhost-user-blk back end (libFuzzer, ${vu_fuzz_seconds}s)"
-if [ -f build-fuzz/build.ninja ] && ninja -C build-fuzz tests/fuzz/fuzz-vhost-user >/dev/null &&
-   tests/fuzz/make-vhost-user-corpus.sh "$log/vhost-user-fuzz-seeds"; then
-    fuzz_run vhost-user fuzz-vhost-user "$vu_fuzz_seconds" "$log/vhost-user-fuzz-seeds"
-else
-    echo "vhost-user fuzzer build or corpus generation failed"; failed=$((failed + 1))
-fi
+# Hostile bytes from outside, each through the parser that takes them: QMP
+# framing and the dispatcher, the NBD server's negotiation and requests, the
+# NVMe/TCP target's PDUs and commands, driver memory through the virtqueue
+# walker and virtio-blk, vhost-user message streams.
+fuzz_harness qmp fuzz-qmp "${QMP_FUZZ_SECONDS:-30}" "the QMP monitor" tests/fuzz/qmp-seeds
+fuzz_harness nbd fuzz-nbd-server "${NBD_FUZZ_SECONDS:-40}" "the NBD server" \
+    "$log/nbd-fuzz-seeds" tests/fuzz/make-nbd-corpus.sh
+fuzz_harness nvme-tcp fuzz-nvme-tcp "${NVME_TCP_FUZZ_SECONDS:-30}" "the NVMe/TCP target" \
+    "$log/nvme-tcp-fuzz-seeds" tests/fuzz/make-nvme-tcp-corpus.sh
+fuzz_harness virtqueue fuzz-virtqueue "${VIRTQUEUE_FUZZ_SECONDS:-30}" \
+    "the virtqueue walker and virtio-blk" "$log/virtqueue-fuzz-seeds" tests/fuzz/make-virtqueue-corpus.py
+fuzz_harness vhost-user fuzz-vhost-user "${VHOST_USER_FUZZ_SECONDS:-30}" \
+    "the vhost-user-blk back end" "$log/vhost-user-fuzz-seeds" tests/fuzz/make-vhost-user-corpus.sh
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
