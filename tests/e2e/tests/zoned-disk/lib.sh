@@ -218,7 +218,10 @@ writes_done() { [ "$(cat /tmp/done)" -ge "$1" ]; }
 # Writes of 64 KiB with O_DSYNC into zones 16-19, one dd each, while the
 # daemon is killed: every write that completed is in the image.  (Through
 # VDUSE the write in flight never completes once the daemon is gone: its
-# dd is left behind, not waited for.)
+# dd is left behind, not waited for.)  conv=nocreat: once the daemon is
+# dead the kernel may delete the disk (ublk does), and a dd started after
+# that would otherwise create a regular file of that name in /dev and
+# "complete" a write that no disk ever saw.
 sigkill_keeps_flushed() {
     d=/dev/$(cat /tmp/disk)
     blkzone reset "$d" || return 1
@@ -228,7 +231,7 @@ sigkill_keeps_flushed() {
         i=0
         while [ $i -lt 1024 ] &&
             $DD if=/tmp/pattern of="$d" bs=64k count=1 skip=$i seek=$((16 * ZS / 65536 + i)) \
-                oflag=direct,dsync 2>/dev/null; do
+                oflag=direct,dsync conv=nocreat 2>/dev/null; do
             i=$((i + 1))
             echo $i > /tmp/done.new && mv /tmp/done.new /tmp/done   # never read half-written
         done
@@ -238,6 +241,7 @@ sigkill_keeps_flushed() {
     kill -KILL "$(cat "$QSD_PID")"
     wait_for 100 gone "$(cat "$QSD_PID")" || die "the daemon survived SIGKILL"
     n=$(cat /tmp/done)
+    [ ! -f "$d" ] || die "$d became a regular file: a write went there, not to the disk"
     [ "$n" -gt 0 ] || die "no write completed before the kill"
     echo "at least $n of 1024 writes completed before the kill"
     $BUILD/qemu-img convert -f qcow2 -O raw "$IMG" /tmp/image.raw || die "convert failed"
