@@ -126,12 +126,14 @@ Task<BlockExport*> BlockExportRegistry::co_add(QDict opts, Error& err)
         // As QEMU: without fixed-iothread, a node that cannot move stays
         // where it is and the export runs there.
         Error move_err;
-        if (&node->ctx() != &io->ctx() &&
-            co_await co_run_in<int>(node->ctx(), [&]() {
+        if (&node->ctx() != &io->ctx()) {
+            int moved = co_await co_run_in<int>(node->ctx(), [&]() {
                 return bdrv_co_change_aio_context(node.get(), io->ctx(), move_err);
-            }) < 0 && o.fixed_iothread) {
-            err = move_err;
-            co_return nullptr;
+            });
+            if (moved < 0 && o.fixed_iothread) {
+                err = move_err;
+                co_return nullptr;
+            }
         }
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ | (o.writable ? uint64_t(BLK_PERM_WRITE) : 0);

@@ -459,7 +459,8 @@ Task<int> Checker::count_bitmaps()
     IOVector dir_qiov(dir.data(), ext.dir_size);
     std::vector<BitmapEntry> bitmaps;
     Error err;
-    if (co_await bdrv_co_preadv(s_.file(), ext.dir_offset, ext.dir_size, dir_qiov) < 0 ||
+    int read = co_await bdrv_co_preadv(s_.file(), ext.dir_offset, ext.dir_size, dir_qiov);
+    if (read < 0 ||
         !parse_bitmap_directory(dir.data(), ext.dir_size, ext.nb_bitmaps, s_.cluster_bits_,
                                 s_.total_bytes(), bitmaps, err)) {
         res_.corruptions++;

@@ -670,7 +670,12 @@ Task<void> Qcow2State::zone_undo(uint32_t z, const ZoneStateMachine::ZoneSnapsho
     zones_->restore_zone(z, before);
     std::vector<std::pair<uint32_t, uint64_t>> wp;
     wp.emplace_back(z, zones_->durable_wp(z));
-    if (co_await flush_metadata() >= 0 && co_await zoned_persist(wp) >= 0) {
+    // (No co_await inside && or ||: GCC 12 miscompiles it.)
+    int ret = co_await flush_metadata();
+    if (ret >= 0) {
+        ret = co_await zoned_persist(wp);
+    }
+    if (ret >= 0) {
         co_await bdrv_co_flush(file()->bs.get());
     }
     if (condition_written) {

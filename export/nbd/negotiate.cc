@@ -170,8 +170,11 @@ Task<int> NbdClient::co_option_loop(bool fixed, bool no_zeroes)
             co_return -EIO;
         }
         std::vector<uint8_t> data(len);
-        if (len && co_await co_recv(data.data(), len) < 0) {
-            co_return -EIO;
+        if (len) {
+            int ret = co_await co_recv(data.data(), len);
+            if (ret < 0) {
+                co_return -EIO;
+            }
         }
         if (!fixed && opt != nbd::kOptExportName) {
             warn_report("NBD client: Unsupported option %u (%s)", opt, opt_name(opt));
@@ -442,13 +445,20 @@ Task<int> NbdClient::co_opt_meta_context(uint32_t opt, const std::vector<uint8_t
     if (rd.left) {
         co_return co_await invalid("option '%s' has unexpected length");
     }
-    if (m.base_allocation && co_await co_send_meta_reply(opt, set ? kMetaIdBaseAllocation : 0,
-                                                         nbd::kContextBaseAllocation) < 0) {
-        co_return -EIO;
+    // One statement per co_await: GCC 12 miscompiles one inside &&.
+    if (m.base_allocation) {
+        int ret = co_await co_send_meta_reply(opt, set ? kMetaIdBaseAllocation : 0,
+                                              nbd::kContextBaseAllocation);
+        if (ret < 0) {
+            co_return -EIO;
+        }
     }
-    if (m.allocation_depth && co_await co_send_meta_reply(opt, set ? kMetaIdAllocationDepth : 0,
-                                                          nbd::kContextAllocationDepth) < 0) {
-        co_return -EIO;
+    if (m.allocation_depth) {
+        int ret = co_await co_send_meta_reply(opt, set ? kMetaIdAllocationDepth : 0,
+                                              nbd::kContextAllocationDepth);
+        if (ret < 0) {
+            co_return -EIO;
+        }
     }
     if (set) {
         contexts_ = m;

@@ -213,8 +213,11 @@ Task<int> NbdClient::co_read_block_status_payload(NbdRequest& req, std::string& 
         co_return -EIO;
     }
     std::vector<uint8_t> p(plen);
-    if (plen && co_await co_recv(p.data(), plen) < 0) {
-        co_return -EIO;
+    if (plen) {
+        int ret = co_await co_recv(p.data(), plen);
+        if (ret < 0) {
+            co_return -EIO;
+        }
     }
     req.len = 0;
     if (plen < 12 || (plen - 8) % 4) {
@@ -319,13 +322,18 @@ Task<int> NbdClient::co_dispatch(NbdRequest& req)
         if (!req.len) {
             co_return co_await co_generic_reply(req, -EINVAL, "need non-zero length");
         }
-        if (req.contexts.base_allocation &&
-            co_await co_block_status(req, kMetaIdBaseAllocation, !--remaining) < 0) {
-            co_return -EIO;
+        // One statement per co_await: GCC 12 miscompiles one inside &&.
+        if (req.contexts.base_allocation) {
+            int ret = co_await co_block_status(req, kMetaIdBaseAllocation, !--remaining);
+            if (ret < 0) {
+                co_return -EIO;
+            }
         }
-        if (req.contexts.allocation_depth &&
-            co_await co_block_status(req, kMetaIdAllocationDepth, !--remaining) < 0) {
-            co_return -EIO;
+        if (req.contexts.allocation_depth) {
+            int ret = co_await co_block_status(req, kMetaIdAllocationDepth, !--remaining);
+            if (ret < 0) {
+                co_return -EIO;
+            }
         }
         co_return 0;
     }
